@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+BUNDLE  ?= bundles/demo
+PORT    ?= 5006
+
+.PHONY: venv demo bundle serve test browser-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# torch/torchvision first, at versions that come from this machine's disk (see README).
+	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VPY) -m pip install -q -e '.[test,scale]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(BUNDLE)/manifest.json: | venv
+	$(VPY) -m precompute demo --out $(BUNDLE)
+
+bundle: $(BUNDLE)/manifest.json
+
+serve: bundle
+	$(VENV)/bin/panel serve explorer --port $(PORT) --address 0.0.0.0 --allow-websocket-origin='*' --args --bundle $(BUNDLE)
+
+demo: serve
+
+# Headless Chromium + its driver for the browser tests (Debian packages; no browser download).
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: venv browser-deps
+	$(VPY) -m pytest
+
+clean:
+	rm -rf $(VENV) bundles .pytest_cache

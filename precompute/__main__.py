@@ -1,0 +1,53 @@
+"""`python -m precompute <command>`: simulate surveys, run pipeline stages, build and validate bundles.
+
+Each command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args)``; they are
+imported only when used so that `validate` starts fast and a missing optional dependency names itself.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from precompute.bundle import BundleError
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "simulate": ("precompute.surveys.simulate", "write a simulated SDSS-like or FIRST-like survey with known truth"),
+    "demo": ("precompute.pipeline", "simulate an SDSS-like survey, train a small MoCo v2 encoder, write a bundle"),
+    "build": ("precompute.pipeline", "build a bundle from a survey's local data (SDSS HDF5 or FIRST catalogue + FITS)"),
+    "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),
+    "train": ("precompute.pipeline", "stage: train the self-supervised encoder"),
+    "embed": ("precompute.pipeline", "stage: embed every cutout with a trained encoder"),
+    "project": ("precompute.pipeline", "stage: PCA then UMAP to 2-D"),
+    "thumbnails": ("precompute.pipeline", "stage: render and pack thumbnails"),
+    "index": ("precompute.pipeline", "stage: build the similarity index"),
+    "bundle": ("precompute.pipeline", "stage: assemble and write the bundle"),
+    "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (FIRST, SDSS) into a resumable cache"),
+    "validate": ("precompute.validate", "check a bundle against the format contract"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m precompute", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.print_help()
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"python -m precompute {argv[0]}", description=COMMANDS[argv[0]][1])
+    module.add_arguments(cmd_parser, argv[0])
+    args = cmd_parser.parse_args(argv[1:])
+    args.command = argv[0]
+    try:
+        return int(module.run(args) or 0)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""One interface for every survey. SDSS and FIRST differ only in what a subclass of ``Survey`` says.
+
+A survey knows:
+- its bands, pixel scale, stored cutout size and the network's input crop;
+- how to read its local data into a :class:`Cutouts` (catalogue + image array) and, online, how to fetch one
+  cutout by position (astroquery), with a timeout;
+- its normalisation (``preprocess``): the exact transform from stored pixels to encoder input. Its parameters are
+  fitted once on the training images (``fit_preprocessing``) and saved with the encoder, so a cutout fetched later
+  is embedded exactly as the bundle's images were;
+- its default augmentations (names from ``models.augment``), its colour-by columns, and how to draw a thumbnail.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Cutouts:
+    """Images and catalogue of one survey sample, row i <=> image i.
+
+    ``catalog`` has at least ``object_id``, ``ra``, ``dec`` (deg, ICRS) and the survey's label columns;
+    ``images`` is (N, C, H, W) float32 in the survey's native units; ``skipped`` lists (object_id, reason) for
+    inputs that could not be used.
+    """
+
+    catalog: pd.DataFrame
+    images: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if len(self.catalog) != len(self.images):
+            raise ValueError(f"{len(self.catalog)} catalogue rows but {len(self.images)} images")
+
+
+class Survey:
+    name: str = "base"
+    bands: tuple[str, ...] = ()
+    pixel_scale_arcsec: float = 1.0
+    cutout_size: int = 64          # stored image side, pixels
+    crop_size: int = 64            # encoder input side, pixels (centre crop)
+    method: str = "moco"           # default self-supervised method
+    augmentations: tuple[str, ...] = ()
+    colour_by: dict = {}
+    thumbnail_size: int = 64
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.bands)
+
+    # -- normalisation --------------------------------------------------------------------------------
+    def fit_preprocessing(self, images: np.ndarray) -> dict:
+        """Parameters of ``preprocess`` fitted on training images (JSON-serialisable)."""
+        return {}
+
+    def preprocess(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Stored pixels (N, C, H, W) -> encoder input (N, C, crop, crop) float32."""
+        raise NotImplementedError
+
+    # -- display --------------------------------------------------------------------------------------
+    def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
+        """One stored image (C, H, W) -> (h, w, 3) uint8 for display."""
+        raise NotImplementedError
+
+    # -- data -----------------------------------------------------------------------------------------
+    def read_local(self, **paths) -> Cutouts:
+        raise NotImplementedError
+
+    def fetch_cutout(self, coord, timeout: float = 20.0, cache_dir=None) -> np.ndarray:
+        """Fetch one cutout centred on ``coord`` (SkyCoord) at the bundle's pixel scale and size: (C, H, W)."""
+        raise NotImplementedError
+
+
+def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+_REGISTRY: dict[str, type[Survey]] = {}
+
+
+def register(cls: type[Survey]) -> type[Survey]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_survey(name: str) -> Survey:
+    """The survey object by name ('sdss', 'first')."""
+    import importlib
+
+    if name not in _REGISTRY:
+        try:
+            importlib.import_module(f"precompute.surveys.{name}")
+        except ModuleNotFoundError:
+            pass
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown survey {name!r}; known: {sorted(_REGISTRY) or ['sdss', 'first']}")
+    return _REGISTRY[name]()
