@@ -55,9 +55,14 @@ class Survey:
         """Parameters of ``preprocess`` fitted on training images (JSON-serialisable)."""
         return {}
 
-    def preprocess(self, images: np.ndarray, params: dict) -> np.ndarray:
-        """Stored pixels (N, C, H, W) -> encoder input (N, C, crop, crop) float32."""
+    def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Stored pixels (N, C, H, W) -> normalised float32 at full stored size (training input, before
+        the augmentations, which do their own cropping)."""
         raise NotImplementedError
+
+    def preprocess(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Stored pixels (N, C, H, W) -> encoder input for embedding: normalise, then centre crop to crop_size."""
+        return np.ascontiguousarray(centre_crop(self.normalise(images, params), self.crop_size), dtype=np.float32)
 
     # -- display --------------------------------------------------------------------------------------
     def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
