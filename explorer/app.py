@@ -1,0 +1,275 @@
+"""The page: a large Datashader map, a sidebar of sections, a hover card, a detail panel and a neighbour gallery.
+
+Sidebar sections are built by ``build_<section>(data, state) -> viewable`` functions listed in ``SIDEBAR_SECTIONS``;
+a later feature (labels/lasso, probes, sky search) adds its own builder there. ``create_page(argv)`` is what
+``explorer/main.py`` serves; a missing or invalid bundle gives ``build_error_page`` instead of a traceback.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import numpy as np
+import panel as pn
+
+from explorer import colour
+from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data, resolve_bundle_path
+from explorer.links import archive_links, sky_position
+from explorer.plot import MapView
+from explorer.search import find_neighbours
+from explorer.state import ExplorerState
+from precompute.bundle import BundleError
+
+TITLE = "Latent-space explorer"
+ACCENT = "#1f6f8b"
+THUMB_PX = 96
+DETAIL_THUMB_PX = 192
+KEY_COLUMNS = ("object_id", "redshift", "r_mag", "angular_extent_arcsec", "morph_class", "split")
+HIDDEN_COLUMNS = {"umap_x", "umap_y", "ra", "dec"}
+
+CSS = """
+.cb-legend {font-size: 12px; line-height: 1.35;}
+.cb-bar {height: 14px; border-radius: 2px; margin: 4px 0 2px 0; width: 100%;}
+.cb-ticks {display: flex; justify-content: space-between; color: #444;}
+.cb-cat {display: flex; align-items: center; gap: 6px; margin: 2px 0;}
+.cb-swatch {display: inline-block; width: 12px; height: 12px; border-radius: 2px; flex: none;}
+.cb-note {color: #777; font-size: 11px; margin-top: 4px;}
+.obj-card {font-size: 12px; line-height: 1.3;}
+.obj-card img, .nb-card img, .detail img {image-rendering: pixelated; border-radius: 3px; display: block;}
+.obj-card table, .detail table {border-collapse: collapse;}
+.obj-card td, .detail td {padding: 1px 6px 1px 0; vertical-align: top;}
+.obj-card td:first-child, .detail td:first-child {color: #666;}
+.muted {color: #888; font-size: 12px;}
+.nb-card {font-size: 11px; text-align: center;}
+.nb-sim {font-weight: 600;}
+"""
+
+
+# ------------------------------------------------------------------------------------------------- formatting
+def format_value(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    try:
+        import pandas as pd
+
+        if pd.isna(v):
+            return "—"
+    except (TypeError, ValueError):
+        pass
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _units(data: ExplorerData, column: str) -> str:
+    spec = data.specs.get(column)
+    return f" {spec.units}" if spec is not None and spec.units else ""
+
+
+def _rows_html(pairs) -> str:
+    return "<table>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in pairs) + "</table>"
+
+
+def hover_card_html(data: ExplorerData, i: int | None) -> str:
+    """The small card shown for the object under the pointer (empty hint over empty space)."""
+    if i is None:
+        return '<div class="obj-card muted">Point at an object to see it; click it to find similar ones.</div>'
+    row = data.row(i)
+    pos = sky_position(row["ra"], row["dec"])
+    pairs = [("id", format_value(row["object_id"])), ("RA, Dec", f"{pos['ra_deg']}°, {pos['dec_deg']}°")]
+    pairs += [(c, format_value(row[c]) + _units(data, c)) for c in KEY_COLUMNS[1:] if c in row.index]
+    return (f'<div class="obj-card hover-card"><img src="{data.thumbnail_uri(i)}" width="{THUMB_PX + 32}" '
+            f'height="{THUMB_PX + 32}" alt="thumbnail of {html.escape(str(row["object_id"]))}">'
+            f'{_rows_html(pairs)}</div>')
+
+
+def detail_html(data: ExplorerData, i: int | None) -> str:
+    """The selected object: large thumbnail, position in both notations, archive links and its catalogue row."""
+    if i is None:
+        return '<div class="detail muted">Click an object on the map.</div>'
+    row = data.row(i)
+    pos = sky_position(row["ra"], row["dec"])
+    links = " · ".join(f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{label}</a>'
+                       for label, url in archive_links(row["ra"], row["dec"], data.survey))
+    pairs = [("object_id", format_value(row["object_id"])),
+             ("RA", f"{pos['ra_hms']} ({pos['ra_deg']}°)"),
+             ("Dec", f"{pos['dec_dms']} ({pos['dec_deg']}°)")]
+    pairs += [(html.escape(str(c)), format_value(row[c]) + _units(data, c))
+              for c in row.index if c not in HIDDEN_COLUMNS and c != "object_id"]
+    return (f'<div class="detail"><img class="detail-thumb" src="{data.thumbnail_uri(i)}" '
+            f'width="{DETAIL_THUMB_PX}" height="{DETAIL_THUMB_PX}" alt="selected object">'
+            f'<p>{links}</p>{_rows_html(pairs)}</div>')
+
+
+# ------------------------------------------------------------------------------------------------- search
+def run_search(data: ExplorerData, state: ExplorerState) -> None:
+    """Neighbours of the current positives/negatives into the state (empty when nothing is selected)."""
+    if not state.positives:
+        state.param.update(neighbour_ids=np.zeros(0, np.int64), neighbour_sims=np.zeros(0, np.float32),
+                           dropped_duplicates=0)
+        return
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one thread per session callback: sessions share 2 cores
+    t0 = time.perf_counter()
+    nb = find_neighbours(data.searcher, data.bundle.embeddings, data.ra, data.dec, state.positives, state.negatives,
+                         k=state.k, min_sep_arcsec=state.duplicate_arcsec, negative_weight=state.negative_weight)
+    state.param.update(neighbour_ids=nb.ids, neighbour_sims=nb.similarities, dropped_duplicates=nb.dropped_duplicates,
+                       search_ms=1000 * (time.perf_counter() - t0))
+
+
+def wire_search(data: ExplorerData, state: ExplorerState) -> None:
+    state.param.watch(lambda *_: run_search(data, state),
+                      ["positives", "negatives", "k", "duplicate_arcsec", "negative_weight"])
+
+
+def _neighbour_card(data: ExplorerData, state: ExplorerState, rank: int, i: int, sim: float):
+    row = data.row(i)
+    img = pn.pane.HTML(
+        f'<div class="nb-card"><img class="nb-thumb" src="{data.thumbnail_uri(i)}" width="{THUMB_PX}" '
+        f'height="{THUMB_PX}" alt="neighbour {rank}"><div><span class="nb-sim">{sim:.3f}</span> · '
+        f'{html.escape(str(row["object_id"]))}</div></div>', margin=(2, 2))
+    pivot = pn.widgets.Button(name="≈", description="search from this object", width=34, margin=(0, 1))
+    more = pn.widgets.Button(name="+", description="more like this", width=34, margin=(0, 1), button_type="success")
+    fewer = pn.widgets.Button(name="−", description="fewer like this", width=34, margin=(0, 1), button_type="danger")
+    pivot.on_click(lambda _: state.select(i))
+    more.on_click(lambda _: state.add_positive(i))
+    fewer.on_click(lambda _: state.add_negative(i))
+    return pn.Column(img, pn.Row(pivot, more, fewer, margin=0), width=THUMB_PX + 16, margin=4,
+                     css_classes=["neighbour-card"])
+
+
+def build_gallery(data: ExplorerData, state: ExplorerState):
+    def cards(ids, sims):
+        if len(ids) == 0:
+            return pn.pane.HTML('<span class="muted">Similar objects appear here after a click on the map.</span>')
+        return pn.FlexBox(*[_neighbour_card(data, state, r, int(i), float(s)) for r, (i, s) in
+                            enumerate(zip(ids, sims), 1)], sizing_mode="stretch_width")
+
+    def heading(ids, positives, negatives, dropped, ms):
+        if len(ids) == 0:
+            return "### Similar objects"
+        return (f"### {len(ids)} most similar objects  \n<span class='muted'>cosine similarity in the full "
+                f"embedding · query: {len(positives)} positive, {len(negatives)} negative · {dropped} sky duplicates "
+                f"dropped · {ms:.0f} ms</span>")
+
+    p = state.param
+    return pn.Column(pn.pane.Markdown(pn.bind(heading, p.neighbour_ids, p.positives, p.negatives,
+                                              p.dropped_duplicates, p.search_ms), margin=(0, 10)),
+                     pn.panel(pn.bind(cards, p.neighbour_ids, p.neighbour_sims)), sizing_mode="stretch_width")
+
+
+# ------------------------------------------------------------------------------------------------- sidebar sections
+def build_summary(data: ExplorerData, state: ExplorerState):
+    m = data.bundle.manifest
+    model = m.get("model", {})
+    return pn.pane.Markdown(
+        f"**{data.survey}** · {data.n:,} objects · {m.get('embedding_dim')}-d embedding  \n"
+        f"<span class='muted'>model: {html.escape(str(model.get('method', '?')))} "
+        f"{html.escape(str(model.get('architecture', '')))} · bundle: {html.escape(data.bundle.path.name)}</span>",
+        margin=(0, 10))
+
+
+def build_colour(data: ExplorerData, state: ExplorerState):
+    options = {spec.label: name for name, spec in data.specs.items()}
+    select = pn.widgets.Select.from_param(state.param.colour_by, name="Colour by", options=options)
+    slider = pn.widgets.EditableRangeSlider(name="Colour range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01,
+                                            visible=False)
+
+    def on_colour(*_):
+        spec = data.specs.get(state.colour_by)
+        state.colour_range = None
+        if spec is None or spec.kind != "continuous":
+            slider.visible = False
+            return
+        lo, hi = data.bounds[spec.column]
+        slider.param.update(name=f"Colour range [{spec.units}]" if spec.units else "Colour range", start=lo, end=hi,
+                            step=(hi - lo) / 200, value=data.ranges[spec.column], visible=True)
+
+    def on_slider(event):
+        spec = data.specs.get(state.colour_by)
+        if spec is not None and spec.kind == "continuous":
+            state.colour_range = tuple(event.new)
+
+    state.param.watch(on_colour, "colour_by")
+    slider.param.watch(on_slider, "value")
+    on_colour()
+    hint = pn.pane.HTML("<span class='muted'>continuous columns start clipped to the 1–99th percentile</span>",
+                        visible=slider.param.visible)
+    return pn.Column("### Colour", select, slider, hint)
+
+
+def build_search(data: ExplorerData, state: ExplorerState):
+    k = pn.widgets.IntSlider.from_param(state.param.k, name="Neighbours (k)", start=1, end=60)
+    dup = pn.widgets.FloatInput.from_param(state.param.duplicate_arcsec, name="Drop sky duplicates closer than (arcsec)",
+                                           step=0.5)
+    negw = pn.widgets.FloatSlider.from_param(state.param.negative_weight, name="Weight of 'fewer like these'",
+                                             start=0.0, end=2.0, step=0.1)
+    clear = pn.widgets.Button(name="Clear search", button_type="light")
+    clear.on_click(lambda _: state.select(None))
+
+    def sets(positives, negatives):
+        return (f"<span class='muted'>more like: {len(positives)} · fewer like: {len(negatives)} — use + / − under "
+                f"a result; ≈ restarts the search from it</span>")
+
+    return pn.Column("### Similarity search", k, dup, negw,
+                     pn.pane.HTML(pn.bind(sets, state.param.positives, state.param.negatives)), clear)
+
+
+def build_detail(data: ExplorerData, state: ExplorerState):
+    return pn.Column("### Selected object", pn.pane.HTML(pn.bind(lambda i: detail_html(data, i), state.param.selected),
+                                                         sizing_mode="stretch_width"))
+
+
+SIDEBAR_SECTIONS = [build_summary, build_colour, build_search, build_detail]
+
+
+# ------------------------------------------------------------------------------------------------- page
+def build_legend(data: ExplorerData, state: ExplorerState, view: MapView):
+    def legend(colour_by, colour_range):
+        spec = view.spec
+        return colour.legend_html(spec, view.current_clim(), data.null_fractions.get(spec.column, 0.0))
+
+    return pn.pane.HTML(pn.bind(legend, state.param.colour_by, state.param.colour_range), width=230,
+                        css_classes=["colour-legend"])
+
+
+def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=None):
+    """The whole page for one session."""
+    pn.extension(raw_css=[CSS])
+    state = state or ExplorerState()
+    wire_search(data, state)
+    view = MapView(data, state)
+    plot = pn.pane.HoloViews(view.overlay(), sizing_mode="stretch_width", min_height=400, linked_axes=False)
+    hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
+                         css_classes=["hover-pane"])
+    side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, width=240)
+    main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), build_gallery(data, state),
+                     sizing_mode="stretch_width")
+    sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
+    template = pn.template.FastListTemplate(title=f"{TITLE} — {data.survey}", sidebar=sidebar, main=[main],
+                                            sidebar_width=380, accent=ACCENT, theme_toggle=False)
+    template.explorer_state, template.explorer_view = state, view  # handles for tests and later features
+    return template
+
+
+def build_error_page(path: Path, message: str):
+    """What a visitor sees when the bundle cannot be used: the reason and the command that makes one."""
+    pn.extension(raw_css=[CSS])
+    body = pn.pane.Alert(
+        f"### No usable bundle\n\nThe explorer could not open the bundle at `{html.escape(str(path))}`:\n\n"
+        f"> {html.escape(message)}\n\nMake one with:\n\n```\n{MAKE_ONE}\n```\n\nor point the app at another bundle: "
+        f"`panel serve explorer --args --bundle DIR` (or set `EXPLORER_BUNDLE=DIR`).",
+        alert_type="danger", css_classes=["bundle-error"], sizing_mode="stretch_width")
+    return pn.template.FastListTemplate(title=TITLE, main=[body], accent=ACCENT, theme_toggle=False)
+
+
+def create_page(argv: list[str] | None = None, environ: dict | None = None):
+    """Resolve the bundle, load it (once per process) and build this session's page, or the error page."""
+    path = resolve_bundle_path(argv, environ)
+    try:
+        data = load_explorer_data(path)
+    except BundleError as e:
+        return build_error_page(path, str(e))
+    return build_page(data)

@@ -1,0 +1,152 @@
+"""Colour-by: turn a manifest's ``colour_by`` columns into float32 value columns, aggregators and colour scales.
+
+Every colourable column becomes one float32 array (nulls stay NaN) so the map can recolour by swapping the
+Datashader aggregator, never by rebuilding the plot (DESIGN.md section 4):
+
+- fraction    -> ``ds.mean`` on a fixed 0-1 scale
+- continuous  -> ``ds.mean`` on a percentile-clipped (or user-set) range, with units on the colour bar
+- categorical -> ``ds.max`` on integer codes (0..n-1), a discrete palette and a legend
+- density     -> ``ds.count``
+
+Objects whose value is null are drawn by a grey density layer underneath, so they never disappear.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import colorcet
+import datashader as ds
+import numpy as np
+import pandas as pd
+
+DENSITY = "density"
+NULL_GREY = "#b4b4b4"
+DEFAULT_CLIP_PERCENTILES = (1.0, 99.0)
+
+_PALETTES = {
+    "fraction": colorcet.CET_L17[::-1],  # perceptually uniform, light->dark reads as low->high
+    "continuous": colorcet.bmy,
+    DENSITY: colorcet.fire[40:],
+}
+CATEGORICAL_PALETTE = colorcet.glasbey_category10
+
+
+@dataclass(frozen=True)
+class ColourSpec:
+    """One colour-by choice as the manifest describes it."""
+
+    column: str
+    title: str
+    kind: str  # "fraction" | "continuous" | "categorical" | "density"
+    units: str = ""
+    categories: tuple[str, ...] = field(default=())
+
+    @property
+    def label(self) -> str:
+        return f"{self.title} [{self.units}]" if self.units else self.title
+
+    @property
+    def value_column(self) -> str:
+        """Name of the float32 column the map aggregates (prefixed so it never clashes with catalogue names)."""
+        return f"c__{self.column}"
+
+
+def density_spec() -> ColourSpec:
+    return ColourSpec(column=DENSITY, title="Object density", kind=DENSITY, units="objects / pixel")
+
+
+def specs_from_manifest(colour_by: dict, catalog: pd.DataFrame) -> dict[str, ColourSpec]:
+    """The colour choices offered: density first, then every manifest ``colour_by`` column the catalogue holds."""
+    specs = {DENSITY: density_spec()}
+    for column, meta in colour_by.items():
+        if column == DENSITY or column not in catalog.columns:
+            continue
+        kind = meta.get("kind", "continuous")
+        cats = tuple(category_levels(catalog[column])) if kind == "categorical" else ()
+        specs[column] = ColourSpec(column=column, title=meta.get("title", column), kind=kind,
+                                   units=meta.get("units", "") or "", categories=cats)
+    return specs
+
+
+def category_levels(series: pd.Series) -> list[str]:
+    """Sorted distinct non-null values, as strings (the code of a value is its position here)."""
+    return sorted(pd.unique(series.dropna().astype(str)))
+
+
+def colour_values(series: pd.Series, spec: ColourSpec) -> np.ndarray:
+    """float32 values for the aggregator: numbers as they are, categories as codes; nulls are NaN."""
+    if spec.kind == "categorical":
+        codes = pd.Categorical(series.astype("string").astype(object).where(series.notna()),
+                               categories=list(spec.categories)).codes
+        out = codes.astype(np.float32)
+        out[codes < 0] = np.nan
+        return out
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+
+
+def aggregator_for(spec: ColourSpec):
+    """The Datashader reduction that draws ``spec``."""
+    if spec.kind == DENSITY:
+        return ds.count()
+    if spec.kind == "categorical":
+        return ds.max(spec.value_column)
+    return ds.mean(spec.value_column)
+
+
+def palette_for(spec: ColourSpec) -> list[str]:
+    if spec.kind == "categorical":
+        return list(CATEGORICAL_PALETTE[: max(1, len(spec.categories))])
+    return list(_PALETTES.get(spec.kind, _PALETTES["continuous"]))
+
+
+def default_range(values: np.ndarray, spec: ColourSpec,
+                  percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES) -> tuple[float, float]:
+    """Colour limits: 0-1 for fractions, code bins for categories, percentile clip for continuous columns."""
+    if spec.kind == "fraction":
+        return (0.0, 1.0)
+    if spec.kind == "categorical":
+        return (-0.5, max(len(spec.categories), 1) - 0.5)
+    finite = values[np.isfinite(values)] if values is not None else np.zeros(0)
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.percentile(finite, percentiles)
+    if hi <= lo:
+        hi = lo + 1.0
+    return (float(lo), float(hi))
+
+
+def full_range(values: np.ndarray) -> tuple[float, float]:
+    """Min and max of the non-null values (the bounds of the range slider)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
+def null_fraction(values: np.ndarray) -> float:
+    return float(np.mean(~np.isfinite(values))) if len(values) else 0.0
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 0.0) -> str:
+    """A colour bar (continuous / fraction / density) or swatch legend (categorical) with the title and units."""
+    parts = [f'<div class="cb-legend"><div class="cb-title"><b>{spec.label}</b></div>']
+    pal = palette_for(spec)
+    if spec.kind == "categorical":
+        for name, colour in zip(spec.categories, pal):
+            parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{colour}"></span>{name}</div>')
+        parts.append('<div class="cb-note">mixed pixels show the highest code (ds.max)</div>')
+    else:
+        stops = ", ".join(pal[:: max(1, len(pal) // 16)] + [pal[-1]])
+        lo, hi = ("low", "high") if spec.kind == DENSITY else (_fmt(clim[0]), _fmt(clim[1]))
+        parts.append(f'<div class="cb-bar" style="background:linear-gradient(to right, {stops})"></div>'
+                     f'<div class="cb-ticks"><span>{lo}</span><span>{hi}</span></div>')
+    if spec.kind != DENSITY:
+        parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{NULL_GREY}"></span>'
+                     f'no value ({null_frac:.0%} of objects)</div>')
+    parts.append("</div>")
+    return "".join(parts)

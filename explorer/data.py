@@ -1,0 +1,135 @@
+"""The bundle as the explorer uses it, loaded once per server process and shared by every session.
+
+``resolve_bundle_path`` picks the bundle (``--args --bundle DIR``, else ``$EXPLORER_BUNDLE``, else
+``bundles/demo``); ``load_explorer_data`` opens and validates it once per path (a module-level cache, so every
+browser session of a ``panel serve`` process shares one copy) and prepares what the page needs: the map frame
+(x, y and one float32 column per colour-by choice), the KD-tree for hover/click, the similarity searcher over the
+memory-mapped embeddings, and the packed thumbnails.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from explorer import colour
+from explorer.hover import build_tree
+from precompute.bundle import Bundle, BundleError
+
+DEFAULT_BUNDLE = "bundles/demo"
+ENV_VAR = "EXPLORER_BUNDLE"
+MAKE_ONE = "make demo   (or: python -m precompute demo --out bundles/demo)"
+
+_MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
+
+
+def resolve_bundle_path(argv: list[str] | None = None, environ: dict | None = None) -> Path:
+    """The bundle folder from ``--bundle DIR`` in argv, else $EXPLORER_BUNDLE, else ``bundles/demo``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--bundle", default=None)
+    args, _ = parser.parse_known_args(list(argv or []))
+    env = os.environ if environ is None else environ
+    return Path(args.bundle or env.get(ENV_VAR) or DEFAULT_BUNDLE)
+
+
+@dataclass(eq=False)
+class ExplorerData:
+    """Everything sessions share, read-only."""
+
+    bundle: Bundle
+    catalog: pd.DataFrame
+    frame: pd.DataFrame  # x, y and the float32 colour columns the map aggregates
+    specs: dict[str, colour.ColourSpec]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # default colour limits per column
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # full value range per column
+    null_fractions: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.frame)
+
+    @property
+    def survey(self) -> str:
+        return self.bundle.survey
+
+    @cached_property
+    def tree(self):
+        return build_tree(self.frame["x"].to_numpy(), self.frame["y"].to_numpy())
+
+    @cached_property
+    def searcher(self):
+        from precompute.index import SimilaritySearch
+
+        return SimilaritySearch(self.bundle.index, self.bundle.embeddings)
+
+    @cached_property
+    def ra(self) -> np.ndarray:
+        return self.catalog["ra"].to_numpy(dtype=np.float64)
+
+    @cached_property
+    def dec(self) -> np.ndarray:
+        return self.catalog["dec"].to_numpy(dtype=np.float64)
+
+    @cached_property
+    def thumbnail_mime(self) -> str:
+        fmt = str(self.bundle.manifest.get("thumbnails", {}).get("format", "webp")).lower()
+        return _MIME.get(fmt, "image/webp")
+
+    def thumbnail_uri(self, i: int) -> str:
+        """The packed thumbnail of row ``i`` as a data URI for an <img> tag."""
+        data = self.bundle.thumbnails[int(i)]
+        return f"data:{self.thumbnail_mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+    def row(self, i: int) -> pd.Series:
+        return self.catalog.iloc[int(i)]
+
+    def warm(self) -> "ExplorerData":
+        """Build the lazily made shared structures now, so the first hover/click is fast."""
+        _ = self.tree, self.searcher, self.ra, self.dec, self.bundle.thumbnails
+        return self
+
+
+def prepare(bundle: Bundle) -> ExplorerData:
+    catalog = bundle.catalog
+    specs = colour.specs_from_manifest(bundle.colour_by, catalog)
+    cols = {"x": catalog["umap_x"].to_numpy(np.float32), "y": catalog["umap_y"].to_numpy(np.float32)}
+    ranges, bounds, nulls = {}, {}, {}
+    for name, spec in specs.items():
+        if spec.kind == colour.DENSITY:
+            continue
+        values = colour.colour_values(catalog[name], spec)
+        cols[spec.value_column] = values
+        ranges[name] = colour.default_range(values, spec)
+        bounds[name] = colour.full_range(values) if spec.kind == "continuous" else ranges[name]
+        nulls[name] = colour.null_fraction(values)
+    frame = pd.DataFrame(cols, copy=False)
+    return ExplorerData(bundle=bundle, catalog=catalog, frame=frame, specs=specs, ranges=ranges, bounds=bounds,
+                        null_fractions=nulls)
+
+
+_CACHE: dict[Path, ExplorerData] = {}
+_LOCK = threading.Lock()
+
+
+def load_explorer_data(path: str | Path) -> ExplorerData:
+    """Open, validate and prepare the bundle at ``path`` once per process; raises ``BundleError``."""
+    key = Path(path).resolve()
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = prepare(Bundle.open(key, validate=True)).warm()
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+__all__ = ["BundleError", "ExplorerData", "load_explorer_data", "resolve_bundle_path", "MAKE_ONE", "prepare"]

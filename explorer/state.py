@@ -1,0 +1,55 @@
+"""Per-session state of the explorer. Features hook in by watching or setting these parameters.
+
+One ``ExplorerState`` per browser session; the bundle data it points to (``explorer.data.ExplorerData``) is shared
+by all sessions and read-only. Row ids are row indices into the bundle (catalogue row i <=> embedding row i).
+"""
+from __future__ import annotations
+
+import numpy as np
+import param
+
+from explorer.search import DEFAULT_DUPLICATE_ARCSEC, DEFAULT_K, DEFAULT_NEGATIVE_WEIGHT
+
+
+class ExplorerState(param.Parameterized):
+    # colour
+    colour_by = param.String(default="density", doc="colour-by column (a manifest colour_by key or 'density')")
+    colour_range = param.Range(default=None, doc="colour limits for continuous columns (None: the default clip)")
+
+    # pointer and selection
+    hovered = param.Integer(default=None, allow_None=True, doc="row under the pointer, if any")
+    selected = param.Integer(default=None, allow_None=True, doc="the clicked object (query of the search)")
+    selection_ids = param.Array(default=np.zeros(0, dtype=np.int64), doc="current multi-object selection (lasso)")
+
+    # similarity search
+    k = param.Integer(default=DEFAULT_K, bounds=(1, 200), doc="number of neighbours shown")
+    duplicate_arcsec = param.Number(default=DEFAULT_DUPLICATE_ARCSEC, bounds=(0, 60),
+                                    doc="drop matches closer than this on the sky (arcsec)")
+    negative_weight = param.Number(default=DEFAULT_NEGATIVE_WEIGHT, bounds=(0, 2))
+    positives = param.List(default=[], item_type=int, doc="query examples: more like these")
+    negatives = param.List(default=[], item_type=int, doc="counter-examples: fewer like these")
+    neighbour_ids = param.Array(default=np.zeros(0, dtype=np.int64), doc="search results, best first")
+    neighbour_sims = param.Array(default=np.zeros(0, dtype=np.float32), doc="their cosine similarities")
+    dropped_duplicates = param.Integer(default=0)
+    search_ms = param.Number(default=0.0, doc="time of the last search, for the status line")
+
+    def select(self, i: int | None) -> None:
+        """Make ``i`` the single query object (a click on the map, or a pivot from a result)."""
+        with param.parameterized.batch_call_watchers(self):
+            self.positives = [] if i is None else [int(i)]
+            self.negatives = []
+            self.selected = None if i is None else int(i)
+
+    def add_positive(self, i: int) -> None:
+        """"More like this": into the positives (and out of the negatives: the later judgement wins)."""
+        with param.parameterized.batch_call_watchers(self):
+            self.negatives = [j for j in self.negatives if j != int(i)]
+            self.positives = sorted(set(self.positives) | {int(i)})
+
+    def add_negative(self, i: int) -> None:
+        """"Fewer like this": into the negatives (and out of the positives, keeping at least one positive)."""
+        if self.positives == [int(i)]:
+            return
+        with param.parameterized.batch_call_watchers(self):
+            self.positives = [j for j in self.positives if j != int(i)]
+            self.negatives = sorted(set(self.negatives) | {int(i)})

@@ -1,0 +1,221 @@
+"""Shared test fixtures: small fixture bundles, a live `panel serve explorer`, and a headless Chromium driver.
+
+Fixtures (all reusable by any test module):
+
+- ``small_bundle`` (session): a 3,000-object, 32-d synthetic bundle written once per test session by
+  ``benchmarks.fixture_bundle.make_fixture_bundle`` (colour_by: gz2_smooth_fraction, redshift,
+  angular_extent_arcsec, r_mag, morph_class; survey "fixture").
+- ``make_bundle`` (session): a factory ``make_bundle(name, n=..., dim=..., **kw) -> Path`` for other sizes; bundles
+  are cached by name for the session.
+- ``explorer_server`` (session): ``panel serve explorer`` on a free port over ``small_bundle``; yields a
+  ``ServerInfo`` (``url``, ``port``, ``process``, ``log_path``, ``log()``). ``start_explorer_server(bundle, tmp)``
+  starts another one (e.g. on a missing bundle) and must be stopped with ``.stop()``.
+- ``browser`` (session): a headless selenium Chrome driver over Debian's /usr/bin/chromium; browser tests are
+  skipped with a reason when chromium/chromedriver are absent. Mark them ``@pytest.mark.browser``.
+- ``deep_query_all(driver, css)`` / ``wait_for(predicate, timeout)``: helpers. Panel 1.x renders every component in
+  its own shadow DOM, so plain ``find_elements`` does not see inside; ``deep_query_all`` walks the shadow roots.
+- ``screenshot_dir`` (session): a temp folder where browser tests save one PNG per step (path printed at the end).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+# ------------------------------------------------------------------------------------------------ bundles
+@pytest.fixture(scope="session")
+def bundle_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bundles")
+
+
+@pytest.fixture(scope="session")
+def make_bundle(bundle_root):
+    """Factory: ``make_bundle(name, n=2000, dim=32, **kwargs)`` writes (once) and returns a fixture bundle."""
+    from benchmarks.fixture_bundle import make_fixture_bundle
+
+    made: dict[str, Path] = {}
+
+    def _make(name: str, n: int = 2000, dim: int = 32, **kwargs) -> Path:
+        if name not in made:
+            made[name] = make_fixture_bundle(bundle_root / name, n=n, dim=dim, **kwargs)
+        return made[name]
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def small_bundle(make_bundle) -> Path:
+    return make_bundle("small", n=3000, dim=32)
+
+
+# ------------------------------------------------------------------------------------------------ server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerInfo:
+    url: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_explorer_server(bundle: Path | str, workdir: Path, timeout: float = 90.0) -> ServerInfo:
+    """Start ``panel serve explorer --args --bundle BUNDLE`` on a free port and wait until it answers."""
+    port = free_port()
+    log_path = Path(workdir) / f"panel-serve-{port}.log"
+    panel = Path(sys.executable).with_name("panel")
+    cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--allow-websocket-origin", f"localhost:{port}",
+           "--args", "--bundle", str(bundle)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", BOKEH_LOG_LEVEL="info")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    info = ServerInfo(url=f"http://127.0.0.1:{port}/explorer", port=port, process=proc, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"panel serve exited with {proc.returncode}:\n{info.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return info
+        except OSError:
+            time.sleep(0.5)
+    info.stop()
+    raise RuntimeError(f"panel serve did not answer within {timeout:.0f} s:\n{info.log()}")
+
+
+@pytest.fixture(scope="session")
+def explorer_server(small_bundle, tmp_path_factory):
+    info = start_explorer_server(small_bundle, tmp_path_factory.mktemp("server"))
+    yield info
+    info.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the panel server's log to failing tests that used a server."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and "explorer_server" in item.fixturenames:
+        server = item.funcargs.get("explorer_server")
+        if server is not None:
+            report.sections.append(("panel serve log", server.log()[-6000:]))
+
+
+# ------------------------------------------------------------------------------------------------ browser
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("screenshots")
+    yield d
+    print(f"\nbrowser screenshots: {d}")
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("headless browser tests need /usr/bin/chromium and /usr/bin/chromedriver (make browser-deps)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1600,1100", f"--user-data-dir={profile}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+_DEEP_QUERY_JS = """
+const selector = arguments[0];
+const out = [];
+function walk(root) {
+  root.querySelectorAll(selector).forEach(e => out.push(e));
+  root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) walk(e.shadowRoot); });
+}
+walk(document);
+return out;
+"""
+
+
+def deep_query_all(driver, css: str) -> list:
+    """All elements matching ``css`` in the document and in every (nested) shadow root."""
+    return driver.execute_script(_DEEP_QUERY_JS, css)
+
+
+def deep_text(driver) -> str:
+    """All text of the page including shadow roots."""
+    return driver.execute_script("""
+      const parts = [];
+      function walk(root) {
+        root.childNodes.forEach(n => {
+          if (n.nodeType === 3) parts.push(n.textContent);
+          if (n.shadowRoot) walk(n.shadowRoot);
+          if (n.childNodes) walk(n);
+        });
+      }
+      walk(document.body);
+      return parts.join(' ');
+    """)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.25, message: str = "condition"):
+    """Poll ``predicate()`` until it returns a truthy value; return it, or fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as e:  # the page is still building: stale elements etc.
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {message} (last: {last!r})")
+
+
+@pytest.fixture
+def shared_data_dir() -> Path:
+    """The real data folder beside the repo; tests using it are skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real survey data not available at {SHARED_DATA}")
+    return SHARED_DATA
