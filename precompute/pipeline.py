@@ -1,0 +1,113 @@
+"""CLI for the pipeline: ``demo``, ``build`` and the single stages (``ingest``, ``train``, ``embed``, ``project``,
+``thumbnails``, ``index``, ``bundle``).
+
+A stage command runs the pipeline up to that stage; every stage is cached in the work folder (default
+``<out>.work``) by a key of its arguments and inputs, so a rerun skips what is done and a killed run resumes
+(training from its last per-epoch checkpoint)::
+
+    python -m precompute demo --out bundles/demo
+    python -m precompute build --survey first --catalog ../shared/data/first_mirabest/catalog.csv --out bundles/mirabest
+    python -m precompute build --survey sdss --images sim/images.h5 --gz2 sim/gz2.csv --out bundles/sdss
+    python -m precompute train --survey first --catalog ... --out bundles/mirabest   # stops after training
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from precompute.inputs import InputError
+from precompute.stages import Config, WorkDir, log, run_pipeline
+
+# Defaults sized for a CPU: the survey's paper settings need a GPU; --epochs/--arch override them.
+SURVEY_DEFAULTS = {
+    "first": {"epochs": 20, "batch_size": 128},
+    "sdss": {"epochs": 10, "batch_size": 256},
+}
+DEMO = {"n": 20_000, "epochs": 4, "batch_size": 256, "arch": "small", "stem": "hayat"}
+
+
+def add_arguments(parser, command: str) -> None:
+    if command == "demo":
+        parser.add_argument("--out", default="bundles/demo", help="bundle folder to write (default bundles/demo)")
+        parser.add_argument("--n", type=int, default=DEMO["n"], help=f"simulated galaxies (default {DEMO['n']})")
+    else:
+        parser.add_argument("--survey", required=True, choices=("first", "sdss"))
+        parser.add_argument("--out", required=True, help="bundle folder to write")
+        parser.add_argument("--catalog", help="FIRST: catalogue CSV (file, ra, dec, labels); paths relative to it")
+        parser.add_argument("--images", help="SDSS: HDF5 of cutouts (Hayat et al. layout)")
+        parser.add_argument("--gz2", help="SDSS: Galaxy Zoo 2 CSV (Hart et al. 2016 columns), joined within 2\"")
+        parser.add_argument("--truth", help="SDSS: simulator truth.parquet (optional)")
+    parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
+    parser.add_argument("--epochs", type=int, help="training epochs (default: survey's CPU default)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
+    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke tests)")
+    parser.add_argument("--method", choices=("moco", "byol"), help="default: the survey's")
+    parser.add_argument("--arch", choices=("small", "resnet18", "resnet50"), help="default: the survey's")
+    parser.add_argument("--stem", choices=("hayat", "standard"))
+    parser.add_argument("--width", type=int, help="encoder width (small arch)")
+    parser.add_argument("--queue-size", type=int, help="MoCo queue length (default ~5%% of the data)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--pca-dim", type=int, default=50)
+    parser.add_argument("--n-neighbors", type=int, default=15)
+    parser.add_argument("--min-dist", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def config_from_args(args, survey: str, sources: dict, defaults: dict, source_note: dict | None = None) -> Config:
+    out = Path(args.out)
+    pick = lambda name: getattr(args, name, None) if getattr(args, name, None) is not None else defaults.get(name)
+    return Config(
+        survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
+        sources=sources, method=args.method, arch=pick("arch"), stem=pick("stem"), width=args.width,
+        epochs=pick("epochs"), batch_size=pick("batch_size"), lr=args.lr, optimizer=args.optimizer,
+        max_steps=args.max_steps, queue_size=args.queue_size, seed=args.seed, device=args.device,
+        num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
+        progress=not args.no_progress, source_note=source_note or {})
+
+
+def survey_sources(args) -> dict:
+    if args.survey == "first":
+        if not args.catalog:
+            raise InputError("--survey first needs --catalog CSV (columns file, ra, dec; FITS paths relative to it)")
+        return {"catalog": args.catalog}
+    if not args.images:
+        raise InputError("--survey sdss needs --images H5 (Hayat et al. layout: images, ra, dec, ObjID ...)")
+    return {"images": args.images, "gz2": args.gz2, "truth": args.truth}
+
+
+def simulate_demo_survey(work: Path, n: int, seed: int, progress: bool) -> Path:
+    """Cached simulation of an SDSS-like survey for the demo; returns its folder."""
+    from precompute.surveys.simulate import simulate_sdss
+
+    wd = WorkDir(work, log=log)
+    res = wd.run("simulate", {"survey": "sdss", "n": n, "seed": seed}, {},
+                 lambda tmp, key: simulate_sdss(n, tmp, seed=seed, progress=progress))
+    return res.path
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    if args.command == "demo":
+        out = Path(args.out)
+        work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+        sim = simulate_demo_survey(work, args.n, args.seed, not args.no_progress)
+        sources = {"images": sim / "images.h5", "gz2": sim / "gz2.csv", "truth": sim / "truth.parquet"}
+        sources = {k: v for k, v in sources.items() if v.is_file()}
+        note = {"simulated": f"precompute.surveys.simulate.simulate_sdss(n={args.n}, seed={args.seed})"}
+        cfg = config_from_args(args, "sdss", sources, DEMO, note)
+        until = "bundle"
+    else:
+        cfg = config_from_args(args, args.survey, survey_sources(args), SURVEY_DEFAULTS[args.survey])
+        until = "bundle" if args.command == "build" else args.command
+    result = run_pipeline(cfg, until=until)
+    seconds = time.perf_counter() - t0
+    if isinstance(result, Path):
+        log(f"ok: bundle {result} in {seconds:.1f} s; open it with `panel serve explorer --args --bundle {result}`")
+    else:
+        last = result[until] if until in result else list(result.values())[-1]
+        log(f"ok: stage {until} -> {last.path} in {seconds:.1f} s")
+    return 0

@@ -1,0 +1,86 @@
+"""2-D map of the embeddings: PCA to ~50 dimensions, then UMAP (DESIGN.md section 4: n_neighbors 15,
+low_memory, init="pca"; cuML's UMAP when a GPU and cuml are present). The fitted PCA and UMAP reducer are saved
+so the explorer can place a new cutout on the same map.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+DEFAULTS = {"pca_dim": 50, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0}
+
+
+def fit_pca(x: np.ndarray, n_components: int, seed: int = 0):
+    from sklearn.decomposition import PCA
+
+    n_components = int(min(n_components, x.shape[1], max(1, x.shape[0] - 1)))
+    return PCA(n_components=n_components, random_state=seed, svd_solver="randomized" if x.shape[0] > 5000 else "auto").fit(x)
+
+
+def _cuml_available() -> bool:
+    try:
+        import cuml  # noqa: F401
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def fit_umap(x: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "euclidean", seed: int = 0):
+    """Return (reducer, coords). Coordinates are float32 (N, 2)."""
+    n_neighbors = int(max(2, min(n_neighbors, len(x) - 1)))
+    if _cuml_available():
+        from cuml.manifold import UMAP as CuUMAP
+
+        reducer = CuUMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, init="spectral", random_state=seed)
+        coords = reducer.fit_transform(x)
+        return reducer, np.asarray(coords, dtype=np.float32)
+    import umap
+
+    # With random_state set umap-learn runs single-threaded; the map is then reproducible, which the cache needs.
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, init="pca", low_memory=True,
+                        random_state=seed, n_components=2, verbose=False)
+    coords = reducer.fit_transform(x)
+    return reducer, np.asarray(coords, dtype=np.float32)
+
+
+def project(embeddings: np.ndarray, folder: str | Path, pca_dim: int = 50, n_neighbors: int = 15,
+            min_dist: float = 0.1, metric: str = "euclidean", seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Fit PCA then UMAP on ``embeddings``; save ``pca.joblib``, ``umap.joblib`` and ``projection.json`` into
+    ``folder``; return (coords (N, 2) float32, the parameters used)."""
+    import joblib
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    x = np.asarray(embeddings, dtype=np.float32)
+    pca = fit_pca(x, pca_dim, seed)
+    reduced = pca.transform(x).astype(np.float32)
+    reducer, coords = fit_umap(reduced, n_neighbors, min_dist, metric, seed)
+    if not np.isfinite(coords).all():
+        raise RuntimeError("UMAP produced non-finite coordinates")
+    params = {"pca_dim": int(pca.n_components_), "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
+              "n_neighbors": int(min(n_neighbors, len(x) - 1)), "min_dist": min_dist, "metric": metric, "seed": seed,
+              "init": "pca", "low_memory": True, "backend": "cuml" if _cuml_available() else "umap-learn",
+              "files": {"pca": "projection/pca.joblib", "umap": "projection/umap.joblib"}}
+    joblib.dump(pca, folder / "pca.joblib")
+    joblib.dump(reducer, folder / "umap.joblib")
+    (folder / "projection.json").write_text(json.dumps(params, indent=2))
+    return coords, params
+
+
+def load_projector(folder: str | Path):
+    """The saved PCA + UMAP as one callable: embeddings (N, D) -> map coordinates (N, 2)."""
+    import joblib
+
+    folder = Path(folder)
+    pca = joblib.load(folder / "pca.joblib")
+    reducer = joblib.load(folder / "umap.joblib")
+
+    def place(embeddings: np.ndarray) -> np.ndarray:
+        reduced = pca.transform(np.atleast_2d(np.asarray(embeddings, dtype=np.float32))).astype(np.float32)
+        return np.asarray(reducer.transform(reduced), dtype=np.float32)
+
+    return place

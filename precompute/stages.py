@@ -1,0 +1,375 @@
+"""The pipeline's stages, each a function from inputs to files in a cached work folder (``precompute.cache``):
+
+    ingest -> train -> embed -> project -> thumbnails -> index -> bundle
+
+Every stage returns a :class:`~precompute.cache.StageResult`; its key chains the keys of the stages it reads, so
+changing an argument reruns exactly the stages downstream of it. ``run_pipeline`` runs them in order up to a
+named stage.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from precompute.bundle import BundleError, assign_splits, l2_normalise, validate_bundle
+from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint_files
+from precompute.inputs import InputError, skipped_frame
+from precompute.surveys.base import get_survey
+
+STAGES = ("ingest", "train", "embed", "project", "thumbnails", "index", "bundle")
+SKIPPED_IN_MANIFEST = 1000  # the full list is in skipped.csv; the manifest keeps the first ones
+
+
+@dataclass
+class Config:
+    """Everything a pipeline run depends on. Fields set to None take the survey's defaults."""
+
+    survey: str
+    out: Path
+    work: Path
+    sources: dict = field(default_factory=dict)  # first: catalog; sdss: images, gz2, truth
+    method: str | None = None
+    arch: str | None = None
+    stem: str | None = None
+    width: int | None = None
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float | None = None
+    optimizer: str = "sgd"
+    max_steps: int | None = None
+    queue_size: int | None = None
+    seed: int = 0
+    device: str | None = None
+    num_workers: int = 0
+    embed_batch_size: int = 256
+    pca_dim: int = 50
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    thumbnail_size: int = 64
+    progress: bool = True
+    source_note: dict = field(default_factory=dict)  # extra provenance for the manifest (e.g. demo simulation)
+
+    def resolved(self) -> "Config":
+        s = get_survey(self.survey)
+        return Config(**{**asdict(self), "method": self.method or s.method, "arch": self.arch or s.arch,
+                         "stem": self.stem or s.stem})
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- ingest
+def source_fingerprints(cfg: Config) -> dict[str, str]:
+    """Fingerprints of the raw inputs: the catalogue/HDF5 content and, for FIRST, every listed FITS file."""
+    out = {}
+    for name, path in sorted(cfg.sources.items()):
+        if path is None:
+            continue
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: {name} file not found; check the --{name} argument")
+        out[name] = fingerprint_file(path)
+    if cfg.survey == "first" and "catalog" in cfg.sources:
+        try:
+            files = pd.read_csv(cfg.sources["catalog"], usecols=["file"])["file"].astype(str)
+            out["fits"] = fingerprint_files(Path(cfg.sources["catalog"]).parent / f for f in files)
+        except ValueError:
+            pass  # no 'file' column: read_local reports it with the file named
+    return out
+
+
+def ingest(wd: WorkDir, cfg: Config) -> StageResult:
+    survey = get_survey(cfg.survey)
+    params = {"survey": cfg.survey, "sources": {k: str(Path(v).resolve()) for k, v in cfg.sources.items() if v}}
+
+    def build(tmp: Path, key: str) -> None:
+        paths = {k: v for k, v in cfg.sources.items() if v}
+        cut = survey.read_local(**paths, out=tmp / "images.npy", progress=cfg.progress)
+        if len(cut.catalog) == 0:
+            raise InputError(f"{next(iter(paths.values()))}: no usable objects ({len(cut.skipped)} skipped, e.g. "
+                             f"{cut.skipped[:3]}); fix the inputs listed in the reasons")
+        if len(cut.catalog) < 10:
+            raise InputError(f"{next(iter(paths.values()))}: only {len(cut.catalog)} usable objects; a map needs "
+                             f"at least 10")
+        if not (tmp / "images.npy").exists():
+            np.save(tmp / "images.npy", np.asarray(cut.images, dtype=np.float32))
+        cut.catalog.to_parquet(tmp / "catalog.parquet", index=False)
+        skipped_frame(cut.skipped).to_csv(tmp / "skipped.csv", index=False)
+        log(f"[ingest] {len(cut.catalog)} objects, {len(cut.skipped)} skipped")
+
+    res = wd.run("ingest", params, source_fingerprints(cfg), build)
+    shutil.copyfile(res.path / "skipped.csv", wd.root / "skipped.csv")
+    return res
+
+
+def load_ingest(res: StageResult) -> tuple[pd.DataFrame, np.ndarray]:
+    return pd.read_parquet(res.path / "catalog.parquet"), np.load(res.path / "images.npy", mmap_mode="r")
+
+
+# ------------------------------------------------------------------------------------------------- train
+def encoder_config(cfg: Config) -> dict:
+    s = get_survey(cfg.survey)
+    return {"arch": cfg.arch, "in_channels": s.n_channels, "stem": cfg.stem, "width": cfg.width}
+
+
+def augmentation_params(survey, normalised: np.ndarray) -> dict:
+    from models.augment import compute_mad
+
+    if survey.name == "sdss":
+        sample = normalised[: min(len(normalised), 2048)]
+        return {"crop": survey.crop_size, "jitter": 7, "pixel_scale": survey.pixel_scale_arcsec,
+                "mad": np.asarray(compute_mad(np.asarray(sample)), dtype=np.float32).tolist()}
+    return {"crop": survey.crop_size}
+
+
+def normalise_to(survey, images: np.ndarray, params: dict, path: Path, chunk: int = 2048) -> np.ndarray:
+    """Normalised full-size training images, written chunk by chunk to a memory-mapped .npy."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=images.shape)
+    for s in range(0, len(images), chunk):
+        out[s : s + chunk] = survey.normalise(np.asarray(images[s : s + chunk]), params)
+    out.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
+    survey = get_survey(cfg.survey)
+    params = {"method": cfg.method, "encoder": encoder_config(cfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+              "lr": cfg.lr, "optimizer": cfg.optimizer, "max_steps": cfg.max_steps, "queue_size": cfg.queue_size,
+              "seed": cfg.seed}
+
+    def build(tmp: Path, key: str) -> None:
+        from models.augment import build_augmentations
+        from models.io import save_encoder
+        from models.train import train as train_model
+
+        _, images = load_ingest(ing)
+        ckpt = wd.checkpoint_dir("train", key)
+        prep = survey.fit_preprocessing(images)
+        normalised = normalise_to(survey, images, prep, ckpt / "normalised.npy")
+        aug_params = augmentation_params(survey, normalised)
+        augment = build_augmentations(survey.name, **aug_params)
+        t0 = time.perf_counter()
+        encoder, history = train_model(
+            normalised, method=cfg.method, encoder_cfg=encoder_config(cfg), augment=augment, epochs=cfg.epochs,
+            batch_size=min(cfg.batch_size, len(normalised)), lr=cfg.lr, optimizer=cfg.optimizer,
+            checkpoint_dir=ckpt, resume=True, device=cfg.device, num_workers=cfg.num_workers, seed=cfg.seed,
+            progress=cfg.progress, max_steps=cfg.max_steps, queue_size=cfg.queue_size)
+        config = {**encoder_config(cfg), "survey": survey.name, "method": cfg.method, "preprocessing": prep,
+                  "augmentations": aug_params, "crop_size": survey.crop_size, "cutout_size": survey.cutout_size,
+                  "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
+                  "epochs": cfg.epochs, "train_seconds": round(time.perf_counter() - t0, 1)}
+        save_encoder(encoder, config, tmp / "encoder")
+        (tmp / "history.json").write_text(json.dumps(_jsonable(history), indent=2))
+        del normalised
+        shutil.rmtree(ckpt, ignore_errors=True)  # finished: the checkpoints are no longer needed
+
+    return wd.run("train", params, {"ingest": ing.key}, build)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    try:
+        json.dumps(obj)
+        return obj
+    except TypeError:
+        return str(obj)
+
+
+# ------------------------------------------------------------------------------------------------- embed
+def embed(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> StageResult:
+    def build(tmp: Path, key: str) -> None:
+        from precompute.encoder import load_embedder
+
+        _, images = load_ingest(ing)
+        embedder = load_embedder(trained.path / "encoder", device=cfg.device, batch_size=cfg.embed_batch_size)
+        chunk = 4096
+        starts = range(0, len(images), chunk)
+        if cfg.progress:
+            from tqdm import tqdm
+            starts = tqdm(starts, desc="embed", unit="chunk")
+        parts = [embedder(images[s : s + chunk]) for s in starts]
+        emb = l2_normalise(np.concatenate(parts), dtype=np.float16)
+        np.save(tmp / "embeddings.npy", emb)
+
+    return wd.run("embed", {"batch_size": cfg.embed_batch_size, "dtype": "float16"},
+                  {"ingest": ing.key, "train": trained.key}, build)
+
+
+# ------------------------------------------------------------------------------------------------- project
+def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
+    params = {"pca_dim": cfg.pca_dim, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist, "seed": cfg.seed}
+
+    def build(tmp: Path, key: str) -> None:
+        from precompute.project import project as fit_projection
+
+        coords, used = fit_projection(np.load(emb.path / "embeddings.npy"), tmp / "projection", **params)
+        np.save(tmp / "coords.npy", coords)
+        (tmp / "umap.json").write_text(json.dumps(used, indent=2))
+
+    return wd.run("project", params, {"embed": emb.key}, build)
+
+
+# ------------------------------------------------------------------------------------------------- thumbnails
+def thumbnails(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
+    survey = get_survey(cfg.survey)
+
+    def build(tmp: Path, key: str) -> None:
+        from precompute.bundle import pack_thumbnails
+        from precompute.thumbnails import render_thumbnails
+
+        _, images = load_ingest(ing)
+        blob, offsets = pack_thumbnails(render_thumbnails(survey, images, size=cfg.thumbnail_size,
+                                                          progress=cfg.progress))
+        (tmp / "blob.bin").write_bytes(blob)
+        np.save(tmp / "offsets.npy", offsets)
+
+    return wd.run("thumbnails", {"size": cfg.thumbnail_size, "format": "webp", "quality": 80},
+                  {"ingest": ing.key}, build)
+
+
+# ------------------------------------------------------------------------------------------------- index
+def index(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
+    def build(tmp: Path, key: str) -> None:
+        import faiss
+
+        from precompute.index import build_index
+
+        faiss.write_index(build_index(np.load(emb.path / "embeddings.npy", mmap_mode="r"), seed=cfg.seed),
+                          str(tmp / "index.faiss"))
+
+    return wd.run("index", {}, {"embed": emb.key}, build)
+
+
+# ------------------------------------------------------------------------------------------------- bundle
+def bundle_catalog(catalog: pd.DataFrame, coords: np.ndarray, seed: int) -> pd.DataFrame:
+    """The ingest catalogue with the map coordinates and the fixed split, required columns first."""
+    cat = catalog.copy()
+    cat["umap_x"] = coords[:, 0].astype(np.float32)
+    cat["umap_y"] = coords[:, 1].astype(np.float32)
+    cat["split"] = assign_splits(len(cat), seed)
+    first = ["object_id", "ra", "dec", "umap_x", "umap_y", "split"]
+    return cat[first + [c for c in cat.columns if c not in first]]
+
+
+def manifest_for(cfg: Config, survey, catalog: pd.DataFrame, train_res: StageResult, umap_params: dict,
+                 skipped: pd.DataFrame, keys: dict) -> dict:
+    enc_cfg = json.loads((train_res.path / "encoder" / "config.json").read_text()) \
+        if (train_res.path / "encoder" / "config.json").is_file() else {}
+    colour_by = {c: spec for c, spec in survey.colour_by.items() if c in catalog.columns and catalog[c].notna().any()}
+    for col in catalog.columns:  # simulator truth classes are worth colouring by too
+        if col.startswith("truth_") and col not in colour_by and catalog[col].dtype == object:
+            colour_by[col] = {"title": col.replace("truth_", "Truth: ").replace("_", " "), "kind": "categorical",
+                              "units": ""}
+    return {
+        "survey": survey.name,
+        "bands": list(survey.bands),
+        "pixel_scale_arcsec": survey.pixel_scale_arcsec,
+        "cutout_size": survey.cutout_size,
+        "crop_size": survey.crop_size,
+        "model": {"method": cfg.method, "architecture": cfg.arch, "stem": cfg.stem, "width": cfg.width,
+                  "embedding": "encoder representation, L2-normalised", "epochs": cfg.epochs,
+                  "batch_size": cfg.batch_size, "checkpoint": _checkpoint_name(train_res.path / "encoder"),
+                  "train_seconds": enc_cfg.get("train_seconds")},
+        "umap": umap_params,
+        "colour_by": colour_by,
+        "source": {**{k: str(v) for k, v in cfg.sources.items() if v}, **cfg.source_note,
+                   "n_skipped": int(len(skipped)),
+                   "skipped": skipped.head(SKIPPED_IN_MANIFEST).to_dict(orient="records"),
+                   "skipped_report": str(cfg.work / "skipped.csv"), "stage_keys": keys},
+    }
+
+
+def _checkpoint_name(encoder_dir: Path) -> str:
+    """The weights file inside the encoder folder, as a bundle-relative path."""
+    for name in ("weights.pt", "encoder.pt", "model.pt"):
+        if (encoder_dir / name).is_file():
+            return f"encoder/{name}"
+    found = sorted(p.name for p in encoder_dir.iterdir() if p.suffix in (".pt", ".pth", ".safetensors"))
+    if not found:
+        raise BundleError(f"{encoder_dir}: no weights file (.pt) was saved by models.io.save_encoder")
+    return f"encoder/{found[0]}"
+
+
+def bundle_is_current(out: Path, keys: dict) -> bool:
+    """True when ``out`` is a valid bundle built from exactly these stage results."""
+    man = out / "manifest.json"
+    if not man.is_file():
+        return False
+    try:
+        if json.loads(man.read_text()).get("source", {}).get("stage_keys") != keys:
+            return False
+        validate_bundle(out)
+        return True
+    except (BundleError, json.JSONDecodeError):
+        return False
+
+
+def write(cfg: Config, results: dict[str, StageResult]) -> Path:
+    import faiss
+
+    from precompute.bundle import write_bundle
+
+    keys = {name: r.key for name, r in results.items()}
+    if bundle_is_current(cfg.out, keys):
+        log(f"[bundle] {cfg.out} is up to date")
+        return cfg.out
+    survey = get_survey(cfg.survey)
+    catalog, _ = load_ingest(results["ingest"])
+    coords = np.load(results["project"].path / "coords.npy")
+    cat = bundle_catalog(catalog, coords, cfg.seed)
+    umap_params = json.loads((results["project"].path / "umap.json").read_text())
+    skipped = pd.read_csv(results["ingest"].path / "skipped.csv", dtype=str, keep_default_na=False)
+    manifest = manifest_for(cfg, survey, cat, results["train"], umap_params, skipped, keys)
+    thumbs = results["thumbnails"].path
+    out = write_bundle(
+        cfg.out, catalog=cat, embeddings=np.load(results["embed"].path / "embeddings.npy"),
+        thumbnails=((thumbs / "blob.bin").read_bytes(), np.load(thumbs / "offsets.npy")), manifest=manifest,
+        encoder_dir=results["train"].path / "encoder", index=faiss.read_index(str(results["index"].path / "index.faiss")),
+        extra_dirs={"projection": results["project"].path / "projection"}, thumbnail_format="webp")
+    validate_bundle(out)
+    log(f"[bundle] wrote {out} ({len(cat)} objects, {len(skipped)} skipped)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- all
+def run_pipeline(cfg: Config, until: str = "bundle") -> dict[str, StageResult] | Path:
+    """Run the stages in order up to ``until`` (each cached); return the bundle path or the stage results."""
+    if until not in STAGES:
+        raise ValueError(f"unknown stage {until!r}; one of {STAGES}")
+    cfg = cfg.resolved()
+    wd = WorkDir(cfg.work, log=log)
+    results: dict[str, StageResult] = {"ingest": ingest(wd, cfg)}
+    if until == "ingest":
+        return results
+    if until == "thumbnails":
+        results["thumbnails"] = thumbnails(wd, cfg, results["ingest"])
+        return results
+    results["train"] = train(wd, cfg, results["ingest"])
+    if until == "train":
+        return results
+    results["embed"] = embed(wd, cfg, results["ingest"], results["train"])
+    if until == "embed":
+        return results
+    if until in ("project", "bundle"):
+        results["project"] = project(wd, cfg, results["embed"])
+    if until == "project":
+        return results
+    results["index"] = index(wd, cfg, results["embed"])
+    if until == "index":
+        return results
+    results["thumbnails"] = thumbnails(wd, cfg, results["ingest"])
+    return write(cfg, results)

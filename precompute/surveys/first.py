@@ -1,0 +1,201 @@
+"""VLA FIRST 1.4 GHz radio cutouts (Slijepcevic et al. 2023): one channel, 150x150 at 1.8"/px, BYOL on 70x70
+centre crops.
+
+Local data: a catalogue CSV with ``file`` (FITS path relative to the CSV's folder), ``ra``, ``dec`` and any label
+columns (MiraBest: ``fr_class``, ``confidence``, ``morphology``, ``z``, ``las_arcsec`` ...), as in
+``shared/data/first_mirabest`` and the output of ``python -m precompute simulate --survey first``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from precompute.inputs import (bad_pixels_reason, check_positions, duplicate_ids, invalid_positions,
+                               read_catalog_csv)
+from precompute.surveys.base import Cutouts, Survey, register
+
+# catalogue column -> bundle column (labels only; anything else is carried through under its own name)
+RENAME = {"z": "redshift", "las_arcsec": "angular_extent_arcsec"}
+NOISE_CLIP_SIGMA = 3.0
+MAD_TO_SIGMA = 1.4826
+
+
+@register
+class FIRST(Survey):
+    name = "first"
+    bands = ("1.4GHz",)
+    pixel_scale_arcsec = 1.8
+    cutout_size = 150
+    crop_size = 70
+    method = "byol"
+    arch = "resnet18"
+    stem = "standard"
+    augmentations = ("rotation", "random_resized_crop", "flip", "colour_jitter", "blur")
+    colour_by = {
+        "angular_extent_arcsec": {"title": "Largest angular size", "kind": "continuous", "units": "arcsec"},
+        "fr_class": {"title": "Fanaroff-Riley class", "kind": "categorical", "units": ""},
+        "confidence": {"title": "Label confidence", "kind": "categorical", "units": ""},
+        "morphology": {"title": "Morphology", "kind": "categorical", "units": ""},
+        "redshift": {"title": "Redshift", "kind": "continuous", "units": ""},
+        "log_l1p4_w_hz": {"title": "log10 L(1.4 GHz)", "kind": "continuous", "units": "W/Hz"},
+        "peak_flux_mjy": {"title": "Peak brightness", "kind": "continuous", "units": "mJy/beam"},
+    }
+
+    # -- normalisation --------------------------------------------------------------------------------
+    def fit_preprocessing(self, images: np.ndarray) -> dict:
+        """Per-image noise clipping and peak scaling are fixed; only the dataset mean/std of the result is
+        fitted, so the encoder sees zero-mean, unit-variance input."""
+        params = {"clip_sigma": NOISE_CLIP_SIGMA, "mean": 0.0, "std": 1.0}
+        sample = _sample_rows(images, 4096)
+        scaled = self.normalise(sample, params)
+        return {**params, "mean": float(scaled.mean()), "std": float(max(scaled.std(), 1e-6))}
+
+    def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Clip everything below ``clip_sigma`` x the image's robust noise to zero, scale each image to a peak of
+        1 (Slijepcevic et al.; FIRST fluxes span decades), then standardise with the fitted mean/std."""
+        x = np.asarray(images, dtype=np.float32)
+        flat = x.reshape(len(x), -1)
+        med = np.median(flat, axis=1)
+        sigma = MAD_TO_SIGMA * np.median(np.abs(flat - med[:, None]), axis=1)
+        floor = (med + params["clip_sigma"] * sigma)[:, None, None, None]
+        x = np.where(x > floor, x - floor, 0.0).astype(np.float32)
+        peak = x.reshape(len(x), -1).max(axis=1)[:, None, None, None]
+        x = x / np.maximum(peak, 1e-12)
+        return ((x - params["mean"]) / params["std"]).astype(np.float32)
+
+    # -- display --------------------------------------------------------------------------------------
+    def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
+        """asinh stretch between the noise floor and the 99.9th percentile, grey."""
+        from astropy.visualization import AsinhStretch, ManualInterval
+
+        img = np.asarray(image, dtype=np.float32).reshape(image.shape[-2:])
+        med = float(np.median(img))
+        sigma = MAD_TO_SIGMA * float(np.median(np.abs(img - med)))
+        vmax = float(np.percentile(img, 99.9))
+        unit = ManualInterval(med + sigma, max(vmax, med + 2 * sigma))(img, clip=True)
+        grey = (AsinhStretch(0.05)(unit, clip=True) * 255).astype(np.uint8)
+        # FITS rows run south to north; flip so north is up on screen.
+        return np.repeat(grey[::-1, :, None], 3, axis=2)
+
+    # -- data -----------------------------------------------------------------------------------------
+    def read_local(self, catalog: str | Path, progress: bool = False, **_) -> Cutouts:
+        """Catalogue CSV + FITS cutouts (paths relative to the CSV's folder) -> Cutouts. Unreadable, missing,
+        NaN or wrongly shaped cutouts are skipped and reported, not fatal."""
+        catalog = Path(catalog)
+        df = read_catalog_csv(catalog, ("file", "ra", "dec"), what="FIRST catalogue")
+        ids = _object_ids(df)
+        skipped = check_positions(df, ids) + duplicate_ids(ids)
+        unusable = invalid_positions(df) | ids.duplicated(keep="first").to_numpy()
+        shape = (self.cutout_size, self.cutout_size)
+        keep, images = [], []
+        rows = range(len(df))
+        if progress:
+            from tqdm import tqdm
+            rows = tqdm(rows, desc="read FITS", unit="cutout")
+        for i in rows:
+            if unusable[i]:
+                continue
+            oid = str(ids.iloc[i])
+            path = catalog.parent / str(df["file"].iloc[i])
+            image, reason = read_fits_cutout(path, float(df["ra"].iloc[i]), float(df["dec"].iloc[i]), shape)
+            if reason is None:
+                reason = bad_pixels_reason(image, shape)
+            if reason is not None:
+                skipped.append((oid, f"{path}: {reason}"))
+                continue
+            keep.append(i)
+            images.append(image)
+        cat = self._catalog_columns(df.iloc[keep].reset_index(drop=True), ids.iloc[keep].reset_index(drop=True))
+        stack = (np.stack(images)[:, None] if images else np.zeros((0, 1) + shape, np.float32)).astype(np.float32)
+        if len(stack):
+            cat["peak_flux_mjy"] = stack.reshape(len(stack), -1).max(axis=1) * 1e3
+        return Cutouts(catalog=cat, images=stack, skipped=skipped)
+
+    def _catalog_columns(self, df: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+        out = pd.DataFrame({"object_id": ids.astype(str).to_numpy(),
+                            "ra": pd.to_numeric(df["ra"]).to_numpy(float),
+                            "dec": pd.to_numeric(df["dec"]).to_numpy(float)})
+        for col in df.columns:
+            if col in ("object_id", "ra", "dec"):
+                continue
+            name = "source_file" if col == "file" else RENAME.get(col, col)
+            values = df[col]
+            if name in ("redshift", "angular_extent_arcsec", "log_l1p4_w_hz"):
+                values = pd.to_numeric(values, errors="coerce")
+            out[name] = values.to_numpy()
+        return out
+
+    def fetch_cutout(self, coord, timeout: float = 20.0, cache_dir=None) -> np.ndarray:
+        from precompute.surveys.online import fetch_cutout
+
+        image, _ = fetch_cutout(self.name, coord, self.cutout_size, self.pixel_scale_arcsec, timeout=timeout,
+                                cache_dir=cache_dir)
+        return np.asarray(image, dtype=np.float32).reshape(self.n_channels, self.cutout_size, self.cutout_size)
+
+
+def _sample_rows(images: np.ndarray, n: int) -> np.ndarray:
+    if len(images) <= n:
+        return np.asarray(images)
+    rows = np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))
+    return np.asarray(images[rows])
+
+
+def _object_ids(df: pd.DataFrame) -> pd.Series:
+    """The catalogue's own ``object_id`` when it has one, else an IAU-style name from the position."""
+    if "object_id" in df.columns:
+        return df["object_id"].astype(str)
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+
+    ra = pd.to_numeric(df["ra"], errors="coerce").fillna(0).to_numpy()
+    dec = pd.to_numeric(df["dec"], errors="coerce").fillna(0).clip(-90, 90).to_numpy()
+    c = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
+    names = c.to_string("hmsdms", sep="", precision=1, pad=True)
+    return pd.Series(["FIRST J" + s.replace(" ", "") for s in names], index=df.index)
+
+
+def read_fits_cutout(path: Path, ra: float, dec: float, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+    """The 2-D image of the first image HDU of ``path``; a larger image (e.g. a raw 300x300 SkyView cutout) is
+    cut to ``shape`` around (ra, dec) with its WCS. Returns (image, None) or (None, reason)."""
+    from astropy.io import fits
+
+    if not path.is_file():
+        return None, "file not found"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=False) as hdul:
+                hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.size), None)
+                if hdu is None:
+                    return None, "no image data in any HDU"
+                data = np.asarray(hdu.data, dtype=np.float32)
+                header = hdu.header
+    except Exception as e:  # astropy raises several types for truncated/corrupt files
+        return None, f"unreadable FITS ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    data = data.reshape(data.shape[-2:]) if data.ndim > 2 and all(s == 1 for s in data.shape[:-2]) else data
+    if data.ndim != 2:
+        return None, f"image has {data.ndim} dimensions, expected 2"
+    if data.shape[0] > shape[0] and data.shape[1] > shape[1]:
+        return _cut_around(data, header, ra, dec, shape)
+    return data, None
+
+
+def _cut_around(data, header, ra, dec, shape):
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.nddata import Cutout2D
+    from astropy.wcs import WCS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wcs = WCS(header).celestial
+    if not wcs.has_celestial:
+        return None, f"image is {data.shape} and has no celestial WCS to cut a {shape} cutout from"
+    try:
+        cut = Cutout2D(data, SkyCoord(ra * u.deg, dec * u.deg), shape, wcs=wcs, mode="strict")
+    except Exception as e:  # position off the image or partially outside
+        return None, f"cannot cut {shape} around the catalogue position ({e})"
+    return np.asarray(cut.data, dtype=np.float32), None

@@ -1,0 +1,286 @@
+"""SDSS ugriz galaxies (Hayat et al. 2021): five channels, 107x107 at 0.396"/px, MoCo v2 on 64x64 crops.
+
+Local data: the Hayat et al. release layout, an HDF5 file with ``images`` (N, 5, 107, 107), ``ra``, ``dec``,
+``e_bv``, ``specz_redshift`` (NaN when there is no spectrum), ``specz_redshift_err``, ``ObjID``; optionally a
+Galaxy Zoo 2 table (Hart et al. 2016 column names) joined by sky position, and a ``truth.parquet`` from the
+simulator.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from precompute.inputs import InputError, read_catalog_csv
+from precompute.surveys.base import Cutouts, Survey, register
+
+GZ2_MATCH_ARCSEC = 2.0
+# Hart et al. (2016): t01_smooth_or_features_a01_smooth_fraction -> question, answer, statistic
+GZ2_COLUMN = re.compile(r"^t\d\d_(?P<question>.+?)_a\d\d_(?P<answer>.+)_(?P<stat>fraction|weighted_fraction|debiased|count)$")
+# truth columns (simulator) that give an object's size, preferred over the measured second moment
+SIZE_COLUMNS = ("petroR90_r_arcsec", "petro_r90_arcsec", "petroR90_r", "r90_arcsec")
+H5_KEYS = ("images", "ra", "dec")
+
+
+@register
+class SDSS(Survey):
+    name = "sdss"
+    bands = ("u", "g", "r", "i", "z")
+    pixel_scale_arcsec = 0.396
+    cutout_size = 107
+    crop_size = 64
+    method = "moco"
+    arch = "resnet50"
+    stem = "hayat"
+    augmentations = ("reddening", "rotation", "jitter_crop", "noise")
+    colour_by = {
+        "gz2_smooth_or_features_smooth_fraction": {"title": "GZ2 smooth fraction", "kind": "fraction", "units": ""},
+        "gz2_smooth_or_features_features_or_disk_fraction": {"title": "GZ2 features/disk fraction",
+                                                             "kind": "fraction", "units": ""},
+        "gz2_disk_edge_on_yes_fraction": {"title": "GZ2 edge-on fraction", "kind": "fraction", "units": ""},
+        "gz2_bar_bar_fraction": {"title": "GZ2 bar fraction", "kind": "fraction", "units": ""},
+        "gz2_has_spiral_arms_spiral_fraction": {"title": "GZ2 spiral fraction", "kind": "fraction", "units": ""},
+        "redshift": {"title": "Spectroscopic redshift", "kind": "continuous", "units": ""},
+        "angular_extent_arcsec": {"title": "Angular extent (r-band second moment)", "kind": "continuous",
+                                  "units": "arcsec"},
+        "r_mag": {"title": "r aperture magnitude", "kind": "continuous", "units": "mag"},
+        "g_minus_r": {"title": "g - r colour", "kind": "continuous", "units": "mag"},
+        "e_bv": {"title": "Galactic E(B-V)", "kind": "continuous", "units": "mag"},
+    }
+
+    # -- normalisation --------------------------------------------------------------------------------
+    def fit_preprocessing(self, images: np.ndarray) -> dict:
+        """One linear scale per band: the 99th percentile of the central 32x32 pixels over a sample. A pure
+        per-band scale keeps colours, so the reddening and noise augmentations act on physical ratios."""
+        sample = _sample_rows(images, 2048)
+        c = self.cutout_size // 2
+        centre = np.asarray(sample[:, :, c - 16 : c + 16, c - 16 : c + 16], dtype=np.float32)
+        scale = np.percentile(np.abs(centre.transpose(1, 0, 2, 3).reshape(self.n_channels, -1)), 99, axis=1)
+        return {"band_scale": [float(max(s, 1e-12)) for s in scale], "bands": list(self.bands)}
+
+    def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
+        scale = np.asarray(params["band_scale"], dtype=np.float32)[None, :, None, None]
+        return (np.asarray(images, dtype=np.float32) / scale).astype(np.float32)
+
+    # -- display --------------------------------------------------------------------------------------
+    def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
+        """Lupton et al. (2004) asinh RGB from i, r, g, with the stretch set from the r band so that images in
+        any linear flux unit come out visible."""
+        from astropy.visualization import make_lupton_rgb
+
+        g, r, i = (np.asarray(image[k], dtype=np.float32) for k in (1, 2, 3))
+        c = r.shape[0] // 2
+        peak = float(np.percentile(r[c - 8 : c + 8, c - 8 : c + 8], 99))
+        noise = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+        stretch = max(0.5 * peak, 5 * noise, 1e-12)
+        rgb = make_lupton_rgb(i, r, g, minimum=0.0, stretch=stretch, Q=8)
+        return rgb[::-1]  # north up
+
+    # -- data -----------------------------------------------------------------------------------------
+    def read_local(self, images: str | Path, gz2: str | Path | None = None, truth: str | Path | None = None,
+                   out: str | Path | None = None, progress: bool = False, chunk: int = 1024, **_) -> Cutouts:
+        """HDF5 (+ GZ2 CSV, + simulator truth) -> Cutouts. Rows with NaN pixels or bad positions are skipped
+        and reported. With ``out`` the images are streamed to a .npy there and returned memory-mapped."""
+        import h5py
+
+        path = Path(images)
+        if not path.is_file():
+            raise InputError(f"{path}: SDSS images HDF5 not found; pass --images with the file "
+                             f"(Hayat et al. layout, or `python -m precompute simulate --survey sdss`)")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as e:
+            raise InputError(f"{path}: cannot be opened as HDF5 ({e}); check the file") from None
+        with h5:
+            missing = [k for k in H5_KEYS if k not in h5]
+            if missing:
+                raise InputError(f"{path}: lacks dataset(s) {missing} (has {sorted(h5.keys())}); expected the "
+                                 f"Hayat et al. layout: images (N,5,107,107), ra, dec, ObjID, specz_redshift")
+            shape = h5["images"].shape
+            expected = (self.n_channels, self.cutout_size, self.cutout_size)
+            if len(shape) != 4 or tuple(shape[1:]) != expected:
+                raise InputError(f"{path}: 'images' has shape {shape}, expected (N, {', '.join(map(str, expected))})")
+            if shape[0] == 0:
+                raise InputError(f"{path}: 'images' is empty; nothing to build")
+            table = _h5_table(h5, shape[0])
+            good, skipped, stack = _read_images(h5["images"], table, out, progress, chunk)
+        cat = table.loc[good].reset_index(drop=True)
+        cat = _add_measurements(cat, stack, self.pixel_scale_arcsec, chunk)
+        if truth is not None and Path(truth).is_file():
+            cat = _join_truth(cat, Path(truth), table["object_id"].to_numpy(), good)
+        if gz2 is not None:
+            cat = join_gz2(cat, Path(gz2))
+        return Cutouts(catalog=cat, images=stack, skipped=skipped)
+
+    def fetch_cutout(self, coord, timeout: float = 20.0, cache_dir=None) -> np.ndarray:
+        from precompute.surveys.online import fetch_cutout
+
+        image, _ = fetch_cutout(self.name, coord, self.cutout_size, self.pixel_scale_arcsec, timeout=timeout,
+                                cache_dir=cache_dir)
+        return np.asarray(image, dtype=np.float32).reshape(self.n_channels, self.cutout_size, self.cutout_size)
+
+
+def _sample_rows(images: np.ndarray, n: int) -> np.ndarray:
+    if len(images) <= n:
+        return np.asarray(images)
+    rows = np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))
+    return np.asarray(images[rows])
+
+
+def _h5_table(h5, n: int) -> pd.DataFrame:
+    ids = h5["ObjID"][:] if "ObjID" in h5 else np.arange(n)
+    ids = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(ids).ravel()], dtype=object)
+    table = pd.DataFrame({"object_id": ids, "ra": np.asarray(h5["ra"][:], float).ravel(),
+                          "dec": np.asarray(h5["dec"][:], float).ravel()})
+    for key, col in (("specz_redshift", "redshift"), ("specz_redshift_err", "redshift_err"), ("e_bv", "e_bv")):
+        if key in h5:
+            values = np.asarray(h5[key][:], float).ravel()
+            table[col] = np.where(np.isfinite(values) & (values > -1), values, np.nan)
+    return table
+
+
+def _read_images(dataset, table: pd.DataFrame, out, progress: bool, chunk: int):
+    """Stream the images chunk by chunk, dropping rows with NaN pixels, bad positions or repeated IDs."""
+    from precompute.inputs import check_positions, duplicate_ids, invalid_positions
+
+    n = len(table)
+    ids = table["object_id"]
+    skipped = check_positions(table, ids) + duplicate_ids(ids)
+    usable = ~(invalid_positions(table) | ids.duplicated(keep="first").to_numpy())
+    shape = (n,) + tuple(dataset.shape[1:])
+    stack = (np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=shape) if out is not None
+             else np.empty(shape, np.float32))
+    starts = range(0, n, chunk)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, desc="read HDF5", unit="chunk")
+    written = 0
+    for s in starts:
+        block = np.asarray(dataset[s : s + chunk], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=(1, 2, 3))
+        for j in np.flatnonzero(~finite & usable[s : s + chunk]):
+            skipped.append((table["object_id"].iat[s + j], f"{int((~np.isfinite(block[j])).sum())} NaN/infinite pixels"))
+        ok = finite & usable[s : s + chunk]
+        usable[s : s + chunk] = ok
+        stack[written : written + ok.sum()] = block[ok]
+        written += int(ok.sum())
+    if written < n:
+        stack = _truncate(stack, written, out)
+    return np.flatnonzero(usable), skipped, stack
+
+
+def _truncate(stack: np.ndarray, n: int, out):
+    """Keep the first n rows (rare: only when rows were skipped)."""
+    if out is None:
+        return stack[:n].copy()
+    tmp = Path(str(out) + ".tmp.npy")
+    small = np.lib.format.open_memmap(tmp, mode="w+", dtype=stack.dtype, shape=(n,) + stack.shape[1:])
+    for s in range(0, n, 4096):
+        small[s : s + 4096] = stack[s : min(n, s + 4096)]
+    small.flush()
+    del small, stack
+    tmp.replace(out)
+    return np.load(out, mmap_mode="r")
+
+
+def second_moment_radius(r_band: np.ndarray, pixel_scale: float, aperture_pix: float = 30.0) -> np.ndarray:
+    """Flux-weighted RMS radius sqrt(<r^2>) in arcsec of the background-subtracted r band within a circular
+    aperture around the centre: a size proxy when no catalogue size exists."""
+    n, h, w = r_band.shape
+    yy, xx = np.mgrid[:h, :w] - (h - 1) / 2
+    r2 = (xx**2 + yy**2).astype(np.float32)
+    inside = r2 <= aperture_pix**2
+    bg = np.median(r_band[:, ~inside], axis=1)[:, None, None]
+    flux = np.clip(r_band - bg, 0, None) * inside
+    total = flux.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        radius = np.sqrt((flux * r2).sum(axis=(1, 2)) / total) * pixel_scale
+    return np.where(total > 0, radius, np.nan)
+
+
+def aperture_mag(band: np.ndarray, radius_pix: float = 20.0) -> np.ndarray:
+    """22.5 - 2.5 log10(flux) in a circular aperture, for images in nanomaggies (SDSS); null when flux <= 0."""
+    n, h, w = band.shape
+    yy, xx = np.mgrid[:h, :w] - (h - 1) / 2
+    inside = (xx**2 + yy**2) <= radius_pix**2
+    bg = np.median(band[:, ~inside], axis=1)
+    flux = band[:, inside].sum(axis=1) - bg * inside.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
+
+
+def _add_measurements(cat: pd.DataFrame, stack: np.ndarray, pixel_scale: float, chunk: int) -> pd.DataFrame:
+    size, r_mag, g_mag = (np.full(len(cat), np.nan) for _ in range(3))
+    for s in range(0, len(cat), chunk):
+        block = np.asarray(stack[s : s + chunk], dtype=np.float32)
+        size[s : s + chunk] = second_moment_radius(block[:, 2], pixel_scale)
+        r_mag[s : s + chunk] = aperture_mag(block[:, 2])
+        g_mag[s : s + chunk] = aperture_mag(block[:, 1])
+    return cat.assign(angular_extent_arcsec=size, r_mag=r_mag, g_minus_r=g_mag - r_mag)
+
+
+def _join_truth(cat: pd.DataFrame, path: Path, all_ids: np.ndarray, good: np.ndarray) -> pd.DataFrame:
+    """Simulator truth, keyed by ObjID (or row-aligned with the HDF5), as ``truth_<column>`` columns."""
+    truth = pd.read_parquet(path)
+    key = next((k for k in ("ObjID", "object_id", "objid") if k in truth.columns), None)
+    if key is not None:
+        truth = truth.assign(_id=truth[key].astype(str)).drop_duplicates("_id").set_index("_id")
+        truth = truth.reindex(all_ids[good]).drop(columns=[key])
+    elif len(truth) == len(all_ids):
+        truth = truth.iloc[good]
+    else:
+        return cat  # neither keyed nor aligned: cannot be attached safely
+    truth = truth.reset_index(drop=True)
+    size_col = next((c for c in SIZE_COLUMNS if c in truth.columns), None)
+    out = cat.copy()
+    if size_col is not None:
+        out["angular_extent_arcsec"] = pd.to_numeric(truth[size_col], errors="coerce").to_numpy()
+    for col in truth.columns:
+        if col not in ("ra", "dec"):
+            out[f"truth_{col}"] = truth[col].to_numpy()
+    return out
+
+
+def rename_gz2_columns(columns) -> dict[str, str]:
+    """Hart et al. (2016) column -> bundle column, e.g. t01_smooth_or_features_a01_smooth_fraction ->
+    gz2_smooth_or_features_smooth_fraction (``_weighted_fraction``, ``_debiased`` and ``_count`` keep their
+    suffix)."""
+    out = {}
+    for c in columns:
+        m = GZ2_COLUMN.match(c)
+        if m:
+            out[c] = f"gz2_{m['question']}_{m['answer']}_{m['stat']}"
+    return out
+
+
+def join_gz2(cat: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Attach GZ2 votes to the nearest catalogue object within 2 arcsec (astropy match_to_catalog_sky); objects
+    with no match get nulls."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    gz = read_catalog_csv(path, ("ra", "dec"), what="Galaxy Zoo 2 table")
+    renames = rename_gz2_columns(gz.columns)
+    if not renames:
+        raise InputError(f"{path}: no Galaxy Zoo 2 vote columns (expected Hart et al. 2016 names such as "
+                         f"t01_smooth_or_features_a01_smooth_fraction)")
+    votes = gz.rename(columns=renames)
+    keep = list(renames.values())
+    for question in sorted({GZ2_COLUMN.match(c)["question"] for c in renames}):
+        counts = [c for c in keep if c.startswith(f"gz2_{question}_") and c.endswith("_count")]
+        if counts:
+            votes[f"gz2_{question}_total_votes"] = votes[counts].sum(axis=1, min_count=1)
+            keep.append(f"gz2_{question}_total_votes")
+    if "total_votes" in votes.columns:
+        votes["gz2_total_votes"] = votes["total_votes"]
+        keep.append("gz2_total_votes")
+    ours = SkyCoord(cat["ra"].to_numpy() * u.deg, cat["dec"].to_numpy() * u.deg)
+    theirs = SkyCoord(pd.to_numeric(votes["ra"]).to_numpy() * u.deg, pd.to_numeric(votes["dec"]).to_numpy() * u.deg)
+    idx, sep, _ = ours.match_to_catalog_sky(theirs)
+    matched = sep < GZ2_MATCH_ARCSEC * u.arcsec
+    joined = votes[keep].iloc[idx].reset_index(drop=True).astype(float)
+    joined.loc[~matched] = np.nan
+    out = cat.drop(columns=[c for c in keep if c in cat.columns]).copy()
+    return pd.concat([out.reset_index(drop=True), joined], axis=1)
