@@ -341,17 +341,18 @@ def footprint_plot(matcher: CatalogueMatcher, coord: SkyCoord | None = None, *, 
                    width: int = 300, height: int = 180):
     """A small RA/Dec plot of the bundle's objects (subsampled) with the query position marked."""
     import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options used below)
 
     rows = matcher.subsample(max_points)
     sky = matcher.coords[rows]
     objects = hv.Points((sky.ra.deg, sky.dec.deg), kdims=["RA", "Dec"], label="bundle").opts(
-        size=2, color="#7a8ca5", alpha=0.6)
+        size=2, color="#7a8ca5", alpha=0.6, backend="bokeh")
     layers = [objects]
     if coord is not None:
         marker = hv.Points(([coord.ra.deg], [coord.dec.deg]), kdims=["RA", "Dec"], label="query").opts(
-            size=12, color="#e4572e", marker="star")
+            size=12, color="#e4572e", marker="star", backend="bokeh")
         layers.append(marker)
     return hv.Overlay(layers).opts(
-        hv.opts.Overlay(width=width, height=height, invert_xaxis=True, show_legend=False, toolbar=None,
-                        title="Footprint (RA increases to the left)", fontsize={"title": 9}))
+        width=width, height=height, invert_xaxis=True, show_legend=False, toolbar=None,
+        title="Footprint (RA increases to the left)", fontsize={"title": 9}, backend="bokeh")
 
