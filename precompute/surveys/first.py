@@ -33,7 +33,7 @@ class FIRST(Survey):
     method = "byol"
     arch = "resnet18"
     stem = "standard"
-    augmentations = ("rotation", "random_resized_crop", "flip", "colour_jitter", "blur")
+    augmentations = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
     colour_by = {
         "angular_extent_arcsec": {"title": "Largest angular size", "kind": "continuous", "units": "arcsec"},
         "fr_class": {"title": "Fanaroff-Riley class", "kind": "categorical", "units": ""},

@@ -34,7 +34,7 @@ class SDSS(Survey):
     method = "moco"
     arch = "resnet50"
     stem = "hayat"
-    augmentations = ("reddening", "rotation", "jitter_crop", "noise")
+    augmentations = ("reddening", "rotation", "jitter", "noise")  # names in models.augment; psf_blur off
     colour_by = {
         "gz2_smooth_or_features_smooth_fraction": {"title": "GZ2 smooth fraction", "kind": "fraction", "units": ""},
         "gz2_smooth_or_features_features_or_disk_fraction": {"title": "GZ2 features/disk fraction",
