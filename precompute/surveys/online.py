@@ -78,7 +78,7 @@ def fetch_cutout(survey, coord: SkyCoord, size_pix: int, pixel_scale_arcsec: flo
     for label, service in _services_for(name):
         try:
             planes = _with_retries(lambda: service(coord, target, bands, timeout), retries)
-            image = np.stack([_onto_grid(data, hdr, target, label) for data, hdr in planes]).astype(np.float32)
+            image = np.stack([resample_to_grid(data, hdr, target, label) for data, hdr in planes]).astype(np.float32)
             image, n_filled = fill_few_nans(image, label)
             header = _result_header(target, name, label, n_filled)
             break
@@ -310,7 +310,7 @@ def _with_retries(attempt, retries: int):
                 raise
 
 
-def _onto_grid(data: np.ndarray, header: fits.Header, target: WCS, what: str) -> np.ndarray:
+def resample_to_grid(data: np.ndarray, header: fits.Header, target: WCS, what: str) -> np.ndarray:
     """Put one returned image on the target grid: exact cutout when the scales agree, else bilinear resampling."""
     from astropy.nddata import Cutout2D
     from astropy.wcs.utils import proj_plane_pixel_scales

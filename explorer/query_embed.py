@@ -1,0 +1,229 @@
+"""A cutout that is not in the bundle -> the bundle's encoder -> its neighbours and a place on the map.
+
+    q = QueryEmbedder(bundle, cache_dir="~/.cache/skyquery")
+    result = q.from_position(SkyCoord(...))         # fetch (precompute.surveys.online) then embed and search
+    result = q.from_fits(uploaded_bytes)             # a FITS image with a celestial WCS
+
+The cutout is put on the bundle's grid (pixel scale from the manifest, cutout size and bands from the encoder
+config or the survey), passed through the encoder's own preprocessing (``precompute.encoder.load_embedder``), then
+searched with ``precompute.index.SimilaritySearch``. Its map position comes from the bundle's saved PCA + UMAP
+(``projection/``, via ``precompute.project.load_projector``) when present; otherwise it is put at its nearest
+neighbour and marked approximate. Everything here blocks: the UI calls it off the Bokeh thread.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+
+from precompute.surveys import online
+
+PLACED_BY_UMAP = "UMAP transform of the saved reducer"
+PLACED_AT_NEIGHBOUR = "approximate: at its nearest neighbour (this bundle has no saved projection)"
+
+
+class QueryError(Exception):
+    """The query cannot be embedded (no encoder, wrong bands, a FITS without WCS...). Says what to do."""
+
+
+@dataclass
+class QueryResult:
+    image: np.ndarray                 # (C, H, W) raw cutout on the bundle's grid, survey units
+    header: fits.Header               # its WCS and where it came from
+    embedding: np.ndarray             # (D,) float32, L2-normalised
+    neighbour_ids: np.ndarray         # (k,) bundle rows, most similar first
+    similarities: np.ndarray          # (k,) cosine similarities
+    map_xy: tuple[float, float]
+    placement: str
+    coord: SkyCoord | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def approximate(self) -> bool:
+        return self.placement == PLACED_AT_NEIGHBOUR
+
+
+class QueryEmbedder:
+    """Embeds and searches new cutouts for one bundle. Thread-safe; the encoder and reducer load on first use."""
+
+    def __init__(self, bundle, *, embedder: Callable[[np.ndarray], np.ndarray] | None = None,
+                 projector: Callable[[np.ndarray], np.ndarray] | None = None, cache_dir: str | Path | None = None,
+                 timeout: float = 20.0, fetch: Callable = online.fetch_cutout):
+        self.bundle = bundle
+        self._embedder = embedder
+        self._projector = projector
+        self._projector_loaded = projector is not None
+        self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
+        self.timeout = timeout
+        self.fetch = fetch
+        self._lock = threading.Lock()
+        self._search = None
+
+    # -- what the bundle's images look like ---------------------------------------------------------
+    @property
+    def embedder(self) -> Callable[[np.ndarray], np.ndarray]:
+        with self._lock:
+            if self._embedder is None:
+                from precompute.encoder import load_embedder
+
+                enc = self.bundle.encoder_dir
+                if not enc.is_dir():
+                    raise QueryError(f"{enc}: this bundle has no encoder/ folder, so new cutouts cannot be embedded; "
+                                     "rebuild it with `python -m precompute build` (which saves the encoder).")
+                self._embedder = load_embedder(enc)
+            return self._embedder
+
+    @property
+    def grid(self) -> tuple[int, float, int]:
+        """(cutout size in pixels, pixel scale in arcsec, number of bands) of the bundle's stored images."""
+        config = getattr(self.embedder, "config", {}) or {}
+        survey = self._survey()
+        size = config.get("cutout_size") or self.bundle.manifest.get("cutout_size") or getattr(survey, "cutout_size", None)
+        scale = self.bundle.manifest.get("pixel_scale_arcsec") or getattr(survey, "pixel_scale_arcsec", None)
+        bands = config.get("bands") or self.bundle.manifest.get("bands") or getattr(survey, "bands", ())
+        if not size or not scale:
+            raise QueryError(f"{self.bundle.path / 'manifest.json'}: the bundle does not say its cutout size and "
+                             "pixel scale, so a new cutout cannot be matched to its images.")
+        return int(size), float(scale), len(bands)
+
+    def _survey(self):
+        from precompute.surveys.base import get_survey
+
+        try:
+            return get_survey(self.bundle.survey)
+        except KeyError:
+            return None
+
+    @property
+    def search(self):
+        with self._lock:
+            if self._search is None:
+                from precompute.index import SimilaritySearch
+
+                self._search = SimilaritySearch(self.bundle.index, self.bundle.embeddings)
+            return self._search
+
+    @property
+    def projector(self):
+        with self._lock:
+            if not self._projector_loaded:
+                folder = self.bundle.path / "projection"
+                if (folder / "pca.joblib").is_file() and (folder / "umap.joblib").is_file():
+                    from precompute.project import load_projector
+
+                    self._projector = load_projector(folder)
+                self._projector_loaded = True
+            return self._projector
+
+    # -- queries ------------------------------------------------------------------------------------
+    def from_position(self, coord: SkyCoord, k: int = 12) -> QueryResult:
+        """Fetch the survey's cutout at ``coord`` (disk-cached), embed it and search. Raises FetchError/QueryError."""
+        size, scale, _ = self.grid
+        image, header = self.fetch(self.bundle.survey, coord, size, scale, timeout=self.timeout,
+                                   cache_dir=self.cache_dir)
+        notes = [f"fetched from {header.get('SERVICE', 'the survey service')}"]
+        if header.get("NANFILL"):
+            notes.append(f"{header['NANFILL']} blank pixels filled with the median")
+        return self.from_image(image, header, coord=coord, k=k, notes=notes)
+
+    def from_fits(self, content: bytes | str | Path, coord: SkyCoord | None = None, k: int = 12,
+                  name: str = "uploaded FITS") -> QueryResult:
+        """An uploaded FITS image with a celestial WCS (2-D, or a (C, H, W) cube for multi-band surveys),
+        cut out around ``coord`` (default: the image centre) on the bundle's grid."""
+        if isinstance(content, (str, Path)):
+            name, content = str(content), Path(content).read_bytes()
+        size, scale, n_bands = self.grid
+        planes, header = _read_planes(content, name)
+        if len(planes) != n_bands:
+            raise QueryError(f"{name} has {len(planes)} image plane(s) but this bundle's images have {n_bands} "
+                             f"band(s) ({', '.join(self.bundle.manifest.get('bands', []))}); upload one plane per band.")
+        if coord is None:
+            coord = _image_centre(header, planes[0].shape, name)
+        target = online.target_wcs(coord, size, scale)
+        image = np.stack([online.resample_to_grid(p, header, target, name) for p in planes]).astype(np.float32)
+        image, n_filled = online.fill_few_nans(image, name)
+        notes = [f"cut from {name}"] + ([f"{n_filled} blank pixels filled with the median"] if n_filled else [])
+        return self.from_image(image, target.to_header(), coord=coord, k=k, notes=notes)
+
+    def from_image(self, image: np.ndarray, header: fits.Header | None = None, *, coord: SkyCoord | None = None,
+                   k: int = 12, notes: list[str] | None = None) -> QueryResult:
+        """A raw cutout already on the bundle's grid -> embedding, neighbours and map position."""
+        vec = np.asarray(self.embedder(np.asarray(image, dtype=np.float32)[None]), dtype=np.float32)[0]
+        vec /= max(float(np.linalg.norm(vec)), 1e-12)
+        sims, ids = self.search.search(vec[None], k=k)
+        ids, sims = ids[0][ids[0] >= 0], sims[0][ids[0] >= 0]
+        xy, placement = self.place(vec, ids)
+        return QueryResult(image=np.asarray(image, dtype=np.float32), header=header if header is not None else fits.Header(),
+                           embedding=vec, neighbour_ids=ids, similarities=sims, map_xy=xy, placement=placement,
+                           coord=coord, notes=list(notes or []))
+
+    def place(self, vec: np.ndarray, neighbour_ids: np.ndarray) -> tuple[tuple[float, float], str]:
+        projector = self.projector
+        if projector is not None:
+            xy = np.asarray(projector(vec[None]), dtype=np.float64)[0]
+            if np.isfinite(xy).all():
+                return (float(xy[0]), float(xy[1])), PLACED_BY_UMAP
+        if len(neighbour_ids) == 0:
+            raise QueryError("the similarity search returned no neighbours; is the bundle's index empty?")
+        row = self.bundle.catalog.iloc[int(neighbour_ids[0])]
+        return (float(row["umap_x"]), float(row["umap_y"])), PLACED_AT_NEIGHBOUR
+
+    def thumbnail_png(self, image: np.ndarray) -> bytes:
+        """The query cutout drawn the way the bundle's thumbnails are (the survey's own stretch)."""
+        from PIL import Image
+
+        survey = self._survey()
+        try:
+            rgb = survey.thumbnail_rgb(image) if survey is not None else None
+        except NotImplementedError:
+            rgb = None
+        if rgb is None:
+            rgb = _grey_asinh(image)
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Header]:
+    from astropy.wcs import WCS
+
+    if not content or not content.startswith(b"SIMPLE"):
+        raise QueryError(f"{name} is not a FITS file; upload a FITS image with a celestial WCS.")
+    try:
+        with fits.open(io.BytesIO(content), memmap=False) as hdul:
+            hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2), None)
+            if hdu is None:
+                raise QueryError(f"{name} holds no image; upload a FITS image with a celestial WCS.")
+            data = np.asarray(hdu.data, dtype=np.float32)
+            header = online._without_commentary(hdu.header)
+    except (OSError, ValueError, TypeError) as e:
+        raise QueryError(f"{name} is truncated or corrupt ({e}).") from e
+    if not WCS(header).has_celestial:
+        raise QueryError(f"{name} has no celestial WCS (CTYPE/CRVAL/CDELT), so its position is unknown; "
+                         "upload a FITS file with a WCS.")
+    data = data.reshape((-1,) + data.shape[-2:])  # degenerate radio axes and band cubes alike -> (C, H, W)
+    return list(data), header
+
+
+def _image_centre(header: fits.Header, shape, name: str) -> SkyCoord:
+    from astropy.wcs import WCS
+
+    w = WCS(header).celestial
+    ny, nx = shape
+    return w.pixel_to_world((nx - 1) / 2, (ny - 1) / 2).icrs
+
+
+def _grey_asinh(image: np.ndarray) -> np.ndarray:
+    from astropy.visualization import AsinhStretch, PercentileInterval
+
+    img = np.asarray(image, dtype=np.float32)
+    img = img.mean(axis=0) if img.ndim == 3 else img
+    grey = (AsinhStretch(0.1)(PercentileInterval(99.5)(img), clip=True) * 255).astype(np.uint8)[::-1]
+    return np.repeat(grey[:, :, None], 3, axis=2)

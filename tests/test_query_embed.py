@@ -1,0 +1,215 @@
+"""Fetch-and-embed: a cutout from outside the bundle goes through the encoder's preprocessing, the index and the map.
+
+The real-data tests build a small FIRST bundle in the test from shared/data/first_mirabest (40 real cutouts, a
+small untrained ResNet with the FIRST survey's fitted preprocessing — the pipeline's trained FIRST bundle was not
+available when these were written); its ``projection/`` holds a PCA and a second PCA standing in for the UMAP
+reducer (same ``transform`` interface, no minute of numba JIT in the test).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+
+from benchmarks.fixture_bundle import make_fixture_bundle
+from explorer.query_embed import PLACED_AT_NEIGHBOUR, PLACED_BY_UMAP, QueryEmbedder, QueryError
+from precompute.bundle import Bundle, assign_splits, write_bundle
+from precompute.surveys.online import FetchError
+from recorded.replay import ReplayServer
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "first_mirabest"
+ORIGINAL = "100_010.451-009.284_0.0529_0080.60"
+FIRST_PATH = "/cgi-bin/firstcutout"
+N_REAL = 40
+
+
+def need_real_data():
+    if not (DATA / "catalog.csv").is_file():
+        pytest.skip(f"real FIRST data not present at {DATA} (shared test data is not shipped with the project)")
+
+
+def tiny_first_embedder(images: np.ndarray):
+    """What ``load_embedder`` returns for a FIRST encoder: the survey's preprocessing then a ResNet, L2-normalised."""
+    import torch
+
+    from models.encoders import build_encoder
+    from precompute.surveys.first import FIRST
+
+    survey = FIRST()
+    params = survey.fit_preprocessing(images)
+    torch.manual_seed(0)
+    net = build_encoder("small", 1, width=16).eval()
+
+    def embed(raw: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(survey.preprocess(np.asarray(raw, dtype=np.float32), params))
+        with torch.no_grad():
+            v = net(x).numpy().astype(np.float32)
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+
+    embed.config = {"survey": "first", "bands": ["1.4GHz"], "cutout_size": 150, "preprocessing": params}
+    return embed
+
+
+@pytest.fixture(scope="module")
+def real_first(tmp_path_factory):
+    """(bundle with projection, bundle without, embedder) over 40 real FIRST cutouts."""
+    need_real_data()
+    import joblib
+    import torch
+    from sklearn.decomposition import PCA
+
+    torch.set_num_threads(1)
+    cat = pd.read_csv(DATA / "catalog.csv").head(N_REAL)
+    assert cat["file"].iloc[0].startswith(f"cutouts/{ORIGINAL}")
+    images = np.stack([fits.getdata(DATA / f, ext=1).astype(np.float32)[None] for f in cat["file"]])
+    embed = tiny_first_embedder(images)
+    emb = embed(images)
+    pca = PCA(8, random_state=0).fit(emb.astype(np.float32))
+    reducer = PCA(2, random_state=0).fit(pca.transform(emb.astype(np.float32)))  # stands in for UMAP
+    xy = reducer.transform(pca.transform(emb.astype(np.float32))).astype(np.float32)
+    proj = tmp_path_factory.mktemp("projection")
+    joblib.dump(pca, proj / "pca.joblib")
+    joblib.dump(reducer, proj / "umap.joblib")
+    catalog = pd.DataFrame({"object_id": [Path(f).name.split(".fits")[0] for f in cat["file"]], "ra": cat["ra"],
+                            "dec": cat["dec"], "umap_x": xy[:, 0], "umap_y": xy[:, 1],
+                            "split": assign_splits(len(cat))})
+    manifest = {"survey": "first", "bands": ["1.4GHz"], "pixel_scale_arcsec": 1.8, "cutout_size": 150,
+                "model": {"method": "none (test: untrained small ResNet)", "architecture": "small"}}
+    root = tmp_path_factory.mktemp("bundles")
+    kwargs = dict(catalog=catalog, embeddings=emb, thumbnails=[b"x"] * len(cat), manifest=manifest)
+    with_proj = Bundle.open(write_bundle(root / "with", extra_dirs={"projection": proj}, **kwargs))
+    without = Bundle.open(write_bundle(root / "without", **kwargs))
+    return with_proj, without, embed
+
+
+@pytest.fixture
+def first_server(monkeypatch):
+    with ReplayServer() as srv:
+        monkeypatch.setenv("SKYQUERY_FIRST_URL", srv.url(FIRST_PATH))
+        monkeypatch.setenv("SKYQUERY_SKYVIEW_URL", srv.url("/current/cgi/basicform.pl"))
+        yield srv
+
+
+def original_bytes_and_centre():
+    body = (DATA / "skyview_originals" / f"{ORIGINAL}.fits").read_bytes()
+    h = fits.Header.fromstring(body[: 2880 * 3], sep="")
+    return body, SkyCoord(h["CRVAL1"], h["CRVAL2"], unit="deg", frame="fk5").icrs
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_fetched_bundle_object_lands_on_its_stored_embedding(real_first, first_server, tmp_path):
+    bundle, _, embed = real_first
+    body, centre = original_bytes_and_centre()
+    first_server.route("POST", FIRST_PATH, body, content_type="application/fits")
+    q = QueryEmbedder(bundle, embedder=embed, cache_dir=tmp_path)
+    result = q.from_position(centre, k=5)
+    assert cosine(result.embedding, bundle.embeddings[0]) >= 0.98
+    assert result.neighbour_ids[0] == 0 and result.similarities[0] >= 0.98
+    assert result.placement == PLACED_BY_UMAP and not result.approximate
+    np.testing.assert_allclose(result.map_xy, bundle.catalog[["umap_x", "umap_y"]].iloc[0], atol=0.05)
+    assert "FIRST cutout server" in result.notes[0]
+    # A second query for the same place is served from the disk cache.
+    q.from_position(centre, k=5)
+    assert first_server.hits[("POST", FIRST_PATH)] == 1
+
+
+def test_without_projection_the_query_sits_at_its_nearest_neighbour(real_first, first_server):
+    _, bundle, embed = real_first
+    body, centre = original_bytes_and_centre()
+    first_server.route("POST", FIRST_PATH, body)
+    result = QueryEmbedder(bundle, embedder=embed).from_position(centre, k=3)
+    assert result.approximate and result.placement == PLACED_AT_NEIGHBOUR
+    row = bundle.catalog.iloc[int(result.neighbour_ids[0])]
+    assert result.map_xy == (pytest.approx(row["umap_x"]), pytest.approx(row["umap_y"]))
+
+
+def test_uploaded_fits_with_wcs_is_cut_around_its_centre(real_first):
+    bundle, _, embed = real_first
+    body, _ = original_bytes_and_centre()
+    result = QueryEmbedder(bundle, embedder=embed).from_fits(body, k=3)
+    assert result.image.shape == (1, 150, 150)
+    assert cosine(result.embedding, bundle.embeddings[0]) >= 0.98
+    assert result.neighbour_ids[0] == 0
+
+
+def test_service_failure_reaches_the_caller_as_fetch_error(real_first, first_server):
+    bundle, _, embed = real_first
+    first_server.route("POST", FIRST_PATH, b"down", status=503)
+    with pytest.raises(FetchError, match="HTTP 503"):
+        QueryEmbedder(bundle, embedder=embed, timeout=2).from_position(SkyCoord(150, 2, unit="deg"))
+
+
+# --------------------------------------------------------------------------------------------- no real data needed
+@pytest.fixture(scope="module")
+def fixture_bundle(tmp_path_factory):
+    bundle = Bundle.open(make_fixture_bundle(tmp_path_factory.mktemp("fx") / "b", n=300, dim=16))
+    bundle.manifest["cutout_size"] = 32  # the fixture survey has no Survey class to say its cutout size
+    return bundle
+
+
+def test_query_path_on_a_synthetic_bundle(fixture_bundle):
+    """An embedder that returns row 7's vector must find row 7 first and sit at its map position."""
+    target = np.asarray(fixture_bundle.embeddings[7], dtype=np.float32)
+    q = QueryEmbedder(fixture_bundle, embedder=lambda imgs: np.repeat(target[None], len(imgs), axis=0))
+    result = q.from_image(np.zeros((3, 8, 8), np.float32), k=4)
+    assert result.neighbour_ids[0] == 7 and result.similarities[0] == pytest.approx(1, abs=2e-3)
+    assert result.approximate
+    row = fixture_bundle.catalog.iloc[7]
+    assert result.map_xy == (pytest.approx(row["umap_x"]), pytest.approx(row["umap_y"]))
+    assert q.thumbnail_png(result.image).startswith(b"\x89PNG")
+
+
+def test_bundle_without_encoder_says_so(fixture_bundle):
+    with pytest.raises(QueryError, match="no encoder/ folder"):
+        QueryEmbedder(fixture_bundle).from_position(SkyCoord(150, 2, unit="deg"))
+
+
+def fits_bytes(data: np.ndarray, with_wcs: bool = True) -> bytes:
+    from astropy.wcs import WCS
+
+    header = fits.Header()
+    if with_wcs:
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [150.0, 2.0]
+        w.wcs.crpix = [data.shape[-1] / 2 + 0.5, data.shape[-2] / 2 + 0.5]
+        w.wcs.cdelt = [-0.396 / 3600, 0.396 / 3600]
+        header = w.to_header()
+    buf = io.BytesIO()
+    fits.PrimaryHDU(data.astype(np.float32), header=header).writeto(buf)
+    return buf.getvalue()
+
+
+def test_bad_uploads_get_one_clear_message(fixture_bundle):
+    target = np.asarray(fixture_bundle.embeddings[0], dtype=np.float32)
+    q = QueryEmbedder(fixture_bundle, embedder=lambda imgs: np.repeat(target[None], len(imgs), axis=0))
+    with pytest.raises(QueryError, match="not a FITS file"):
+        q.from_fits(b"<html>", name="galaxy.png")
+    with pytest.raises(QueryError, match="no celestial WCS"):
+        q.from_fits(fits_bytes(np.ones((3, 40, 40)), with_wcs=False), name="nowcs.fits")
+    with pytest.raises(QueryError, match="has 1 image plane.*3 band"):
+        q.from_fits(fits_bytes(np.ones((40, 40))), name="one.fits")
+
+
+def test_three_band_upload_is_cut_onto_the_bundle_grid(fixture_bundle, monkeypatch):
+    seen = []
+    target = np.asarray(fixture_bundle.embeddings[3], dtype=np.float32)
+
+    def embedder(imgs):
+        seen.append(imgs.shape)
+        return np.repeat(target[None], len(imgs), axis=0)
+
+    cube = np.stack([np.full((64, 64), b, np.float32) for b in (1, 2, 3)])
+    result = QueryEmbedder(fixture_bundle, embedder=embedder).from_fits(fits_bytes(cube), name="cube.fits")
+    assert seen == [(1, 3, 32, 32)]
+    np.testing.assert_allclose(result.image[:, 16, 16], [1, 2, 3])
+    assert result.coord.separation(SkyCoord(150, 2, unit="deg")).arcsec < 0.5
