@@ -1,9 +1,8 @@
 """Fetch-and-embed: a cutout from outside the bundle goes through the encoder's preprocessing, the index and the map.
 
-The real-data tests build a small FIRST bundle in the test from shared/data/first_mirabest (40 real cutouts, a
-small untrained ResNet with the FIRST survey's fitted preprocessing — the pipeline's trained FIRST bundle was not
-available when these were written); its ``projection/`` holds a PCA and a second PCA standing in for the UMAP
-reducer (same ``transform`` interface, no minute of numba JIT in the test).
+The real-data tests build a small FIRST bundle in the test from shared/data/first_mirabest (tests/recorded/
+first_bundle.py: 40 real cutouts, a small untrained ResNet saved with models.io and embedded through
+precompute.encoder.load_embedder — the pipeline's trained FIRST bundle was not available when these were written).
 """
 from __future__ import annotations
 
@@ -11,80 +10,32 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from benchmarks.fixture_bundle import make_fixture_bundle
 from explorer.query_embed import PLACED_AT_NEIGHBOUR, PLACED_BY_UMAP, QueryEmbedder, QueryError
-from precompute.bundle import Bundle, assign_splits, write_bundle
+from precompute.bundle import Bundle
 from precompute.surveys.online import FetchError
+from recorded.first_bundle import DATA, build_first_bundle, original_answer, original_centre, real_data_present
 from recorded.replay import ReplayServer
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "first_mirabest"
-ORIGINAL = "100_010.451-009.284_0.0529_0080.60"
 FIRST_PATH = "/cgi-bin/firstcutout"
-N_REAL = 40
 
 
 def need_real_data():
-    if not (DATA / "catalog.csv").is_file():
+    if not real_data_present():
         pytest.skip(f"real FIRST data not present at {DATA} (shared test data is not shipped with the project)")
-
-
-def tiny_first_embedder(images: np.ndarray):
-    """What ``load_embedder`` returns for a FIRST encoder: the survey's preprocessing then a ResNet, L2-normalised."""
-    import torch
-
-    from models.encoders import build_encoder
-    from precompute.surveys.first import FIRST
-
-    survey = FIRST()
-    params = survey.fit_preprocessing(images)
-    torch.manual_seed(0)
-    net = build_encoder("small", 1, width=16).eval()
-
-    def embed(raw: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(survey.preprocess(np.asarray(raw, dtype=np.float32), params))
-        with torch.no_grad():
-            v = net(x).numpy().astype(np.float32)
-        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
-
-    embed.config = {"survey": "first", "bands": ["1.4GHz"], "cutout_size": 150, "preprocessing": params}
-    return embed
 
 
 @pytest.fixture(scope="module")
 def real_first(tmp_path_factory):
-    """(bundle with projection, bundle without, embedder) over 40 real FIRST cutouts."""
+    """(bundle with projection/, bundle without) over 40 real FIRST cutouts, each with a saved encoder/."""
     need_real_data()
-    import joblib
-    import torch
-    from sklearn.decomposition import PCA
-
-    torch.set_num_threads(1)
-    cat = pd.read_csv(DATA / "catalog.csv").head(N_REAL)
-    assert cat["file"].iloc[0].startswith(f"cutouts/{ORIGINAL}")
-    images = np.stack([fits.getdata(DATA / f, ext=1).astype(np.float32)[None] for f in cat["file"]])
-    embed = tiny_first_embedder(images)
-    emb = embed(images)
-    pca = PCA(8, random_state=0).fit(emb.astype(np.float32))
-    reducer = PCA(2, random_state=0).fit(pca.transform(emb.astype(np.float32)))  # stands in for UMAP
-    xy = reducer.transform(pca.transform(emb.astype(np.float32))).astype(np.float32)
-    proj = tmp_path_factory.mktemp("projection")
-    joblib.dump(pca, proj / "pca.joblib")
-    joblib.dump(reducer, proj / "umap.joblib")
-    catalog = pd.DataFrame({"object_id": [Path(f).name.split(".fits")[0] for f in cat["file"]], "ra": cat["ra"],
-                            "dec": cat["dec"], "umap_x": xy[:, 0], "umap_y": xy[:, 1],
-                            "split": assign_splits(len(cat))})
-    manifest = {"survey": "first", "bands": ["1.4GHz"], "pixel_scale_arcsec": 1.8, "cutout_size": 150,
-                "model": {"method": "none (test: untrained small ResNet)", "architecture": "small"}}
     root = tmp_path_factory.mktemp("bundles")
-    kwargs = dict(catalog=catalog, embeddings=emb, thumbnails=[b"x"] * len(cat), manifest=manifest)
-    with_proj = Bundle.open(write_bundle(root / "with", extra_dirs={"projection": proj}, **kwargs))
-    without = Bundle.open(write_bundle(root / "without", **kwargs))
-    return with_proj, without, embed
+    return (Bundle.open(build_first_bundle(root / "with")),
+            Bundle.open(build_first_bundle(root / "without", projection=False)))
 
 
 @pytest.fixture
@@ -96,9 +47,7 @@ def first_server(monkeypatch):
 
 
 def original_bytes_and_centre():
-    body = (DATA / "skyview_originals" / f"{ORIGINAL}.fits").read_bytes()
-    h = fits.Header.fromstring(body[: 2880 * 3], sep="")
-    return body, SkyCoord(h["CRVAL1"], h["CRVAL2"], unit="deg", frame="fk5").icrs
+    return original_answer(), original_centre()
 
 
 def cosine(a, b) -> float:
@@ -107,10 +56,10 @@ def cosine(a, b) -> float:
 
 
 def test_fetched_bundle_object_lands_on_its_stored_embedding(real_first, first_server, tmp_path):
-    bundle, _, embed = real_first
+    bundle, _ = real_first
     body, centre = original_bytes_and_centre()
     first_server.route("POST", FIRST_PATH, body, content_type="application/fits")
-    q = QueryEmbedder(bundle, embedder=embed, cache_dir=tmp_path)
+    q = QueryEmbedder(bundle, cache_dir=tmp_path)
     result = q.from_position(centre, k=5)
     assert cosine(result.embedding, bundle.embeddings[0]) >= 0.98
     assert result.neighbour_ids[0] == 0 and result.similarities[0] >= 0.98
@@ -123,29 +72,29 @@ def test_fetched_bundle_object_lands_on_its_stored_embedding(real_first, first_s
 
 
 def test_without_projection_the_query_sits_at_its_nearest_neighbour(real_first, first_server):
-    _, bundle, embed = real_first
+    _, bundle = real_first
     body, centre = original_bytes_and_centre()
     first_server.route("POST", FIRST_PATH, body)
-    result = QueryEmbedder(bundle, embedder=embed).from_position(centre, k=3)
+    result = QueryEmbedder(bundle).from_position(centre, k=3)
     assert result.approximate and result.placement == PLACED_AT_NEIGHBOUR
     row = bundle.catalog.iloc[int(result.neighbour_ids[0])]
     assert result.map_xy == (pytest.approx(row["umap_x"]), pytest.approx(row["umap_y"]))
 
 
 def test_uploaded_fits_with_wcs_is_cut_around_its_centre(real_first):
-    bundle, _, embed = real_first
+    bundle, _ = real_first
     body, _ = original_bytes_and_centre()
-    result = QueryEmbedder(bundle, embedder=embed).from_fits(body, k=3)
+    result = QueryEmbedder(bundle).from_fits(body, k=3)
     assert result.image.shape == (1, 150, 150)
     assert cosine(result.embedding, bundle.embeddings[0]) >= 0.98
     assert result.neighbour_ids[0] == 0
 
 
 def test_service_failure_reaches_the_caller_as_fetch_error(real_first, first_server):
-    bundle, _, embed = real_first
+    bundle, _ = real_first
     first_server.route("POST", FIRST_PATH, b"down", status=503)
     with pytest.raises(FetchError, match="HTTP 503"):
-        QueryEmbedder(bundle, embedder=embed, timeout=2).from_position(SkyCoord(150, 2, unit="deg"))
+        QueryEmbedder(bundle, timeout=2).from_position(SkyCoord(150, 2, unit="deg"))
 
 
 # --------------------------------------------------------------------------------------------- no real data needed
