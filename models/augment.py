@@ -1,0 +1,353 @@
+"""Batched survey augmentations on (N, C, H, W) tensors, on whatever device the batch lives on.
+
+Every random parameter is drawn per sample with torch's RNG on the batch's device, so there is no per-image
+Python or PIL code. Every augmentation has a ``name`` and can be switched off via
+``build_augmentations(survey, disabled=(...))`` (the papers' ablations).
+
+The geometric steps (rotation, jitter, centre crop, random resized crop, flips) compose into one affine map per
+sample, so they cost a single ``grid_sample`` that produces only the output crop, not a rotated full-size image.
+
+SDSS (Hayat et al. 2021): inputs are linearly scaled fluxes (one constant per band), so reddening and noise stay
+physical. FIRST (Slijepcevic et al. 2023): one-channel radio images.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Schlafly & Finkbeiner (2011) A_b / E(B-V) for SDSS u, g, r, i, z (as used by Hayat et al. 2021).
+SDSS_EXTINCTION_R = (4.239, 3.303, 2.285, 1.698, 1.263)
+# SDSS effective wavelengths (Angstrom), for the lambda^-0.3 PSF scaling; r is the reference band.
+SDSS_WAVELENGTH_A = (3551.0, 4686.0, 6166.0, 7480.0, 8932.0)
+SDSS_PIXEL_SCALE = 0.396
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# photometric augmentations (act on pixel values)
+# ----------------------------------------------------------------------------------------------------------------
+class Reddening(nn.Module):
+    """Galactic dust: flux in band b times 10^(-0.4 R_b E(B-V)), E(B-V) ~ U(0, max_ebv) per sample."""
+
+    name = "reddening"
+
+    def __init__(self, coefficients=SDSS_EXTINCTION_R, max_ebv: float = 0.5):
+        super().__init__()
+        self.register_buffer("coefficients", torch.tensor(coefficients, dtype=torch.float32), persistent=False)
+        self.max_ebv = max_ebv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_channels(x, len(self.coefficients), self.name)
+        ebv = torch.rand(x.shape[0], 1, device=x.device) * self.max_ebv
+        factor = 10.0 ** (-0.4 * self.coefficients.to(x.device) * ebv)
+        return x * factor[:, :, None, None].to(x.dtype)
+
+
+class PSFBlur(nn.Module):
+    """Seeing: Gaussian blur with sigma_r ~ |N(0, sigma_arcsec)| in r, scaled (lambda_b / lambda_r)^-0.3 per band."""
+
+    name = "psf_blur"
+
+    def __init__(self, pixel_scale: float = SDSS_PIXEL_SCALE, sigma_arcsec: float = 0.13,
+                 wavelengths=SDSS_WAVELENGTH_A, reference_band: int = 2):
+        super().__init__()
+        scale = (np.asarray(wavelengths, dtype=np.float64) / wavelengths[reference_band]) ** -0.3
+        self.register_buffer("band_scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
+        self.sigma_pixels = sigma_arcsec / pixel_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_channels(x, len(self.band_scale), self.name)
+        sigma_r = torch.randn(x.shape[0], 1, device=x.device).abs() * self.sigma_pixels
+        return gaussian_blur(x, sigma_r * self.band_scale.to(x.device))
+
+
+class GaussianNoise(nn.Module):
+    """Instrumental noise: add N(0, k * MAD_c) per band c, with one k ~ U(low, high) per sample."""
+
+    name = "noise"
+
+    def __init__(self, mad, low: float = 1.0, high: float = 3.0):
+        super().__init__()
+        self.register_buffer("mad", torch.as_tensor(np.asarray(mad, dtype=np.float32)), persistent=False)
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_channels(x, len(self.mad), self.name)
+        k = self.low + (self.high - self.low) * torch.rand(x.shape[0], 1, 1, 1, device=x.device)
+        std = k * self.mad.to(x.device)[None, :, None, None]
+        return x + torch.randn_like(x) * std.to(x.dtype)
+
+
+class ColourJitter(nn.Module):
+    """Brightness and contrast jitter with probability p; strength s gives factors U(1 - 0.8 s, 1 + 0.8 s) as in
+    SimCLR's colour distortion (saturation and hue have no meaning for one radio band)."""
+
+    name = "colour_jitter"
+
+    def __init__(self, strength: float = 0.5, p: float = 0.8):
+        super().__init__()
+        self.amount, self.p = 0.8 * strength, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        apply = (torch.rand(n, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+        brightness = 1 + self.amount * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+        contrast = 1 + self.amount * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
+        jittered = x * brightness.to(x.dtype)
+        mean = jittered.mean(dim=(1, 2, 3), keepdim=True)
+        jittered = (jittered - mean) * contrast.to(x.dtype) + mean
+        return apply * jittered + (1 - apply) * x
+
+
+class RandomBlur(nn.Module):
+    """Gaussian blur with probability p and sigma ~ U(sigma_min, sigma_max) pixels (SimCLR's blur)."""
+
+    name = "blur"
+
+    def __init__(self, p: float = 0.1, sigma_min: float = 0.1, sigma_max: float = 2.0):
+        super().__init__()
+        self.p, self.sigma_min, self.sigma_max = p, sigma_min, sigma_max
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        sigma = self.sigma_min + (self.sigma_max - self.sigma_min) * torch.rand(n, 1, device=x.device)
+        sigma = torch.where(torch.rand(n, 1, device=x.device) < self.p, sigma, torch.zeros_like(sigma))
+        return gaussian_blur(x, sigma.expand(n, x.shape[1]))
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each (sample, channel) image with its own Gaussian sigma (pixels), as one separable grouped conv.
+
+    sigma: (N, C) or broadcastable to it; sigma 0 leaves that image unchanged.
+    """
+    n, c, h, w = x.shape
+    sigma = sigma.expand(n, c).reshape(-1, 1).float()
+    if not bool((sigma > 0).any()):
+        return x
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)[None, :]
+    kernel = torch.exp(-0.5 * (offsets / sigma.clamp_min(1e-6)) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).to(x.dtype)
+    flat = x.reshape(1, n * c, h, w)
+    flat = F.pad(flat, (radius, radius, radius, radius), mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, h, w)
+
+
+def _check_channels(x: torch.Tensor, expected: int, name: str) -> None:
+    if x.ndim != 4 or x.shape[1] != expected:
+        raise ValueError(f"augmentation {name!r} expects (N, {expected}, H, W) batches, got {tuple(x.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# geometric augmentations: each contributes to one per-sample affine map, applied by GeometricCrop
+# ----------------------------------------------------------------------------------------------------------------
+class Rotation(nn.Module):
+    """Rotation by an angle ~ U(0, 2 pi) about the crop centre."""
+
+    name = "rotation"
+
+    def sample(self, n: int, out_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        angle = torch.rand(n, device=device) * (2 * math.pi)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        matrix = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        return matrix, torch.zeros(n, 2, device=device)
+
+
+class Jitter(nn.Module):
+    """Move the crop centre by integers ~ U{-max_shift, ..., max_shift} pixels along each axis."""
+
+    name = "jitter"
+
+    def __init__(self, max_shift: int = 7):
+        super().__init__()
+        self.max_shift = max_shift
+
+    def sample(self, n: int, out_size: int, device):
+        shift = torch.randint(-self.max_shift, self.max_shift + 1, (n, 2), device=device).float()
+        return torch.eye(2, device=device).expand(n, 2, 2), shift
+
+
+class RandomResizedCrop(nn.Module):
+    """Crop a box of area fraction ~ U(scale) and aspect ratio ~ logU(ratio) at a random place inside the crop,
+    resized back to the crop size."""
+
+    name = "random_resized_crop"
+
+    def __init__(self, scale=(0.8, 1.0), ratio=(3 / 4, 4 / 3)):
+        super().__init__()
+        self.scale, self.ratio = scale, ratio
+
+    def sample(self, n: int, out_size: int, device):
+        area = self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(n, device=device)
+        # keep the box inside the crop: aspect ratio within [area, 1 / area] as well as within self.ratio
+        lo = torch.clamp(torch.log(area), min=math.log(self.ratio[0]))
+        hi = torch.clamp(-torch.log(area), max=math.log(self.ratio[1]))
+        aspect = torch.exp(lo + (hi - lo) * torch.rand(n, device=device))
+        box_w = torch.sqrt(area * aspect).clamp(max=1.0)
+        box_h = torch.sqrt(area / aspect).clamp(max=1.0)
+        # box centre offset, in output pixels, keeping the box inside the crop
+        free = torch.stack([1 - box_w, 1 - box_h], -1) * (out_size / 2)
+        offset = (2 * torch.rand(n, 2, device=device) - 1) * free
+        return torch.diag_embed(torch.stack([box_w, box_h], -1)), offset
+
+
+class Flip(nn.Module):
+    """Mirror along one axis ("horizontal": x -> -x, "vertical": y -> -y) with probability p."""
+
+    def __init__(self, axis: str, p: float = 0.5):
+        super().__init__()
+        self.axis, self.p = axis, p
+        self.name = "hflip" if axis == "horizontal" else "vflip"
+
+    def sample(self, n: int, out_size: int, device):
+        sign = torch.where(torch.rand(n, device=device) < self.p, -1.0, 1.0)
+        ones = torch.ones(n, device=device)
+        diag = torch.stack([sign, ones] if self.axis == "horizontal" else [ones, sign], -1)
+        return torch.diag_embed(diag), torch.zeros(n, 2, device=device)
+
+
+class GeometricCrop(nn.Module):
+    """Centre crop to ``size`` composed with the enabled geometric steps, in one ``grid_sample``.
+
+    Steps are listed in image order (e.g. rotate the full image, jitter the crop centre, take the crop,
+    random-resize-crop inside it, flip). An output pixel at offset u from the crop centre reads the input at
+    centre + M_1 (t_1 + M_2 (t_2 + ... u)): each step maps output-side coordinates to its input side, where
+    (M_i, t_i) is the step's sampled (linear part, translation in output pixels).
+    With no random step this is exactly the centre crop of ``precompute.surveys.base.centre_crop``.
+    """
+
+    name = "crop"
+
+    def __init__(self, size: int, steps: Iterable[nn.Module] = (), interpolation: str = "bilinear",
+                 padding_mode: str = "reflection"):
+        super().__init__()
+        self.size = size
+        self.steps = nn.ModuleList(steps)
+        self.interpolation, self.padding_mode = interpolation, padding_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if h < self.size or w < self.size:
+            raise ValueError(f"cannot crop {self.size} px from {h}x{w} images; give full-size images to the "
+                             f"augmentations (they crop)")
+        if not len(self.steps):
+            top, left = (h - self.size) // 2, (w - self.size) // 2
+            return x[..., top: top + self.size, left: left + self.size]
+        # compose the steps' maps p -> M p + t (image order: outermost first) into one p -> A u + b
+        linear = torch.eye(2, device=x.device).expand(n, 2, 2)
+        shift = torch.zeros(n, 2, device=x.device)
+        for step in reversed(self.steps):
+            matrix, offset = step.sample(n, self.size, x.device)
+            linear, shift = matrix @ linear, (matrix @ shift[:, :, None])[:, :, 0] + offset
+        # affine_grid (align_corners=False) gives output offsets u as normalised 2u/size and reads input pixel index
+        # i at normalised (2 i + 1)/W - 1; the crop centre sits where centre_crop's integer top-left corner puts it
+        half = (self.size - 1) / 2
+        centre = torch.tensor([(w - self.size) // 2 + half, (h - self.size) // 2 + half], device=x.device)
+        extent = torch.tensor([w, h], device=x.device, dtype=torch.float32)
+        theta = torch.cat([linear * (self.size / extent[:, None]),
+                           ((2 * (centre + shift) + 1) / extent - 1)[:, :, None]], dim=2)
+        grid = F.affine_grid(theta.to(x.dtype), [n, x.shape[1], self.size, self.size], align_corners=False)
+        return F.grid_sample(x, grid, mode=self.interpolation, padding_mode=self.padding_mode, align_corners=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pipelines
+# ----------------------------------------------------------------------------------------------------------------
+class Augmentations(nn.Module):
+    """photometric steps -> one geometric crop -> photometric steps. ``names`` lists what is enabled."""
+
+    def __init__(self, before: Iterable[nn.Module], geometry: GeometricCrop, after: Iterable[nn.Module]):
+        super().__init__()
+        self.before, self.geometry, self.after = nn.ModuleList(before), geometry, nn.ModuleList(after)
+
+    @property
+    def output_size(self) -> int:
+        return self.geometry.size
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in [*self.before, *self.geometry.steps, *self.after]]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.before:
+            x = step(x)
+        x = self.geometry(x)
+        for step in self.after:
+            x = step(x)
+        return x
+
+
+def compute_mad(images, max_images: int = 2000, seed: int = 0) -> np.ndarray:
+    """Per-band aggregate median absolute deviation, median(|x - median(x)|), over (a seeded random subset of at
+    most ``max_images`` of) the training images (N, C, H, W). Used as the noise scale of the SDSS augmentation."""
+    images = np.asarray(images) if not isinstance(images, torch.Tensor) else images.cpu().numpy()
+    if images.ndim != 4:
+        raise ValueError(f"compute_mad expects (N, C, H, W) images, got shape {images.shape}")
+    if len(images) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
+        images = images[rows]
+    per_band = np.moveaxis(np.asarray(images, dtype=np.float32), 1, 0).reshape(images.shape[1], -1)
+    median = np.median(per_band, axis=1, keepdims=True)
+    return np.median(np.abs(per_band - median), axis=1).astype(np.float32)
+
+
+SDSS_NAMES = ("reddening", "psf_blur", "rotation", "jitter", "noise")
+FIRST_NAMES = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
+
+
+def build_augmentations(survey: str, disabled=(), **params) -> Augmentations:
+    """The survey's self-supervised augmentation pipeline.
+
+    survey "sdss" params: mad (per-band array from ``compute_mad``; required unless "noise" is disabled),
+    crop=64, jitter=7, max_ebv=0.5, extinction=SDSS_EXTINCTION_R, psf_sigma_arcsec=0.13,
+    pixel_scale=0.396, noise_range=(1, 3). "psf_blur" is off unless listed in ``enable``
+    (e.g. ``enable=("psf_blur",)``), as Hayat et al. found it weakest.
+    survey "first" params: crop=70, scale=(0.8, 1), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
+    interpolation="bilinear".
+    ``disabled``: names to switch off (see SDSS_NAMES / FIRST_NAMES).
+    """
+    survey = survey.lower()
+    disabled = set(disabled)
+    known = {"sdss": SDSS_NAMES, "first": FIRST_NAMES}
+    if survey not in known:
+        raise ValueError(f"no augmentations for survey {survey!r}; known: {sorted(known)}")
+    unknown = disabled - set(known[survey])
+    if unknown:
+        raise ValueError(f"cannot disable {sorted(unknown)} for {survey!r}: its augmentations are {known[survey]}")
+    builder = _sdss if survey == "sdss" else _first
+    return builder(disabled, **params)
+
+
+def _keep(steps, disabled):
+    return [s for s in steps if s.name not in disabled]
+
+
+def _sdss(disabled, mad=None, crop=64, jitter=7, max_ebv=0.5, extinction=SDSS_EXTINCTION_R, psf_sigma_arcsec=0.13,
+          pixel_scale=SDSS_PIXEL_SCALE, noise_range=(1.0, 3.0), enable=(), interpolation="bilinear"):
+    if "psf_blur" not in enable:
+        disabled = disabled | {"psf_blur"}
+    if mad is None and "noise" not in disabled:
+        raise ValueError("SDSS noise augmentation needs mad=compute_mad(training_images) (or disabled=('noise',))")
+    # Reddening is a per-band constant factor, so it commutes with the geometry: apply it to the small crop.
+    before = [PSFBlur(pixel_scale, psf_sigma_arcsec)] if "psf_blur" not in disabled else []
+    after = [Reddening(extinction, max_ebv)]
+    if "noise" not in disabled:
+        after.append(GaussianNoise(mad, *noise_range))
+    geometry = GeometricCrop(crop, _keep([Rotation(), Jitter(jitter)], disabled), interpolation)
+    return Augmentations(before, geometry, _keep(after, disabled))
+
+
+def _first(disabled, crop=70, scale=(0.8, 1.0), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
+           interpolation="bilinear"):
+    steps = [Rotation(), RandomResizedCrop(scale), Flip("horizontal"), Flip("vertical")]
+    # image order: rotate full image, centre crop, random resized crop inside it, flips
+    geometry = GeometricCrop(crop, _keep(steps, disabled), interpolation)
+    after = [ColourJitter(jitter_strength, jitter_p), RandomBlur(blur_p)]
+    return Augmentations([], geometry, _keep(after, disabled))
