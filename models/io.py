@@ -1,0 +1,46 @@
+"""Save / load a trained encoder as ``weights.pt`` (state_dict) + ``config.json`` (build kwargs and anything else,
+e.g. the survey's preprocessing, so a cutout fetched later is embedded exactly like the bundle's images)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .encoders import build_encoder
+
+BUILD_KEYS = ("arch", "in_channels", "stem", "width")
+
+
+def save_encoder(encoder: nn.Module, config: dict, folder) -> Path:
+    """Write ``folder/weights.pt`` and ``folder/config.json``; returns the folder.
+
+    ``config`` must hold build_encoder's kwargs under arch / in_channels / stem / width (width may be None);
+    other JSON-serialisable keys are stored as given.
+    """
+    missing = [k for k in BUILD_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"encoder config lacks {missing}: it must include {BUILD_KEYS} to rebuild the network")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    torch.save(state, folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder
+
+
+def load_encoder(folder) -> tuple[nn.Module, dict]:
+    """The encoder saved by ``save_encoder`` (eval mode, CPU) and its config dict."""
+    folder = Path(folder)
+    weights, config_path = folder / "weights.pt", folder / "config.json"
+    for path in (weights, config_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {folder} is not an encoder folder written by save_encoder")
+    config = json.loads(config_path.read_text())
+    encoder = build_encoder(**{k: config[k] for k in BUILD_KEYS})
+    try:
+        encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except RuntimeError as err:
+        raise ValueError(f"{weights} does not match the network described by {config_path}: {err}") from err
+    return encoder.eval(), config
