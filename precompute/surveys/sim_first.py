@@ -291,5 +291,5 @@ def simulate_first(n: int, out, seed: int = 0, progress: bool = True, workers: i
                             progress))
     cat = pd.DataFrame(rows)
     cat = cat[CATALOG_COLUMNS + [c for c in cat.columns if c not in CATALOG_COLUMNS]]
-    cat.to_csv(out / "catalog.csv", index=False, float_format="%.6g")
+    cat.to_csv(out / "catalog.csv", index=False, float_format="%.10g")
     return out

@@ -532,23 +532,28 @@ def _light_radii(img: np.ndarray, fractions=(0.5, 0.9)) -> list[float]:
 _ARTEFACTS = ("satellite_trail", "bleed_column", "offstamp_spike")
 
 
+def noiseless_model(p: dict, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(pre-PSF, PSF-convolved) noiseless band images (5, S, S) of an object's light (no artefacts, no noise),
+    reddened by its E(B-V)."""
+    ox, oy = p["offset_x_px"], p["offset_y_px"]
+    light = [c for c in p["components"] if c["kind"] not in _ARTEFACTS]
+    maps = np.stack([_component_map(c, ox, oy, rng) for c in light])
+    fluxes = np.stack([c["band_flux"] for c in light])                       # (components, bands)
+    pre = np.einsum("cb,cyx->byx", fluxes, maps) * _dust_lane(p, p["components"])
+    pre *= extinction_factors(p["e_bv"])[:, None, None]
+    return pre, convolve_psf(pre, p["seeing_fwhm_r_arcsec"])
+
+
 def render_object(task: tuple[int, dict]) -> tuple[np.ndarray, dict, dict]:
     """Render one object's five bands with noise; returns (image (5,107,107) float32, measured truth, GZ2 votes).
 
     Deterministic in (seed, params['index']) alone."""
     seed, p = task
     rng = object_rng(seed, p["index"], STREAM_PIXELS)
-    ox, oy = p["offset_x_px"], p["offset_y_px"]
-    comps = p["components"]
-    light = [c for c in comps if c["kind"] not in _ARTEFACTS]
-    maps = np.stack([_component_map(c, ox, oy, rng) for c in light])
-    fluxes = np.stack([c["band_flux"] for c in light])                       # (components, bands)
-    pre = np.einsum("cb,cyx->byx", fluxes, maps) * _dust_lane(p, comps)
-    pre *= extinction_factors(p["e_bv"])[:, None, None]
-    model = convolve_psf(pre, p["seeing_fwhm_r_arcsec"])
-    measured = dict(zip(("half_light_radius_arcsec",), _light_radii(pre[R_BAND], (0.5,))))
+    pre, model = noiseless_model(p, rng)
+    measured = {"half_light_radius_arcsec": _light_radii(pre[R_BAND], (0.5,))[0]}
     measured["r50_arcsec"], measured["petro_r90_arcsec"] = _light_radii(model[R_BAND])
-    for c in comps:
+    for c in p["components"]:
         if c["kind"] in _ARTEFACTS:
             model = model + np.stack([_artefact_overlay(c, b, rng) * np.ones((STAMP, STAMP)) for b in range(len(BANDS))])
     sigma = sky_sigma() * rng.uniform(0.9, 1.15, len(BANDS))
@@ -715,8 +720,7 @@ def _specz(p: dict, has_spec: bool, seed: int) -> tuple[float, float]:
 def _truth_row(p: dict, measured: dict, objid: int, has_spec: bool) -> dict:
     row = {k: v for k, v in p.items() if k not in ("components", "index")}
     row.update(measured)
-    row.update(ObjID=objid, has_specz=bool(has_spec),
-               petro_r90_arcsec=measured["petro_r90_arcsec"] if p["type"] != "star" else measured["petro_r90_arcsec"])
+    row.update(ObjID=objid, has_specz=bool(has_spec))
     row["in_gz2"] = bool(row["r_mag_dered"] < GZ2_R_LIMIT and measured["petro_r90_arcsec"] > GZ2_R90_LIMIT)
     return row
 
@@ -770,5 +774,5 @@ def simulate_sdss(n: int, out, seed: int = 0, progress: bool = True, workers: in
     tmp.replace(out / "images.h5")
     pd.DataFrame(truth_rows).to_parquet(out / "truth.parquet", index=False)
     gz2_cols = ["dr7objid", "ra", "dec", "total_classifications", "total_votes"] + gz2_columns()
-    pd.DataFrame(gz2_rows, columns=gz2_cols).to_csv(out / "gz2.csv", index=False, float_format="%.6g")
+    pd.DataFrame(gz2_rows, columns=gz2_cols).to_csv(out / "gz2.csv", index=False, float_format="%.10g")
     return out
