@@ -28,7 +28,7 @@ _PALETTES = {
     "continuous": colorcet.bmy,
     DENSITY: colorcet.fire[40:],
 }
-CATEGORICAL_PALETTE = colorcet.glasbey_category10
+CATEGORICAL_PALETTE = colorcet.palette["glasbey_category10"]  # hex strings (the bare name holds RGB floats)
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class ColourSpec:
 
 
 def density_spec() -> ColourSpec:
-    return ColourSpec(column=DENSITY, title="Object density", kind=DENSITY, units="objects / pixel")
+    # Drawn as log10(count): one linear colour mapper serves every kind, and Bokeh cannot swap mapper types
+    # (linear <-> eq_hist) on a live plot.
+    return ColourSpec(column=DENSITY, title="Object density", kind=DENSITY, units="log10 objects / pixel")
 
 
 def specs_from_manifest(colour_by: dict, catalog: pd.DataFrame) -> dict[str, ColourSpec]:

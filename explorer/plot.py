@@ -25,6 +25,18 @@ SPREAD = dict(threshold=0.6, max_px=3, how="max")  # 'max' suits means and codes
 
 
 def _with_opts(element, style: dict):
+    """Apply the colour layer's plot options; density counts are shown as log10 (see colour.density_spec)."""
+    style = dict(style)
+    if style.pop("log", False):
+        vd = element.vdims[0].name
+        counts = np.asarray(element.data[vd].values, dtype=np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logc = np.where(counts > 0, np.log10(counts), np.nan)  # spreading leaves 0 where nothing is
+        data = element.data.copy(deep=False)
+        data[vd] = (data[vd].dims, logc)
+        element = element.clone(data)
+        top = np.nanmax(logc) if np.isfinite(logc).any() else 1.0
+        style["clim"] = (0.0, float(max(top, 0.5)))
     return element.opts(**style)
 
 
@@ -64,8 +76,7 @@ class MapView(param.Parameterized):
     @param.depends("state.colour_by", "state.colour_range")
     def style(self) -> dict:
         """Plot options of the colour layer (one dependency so a change triggers one update)."""
-        return dict(cmap=colour.palette_for(self.spec), clim=self.current_clim(),
-                    cnorm="eq_hist" if self.spec.kind == colour.DENSITY else "linear")
+        return dict(cmap=colour.palette_for(self.spec), clim=self.current_clim(), log=self.spec.kind == colour.DENSITY)
 
     def current_clim(self) -> tuple:
         spec = self.spec

@@ -306,7 +306,7 @@ class CatalogueMatcher:
         inside = bool(sep <= self.footprint_radius)
         name = self._name(nearest)
         if sep <= radius:
-            msg = f"{name} is {_fmt_angle(sep)} from the position (within {_fmt_angle(radius)})."
+            msg = f"{name[0].upper()}{name[1:]} is {_fmt_angle(sep)} from the position (within {_fmt_angle(radius)})."
             return LocalMatch(coord, nearest, nearest, sep, True, msg)
         msg = f"No catalogue object within {_fmt_angle(radius)}; the nearest is {name} at {_fmt_angle(sep)}."
         if not inside:

@@ -110,7 +110,8 @@ def start_explorer_server(bundle: Path | str, workdir: Path, timeout: float = 90
         if proc.poll() is not None:
             raise RuntimeError(f"panel serve exited with {proc.returncode}:\n{info.log()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+            # a static file answers as soon as the server listens; "/" would build a whole session
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/js/bokeh.min.js", timeout=5):
                 return info
         except OSError:
             time.sleep(0.5)

@@ -1,0 +1,133 @@
+"""End to end in headless Chromium against a live `panel serve explorer` (fixtures in conftest.py).
+
+One screenshot per step goes to the session's screenshot folder (printed at the end of the run).
+"""
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+
+from conftest import deep_query_all, deep_text, start_explorer_server, wait_for
+
+pytestmark = pytest.mark.browser
+
+
+def _map_canvas(driver):
+    """The largest canvas on the page: the Bokeh plot."""
+    canvases = deep_query_all(driver, "canvas")
+    canvases = [c for c in canvases if c.size["width"] > 200 and c.size["height"] > 200]
+    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
+
+
+def _pixels(element) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
+
+
+def _inked(img: np.ndarray) -> np.ndarray:
+    """Mask of coloured (data) pixels: saturated, i.e. not white, grey or black axis ink."""
+    return (img.max(axis=2) - img.min(axis=2)) > 60
+
+
+def _densest_point(img: np.ndarray, box: int = 9) -> tuple[int, int]:
+    """(x, y) pixel with the most coloured pixels around it."""
+    from scipy.ndimage import uniform_filter
+
+    score = uniform_filter(_inked(img).astype(np.float32), size=box)
+    y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    return int(x), int(y)
+
+
+def _move_to(driver, element, x: int, y: int, click: bool = False):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    w, h = element.size["width"], element.size["height"]
+    chain = ActionChains(driver).move_to_element_with_offset(element, x - w // 2, y - h // 2)
+    (chain.click() if click else chain).perform()
+
+
+@pytest.fixture(scope="module")
+def page(browser, explorer_server, screenshot_dir):
+    browser.get(explorer_server.url)
+    canvas = wait_for(lambda: _map_canvas(browser), timeout=60, message="the map canvas")
+    wait_for(lambda: _inked(_pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
+    time.sleep(1.0)
+    browser.save_screenshot(str(screenshot_dir / "01-loaded.png"))
+    return browser
+
+
+def test_map_is_not_blank(page):
+    img = _pixels(_map_canvas(page))
+    inked = _inked(img)
+    assert inked.sum() > 500, "the map shows almost no coloured pixels"
+    assert len(np.unique(img[inked].reshape(-1, 3), axis=0)) > 5, "the map is one flat colour"
+
+
+def test_colour_by_changes_the_image(page, screenshot_dir):
+    from selenium.webdriver.support.ui import Select
+
+    before = _pixels(_map_canvas(page))
+    select = wait_for(lambda: deep_query_all(page, "select"), message="the colour-by select")[0]
+    Select(select).select_by_visible_text("Morphology (truth)")
+
+    def changed():
+        after = _pixels(_map_canvas(page))
+        return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
+
+    wait_for(changed, timeout=30, message="the map to recolour")
+    wait_for(lambda: "edge-on" in deep_text(page), message="the categorical legend")
+    page.save_screenshot(str(screenshot_dir / "02-colour-morphology.png"))
+    Select(select).select_by_visible_text("Redshift")
+    wait_for(lambda: "Colour range" in deep_text(page), message="the range slider for a continuous column")
+    time.sleep(1.0)
+    page.save_screenshot(str(screenshot_dir / "03-colour-redshift.png"))
+
+
+def test_hover_then_click_shows_neighbours(page, screenshot_dir):
+    canvas = _map_canvas(page)
+    x, y = _densest_point(_pixels(canvas))
+    wiggle = iter(np.tile([0, 1, 0, -1], 200))
+
+    def hover_card():  # keep the pointer moving by a pixel: each move is one PointerXY event
+        _move_to(page, canvas, x + next(wiggle), y)
+        return deep_query_all(page, ".hover-card img")
+
+    wait_for(hover_card, timeout=45, interval=1.0, message="the hover card")
+    page.save_screenshot(str(screenshot_dir / "04-hover.png"))
+
+    _move_to(page, canvas, x, y, click=True)
+    thumbs = wait_for(lambda: len(deep_query_all(page, "img.nb-thumb")) == 12 and deep_query_all(page, "img.nb-thumb"),
+                      timeout=45, message="12 neighbour thumbnails")
+    assert all(t.get_attribute("src").startswith("data:image/") for t in thumbs)
+    assert deep_query_all(page, "img.detail-thumb"), "the detail panel shows the selected object"
+    text = deep_text(page)
+    assert "Simbad" in text and "12 most similar objects" in text
+    page.save_screenshot(str(screenshot_dir / "05-neighbours.png"))
+
+
+def test_more_like_this_adds_a_positive(page, screenshot_dir):
+    if not deep_query_all(page, "img.nb-thumb"):
+        pytest.skip("needs the neighbours of the previous test")
+    plus = [b for b in deep_query_all(page, "button") if b.text.strip() == "+"]
+    assert plus, "each result has a '+' (more like this) button"
+    page.execute_script("arguments[0].scrollIntoView({block: 'center'});", plus[0])
+    time.sleep(0.3)
+    plus[0].click()
+    wait_for(lambda: "query: 2 positive" in deep_text(page), timeout=20, message="a two-object query")
+    page.save_screenshot(str(screenshot_dir / "06-more-like-this.png"))
+
+
+def test_missing_bundle_shows_explanation(browser, tmp_path, screenshot_dir):
+    server = start_explorer_server(tmp_path / "no-such-bundle", tmp_path)
+    try:
+        browser.get(server.url)
+        text = wait_for(lambda: (t := deep_text(browser)) and "No usable bundle" in t and t, timeout=60,
+                        message="the missing-bundle page")
+        assert "no bundle folder" in text and "make demo" in text and "Traceback" not in text
+        browser.save_screenshot(str(screenshot_dir / "07-missing-bundle.png"))
+    finally:
+        server.stop()
