@@ -46,22 +46,55 @@ def _thumbnail_pool(n_pool: int, size: int, rng) -> list[bytes]:
     return pool
 
 
-def make_fixture_bundle(out, n: int = 10_000, dim: int = 128, n_clusters: int = 40, seed: int = 0,
-                        dtype=np.float16, chunk: int = 200_000) -> Path:
+def clustered_embeddings(n: int, dim: int, n_clusters: int = 40, seed: int = 0, dtype=np.float16,
+                         intrinsic_dim: int = 32, noise: float = 0.35, shared: float = 1.0,
+                         chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors shaped like self-supervised embeddings: return (embeddings, cluster labels, 2-D latent).
+
+    Real SSL embeddings are not isotropic noise: they share a common direction (random pairs have cosine
+    ≈ 0.3–0.5), fall into families, and vary inside a family along a few dozen directions with a decaying
+    spectrum, plus a little full-rank noise. Each vector is ``shared·m + centre_c + B_c·z + noise`` with
+    z ~ N(0, diag(1/j)) in ``intrinsic_dim`` dimensions, so near neighbours are meaningful (as with a trained
+    encoder) but not trivially separable. The first two latent coordinates are returned for a UMAP-like map.
+    """
     rng = np.random.default_rng(seed)
+    common = rng.normal(size=dim).astype(np.float32)
+    common /= np.linalg.norm(common)
     centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = shared * common + centres
+    basis = rng.normal(size=(n_clusters, intrinsic_dim, dim)).astype(np.float32) / np.sqrt(dim)
+    spectrum = (1.0 / np.sqrt(np.arange(1, intrinsic_dim + 1))).astype(np.float32) * 0.7
     weights = rng.dirichlet(np.full(n_clusters, 2.0))
     labels = rng.choice(n_clusters, size=n, p=weights)
     emb = np.empty((n, dim), dtype=dtype)
+    latent2 = np.empty((n, 2), dtype=np.float32)
     for s in range(0, n, chunk):
         lab = labels[s : s + chunk]
-        v = centres[lab] + rng.normal(scale=0.6 / np.sqrt(dim) * 4, size=(len(lab), dim)).astype(np.float32)
-        emb[s : s + chunk] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(dtype)
+        z = rng.standard_normal(size=(len(lab), intrinsic_dim), dtype=np.float32) * spectrum
+        v = rng.standard_normal(size=(len(lab), dim), dtype=np.float32)
+        v *= noise / np.sqrt(dim)
+        v += centres[lab]
+        for c in np.unique(lab):
+            rows = np.flatnonzero(lab == c)
+            v[rows] += z[rows] @ basis[c]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        emb[s : s + chunk] = v.astype(dtype)
+        latent2[s : s + chunk] = z[:, :2] / spectrum[:2]
+    return emb, labels, latent2
 
+
+def make_fixture_bundle(out, n: int = 10_000, dim: int = 128, n_clusters: int = 40, seed: int = 0,
+                        dtype=np.float16, chunk: int = 200_000, index=None) -> Path:
+    """Write a fixture bundle of ``n`` objects with ``dim``-d embeddings to ``out`` and return its path.
+
+    ``index``: a prebuilt faiss index to store (default: ``build_index`` chooses by size, as the pipeline does).
+    """
+    emb, labels, latent2 = clustered_embeddings(n, dim, n_clusters, seed, dtype, chunk=chunk)
+    rng = np.random.default_rng(seed + 1)
     plane = rng.uniform(-10, 10, size=(n_clusters, 2))
     spread = rng.uniform(0.3, 1.2, size=n_clusters)
-    xy = plane[labels] + rng.normal(size=(n, 2)) * spread[labels, None]
+    xy = plane[labels] + latent2 * spread[labels, None]
     smooth_p = rng.uniform(0, 1, n_clusters)
     z = np.clip(rng.gamma(2.0, 0.04, n) + 0.02 * (labels % 5), 0.005, 0.6)
     catalog = pd.DataFrame({
@@ -93,7 +126,8 @@ def make_fixture_bundle(out, n: int = 10_000, dim: int = 128, n_clusters: int = 
         "colour_by": COLOUR_BY,
         "source": {"fixture": "benchmarks/fixture_bundle.py", "seed": seed, "n_clusters": n_clusters},
     }
-    return write_bundle(out, catalog=catalog, embeddings=emb, thumbnails=(blob, offsets), manifest=manifest)
+    return write_bundle(out, catalog=catalog, embeddings=emb, thumbnails=(blob, offsets), manifest=manifest,
+                        index=index)
 
 
 def main():
