@@ -42,7 +42,7 @@ def fit_umap(x: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1, metric
 
     # With random_state set umap-learn runs single-threaded; the map is then reproducible, which the cache needs.
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, init="pca", low_memory=True,
-                        random_state=seed, n_components=2, verbose=False)
+                        random_state=seed, n_jobs=1, n_components=2, verbose=False)
     coords = reducer.fit_transform(x)
     return reducer, np.asarray(coords, dtype=np.float32)
 

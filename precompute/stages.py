@@ -271,7 +271,7 @@ def manifest_for(cfg: Config, survey, catalog: pd.DataFrame, train_res: StageRes
         if (train_res.path / "encoder" / "config.json").is_file() else {}
     colour_by = {c: spec for c, spec in survey.colour_by.items() if c in catalog.columns and catalog[c].notna().any()}
     for col in catalog.columns:  # simulator truth classes are worth colouring by too
-        if col.startswith("truth_") and col not in colour_by and catalog[col].dtype == object:
+        if col.startswith("truth_") and col not in colour_by and _is_categorical(catalog[col]):
             colour_by[col] = {"title": col.replace("truth_", "Truth: ").replace("_", " "), "kind": "categorical",
                               "units": ""}
     return {
@@ -291,6 +291,11 @@ def manifest_for(cfg: Config, survey, catalog: pd.DataFrame, train_res: StageRes
                    "skipped": skipped.head(SKIPPED_IN_MANIFEST).to_dict(orient="records"),
                    "skipped_report": str(cfg.work / "skipped.csv"), "stage_keys": keys},
     }
+
+
+def _is_categorical(values: pd.Series) -> bool:
+    return (pd.api.types.is_string_dtype(values) or pd.api.types.is_bool_dtype(values)
+            or values.dtype == object) and values.nunique() <= 50
 
 
 def _checkpoint_name(encoder_dir: Path) -> str:
