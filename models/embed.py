@@ -24,14 +24,16 @@ def embed(encoder: nn.Module, images, batch_size: int = 256, device=None, dtype=
     device = resolve_device(device)
     cuda = device.type == "cuda"
     encoder = encoder.to(device).eval()
-    # channels_last is also oneDNN's fast layout on CPU (measured ~10x on the small encoder here)
-    encoder = encoder.to(memory_format=torch.channels_last)
+    from .encoders import use_channels_last
+
+    layout = torch.channels_last if use_channels_last(encoder, device) else torch.contiguous_format
+    encoder = encoder.to(memory_format=layout)
     out = np.empty((len(images), encoder.out_dim), dtype=dtype)
     for start in range(0, len(images), batch_size):
         chunk = images[start: start + batch_size]
         x = torch.as_tensor(np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk,
                             dtype=torch.float32)
-        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             features = encoder(x)
         out[start: start + len(x)] = F.normalize(features.float(), dim=1).cpu().numpy().astype(dtype)
