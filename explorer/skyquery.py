@@ -17,6 +17,8 @@ and whether the position lies inside the bundle's footprint.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
@@ -27,6 +29,7 @@ from astropy.coordinates import Angle, SkyCoord
 
 DEFAULT_MATCH_RADIUS = 3 * u.arcsec
 NAME_RESOLVE_TIMEOUT_S = 5.0
+SESAME_ENV = "SKYQUERY_SESAME_URL"
 EXAMPLE = "e.g. '201.42 +23.38', '13:25:41.2 +23:22:53' or 'J132541.2+232253'"
 
 
@@ -229,15 +232,18 @@ _PARSERS = (
 
 
 def resolve_name(name: str, *, enabled: bool = True, timeout: float = NAME_RESOLVE_TIMEOUT_S) -> ParsedPosition:
-    """Resolve an object name with CDS Sesame (``SkyCoord.from_name``), waiting at most ``timeout`` seconds."""
-    from astropy.coordinates.name_resolve import NameResolveError
+    """Resolve an object name with CDS Sesame (``SkyCoord.from_name``), waiting at most ``timeout`` seconds per
+    Sesame mirror. ``$SKYQUERY_SESAME_URL`` (comma-separated) replaces astropy's mirror list."""
+    from astropy.coordinates.name_resolve import NameResolveError, sesame_url
     from astropy.utils.data import conf as data_conf
 
     if not enabled:
         return ParsedPosition(name, None, "name", f"{name!r} is not a position; name resolution is switched off "
                                                   f"here, so type coordinates, {EXAMPLE}.")
+    mirrors = os.environ.get(SESAME_ENV)
     try:
-        with data_conf.set_temp("remote_timeout", timeout):
+        with data_conf.set_temp("remote_timeout", timeout), (sesame_url.set(mirrors.split(",")) if mirrors
+                                                              else contextlib.nullcontext()):
             coord = SkyCoord.from_name(name, frame="icrs", cache=False)
     except NameResolveError as e:
         detail = str(e)

@@ -155,3 +155,11 @@ def test_footprint_plot_marks_the_query(matcher):
     assert len(layers[0]) == 500  # subsampled
     assert layers[1].data.iloc[0].tolist() == [180.0, 20.0]
     hv.renderer("bokeh").get_plot(plot)  # renders
+
+
+def test_sesame_mirror_from_the_environment(monkeypatch):
+    with ReplayServer() as srv:
+        srv.route("GET", "/mirror/nph-sesame/SNV", recorded("sesame_m51.txt"), content_type="text/plain")
+        monkeypatch.setenv("SKYQUERY_SESAME_URL", srv.url("/mirror/nph-sesame/"))
+        p = parse_position("M 51", timeout=2)
+    assert p.ok and srv.hits[("GET", "/mirror/nph-sesame/SNV")] == 1

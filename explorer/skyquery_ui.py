@@ -1,0 +1,229 @@
+"""Sidebar section "Find on the sky": one search box for positions and names, the footprint, and fetch-and-search.
+
+    SIDEBAR_SECTIONS = [..., build_sky_search_section]      # explorer/app.py: build(data, state)
+
+A position that matches a catalogue object selects it (the app's similarity search then runs as for a click).
+Otherwise the section says how far the nearest object is and whether the position is inside the footprint, and
+offers to fetch the survey's cutout there (or to use an uploaded FITS), embed it with the bundle's encoder and show
+its neighbours. Fetching and embedding run on a worker thread; the section shows "Fetching…" meanwhile and the
+map stays usable. Results are applied on the session's event loop (``doc.add_next_tick_callback``).
+
+Per process and bundle: one ``CatalogueMatcher`` (catalogue SkyCoord + KD-tree) and one ``QueryEmbedder``
+(encoder, reducer). Fetched cutouts are cached on disk under ``$SKYQUERY_CACHE_DIR`` (default
+``~/.cache/sky-explorer/cutouts``).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import panel as pn
+from astropy import units as u
+
+from explorer.query_embed import QueryEmbedder, QueryError, QueryResult
+from explorer.skyquery import (CatalogueMatcher, LocalMatch, ParsedPosition, footprint_plot, parse_position,
+                                resolve_name)
+from precompute.surveys.online import FetchError
+
+CACHE_ENV = "SKYQUERY_CACHE_DIR"
+FETCHABLE_SURVEYS = ("first", "sdss")
+THUMB_PX = 128
+
+_MATCHERS: dict[Path, CatalogueMatcher] = {}
+_EMBEDDERS: dict[Path, QueryEmbedder] = {}
+_LOCK = threading.Lock()
+_WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="skyquery")  # 2 cores shared by all sessions
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sky-explorer" / "cutouts").expanduser()
+
+
+def matcher_for(data) -> CatalogueMatcher:
+    """The bundle's catalogue matcher, built once per process."""
+    key = Path(data.bundle.path).resolve()
+    with _LOCK:
+        if key not in _MATCHERS:
+            _MATCHERS[key] = CatalogueMatcher(data.ra, data.dec, data.catalog["object_id"].to_numpy())
+        return _MATCHERS[key]
+
+
+def embedder_for(data) -> QueryEmbedder:
+    """The bundle's query embedder (encoder and reducer load on first use), one per process."""
+    key = Path(data.bundle.path).resolve()
+    with _LOCK:
+        if key not in _EMBEDDERS:
+            _EMBEDDERS[key] = QueryEmbedder(data.bundle, cache_dir=cache_dir())
+        return _EMBEDDERS[key]
+
+
+# --------------------------------------------------------------------------------------------- html
+def query_card_html(result: QueryResult, thumbnail_png: bytes, data) -> str:
+    """The off-catalogue query: its cutout, where it came from, where it sits on the map and its best match."""
+    uri = "data:image/png;base64," + base64.b64encode(thumbnail_png).decode("ascii")
+    where = "" if result.coord is None else html.escape(result.coord.to_string("hmsdms", sep=":", precision=1))
+    best = ""
+    if len(result.neighbour_ids):
+        row = data.row(int(result.neighbour_ids[0]))
+        best = (f"best match {html.escape(str(row['object_id']))} (cosine {float(result.similarities[0]):.3f})")
+    placed = (f"map position ({result.map_xy[0]:.2f}, {result.map_xy[1]:.2f})"
+              + (" — approximate: at its nearest neighbour" if result.approximate else " — UMAP transform"))
+    notes = " · ".join(html.escape(n) for n in result.notes)
+    return (f'<div class="sky-query-card"><img class="sky-query-thumb" src="{uri}" width="{THUMB_PX}" '
+            f'height="{THUMB_PX}" alt="query cutout"><div class="muted">{where}</div>'
+            f'<div>{html.escape(best)}</div><div class="muted">{html.escape(placed)}</div>'
+            f'<div class="muted">{notes}</div></div>')
+
+
+def _status(kind: str, text: str) -> str:
+    colours = {"ok": "#1b5e20", "warn": "#8a5a00", "error": "#b00020", "busy": "#1f6f8b", "info": "#555"}
+    return (f'<div class="sky-status sky-status-{kind}" style="color:{colours[kind]};font-size:12px">'
+            f"{html.escape(text)}</div>")
+
+
+# --------------------------------------------------------------------------------------------- section
+class SkySearch:
+    """The widgets and callbacks of one session's sky-search section."""
+
+    def __init__(self, data, state):
+        self.data, self.state = data, state
+        self.matcher = matcher_for(data)
+        self.position: ParsedPosition | None = None
+        self.match: LocalMatch | None = None
+        self.box = pn.widgets.TextInput(name="Find on the sky", placeholder="RA Dec, J-name, SkyServer URL or name",
+                                        css_classes=["sky-search-input"], sizing_mode="stretch_width")
+        self.go = pn.widgets.Button(name="Find", button_type="primary", width=70, css_classes=["sky-search-go"])
+        self.radius = pn.widgets.FloatInput(name="Match radius (arcsec)", value=3.0, start=0.1, end=600, step=0.5,
+                                            width=150)
+        self.status = pn.pane.HTML(_status("info", "e.g. 201.42 +23.38 · 13:25:41 +23:22:53 · J132541+232253"),
+                                   sizing_mode="stretch_width", css_classes=["sky-status-pane"])
+        self.fetch = pn.widgets.Button(name="Fetch the survey cutout here and search", button_type="success",
+                                       visible=False, css_classes=["sky-fetch"], sizing_mode="stretch_width")
+        self.upload = pn.widgets.FileInput(accept=".fits,.fit,.fits.gz,.fts", multiple=False,
+                                           css_classes=["sky-upload"], sizing_mode="stretch_width")
+        self.card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["sky-query-pane"])
+        self.plot = pn.pane.HoloViews(footprint_plot(self.matcher), linked_axes=False, css_classes=["sky-footprint"])
+        self.busy = False
+
+        self.box.param.watch(lambda *_: self.find(), "value")  # Enter in the box
+        self.go.on_click(lambda *_: self.find())
+        self.fetch.on_click(lambda *_: self.fetch_here())
+        self.upload.param.watch(lambda event: self.embed_upload(event.new, self.upload.filename), "value")
+
+    def view(self):
+        can_fetch = self.data.survey in FETCHABLE_SURVEYS
+        hint = ("" if can_fetch else f"<span class='muted'>No online image service for survey "
+                f"'{html.escape(self.data.survey)}': off-catalogue positions can use an uploaded FITS.</span>")
+        return pn.Column("### Find on the sky", pn.Row(self.box, self.go, sizing_mode="stretch_width"), self.radius,
+                         self.status, self.plot, self.fetch, pn.pane.HTML(
+                             "<span class='muted'>or upload a FITS cutout with a WCS:</span>" + hint), self.upload,
+                         self.card, sizing_mode="stretch_width", css_classes=["sky-search-section"])
+
+    # -- local ------------------------------------------------------------------------------------
+    def find(self) -> None:
+        text = self.box.value_input if getattr(self.box, "value_input", None) else self.box.value
+        parsed = parse_position(text, resolve_names=False)
+        if parsed.how == "name" and text.strip():
+            # Sesame can take seconds (or time out offline): resolve on a worker, like a fetch.
+            self.run_off_thread(f"Resolving {text.strip()!r} with CDS Sesame…",
+                                lambda: resolve_name(text.strip()), self.locate)
+            return
+        self.locate(parsed)
+
+    def locate(self, parsed: ParsedPosition) -> None:
+        """Show where a parsed position is: select the matching object, or say how far the nearest one is."""
+        self.position, self.match = parsed, None
+        self.fetch.visible = False
+        if not parsed.ok:
+            self.status.object = _status("error", parsed.message)
+            return
+        self.plot.object = footprint_plot(self.matcher, parsed.coord)
+        match = self.matcher.match(parsed.coord, radius=float(self.radius.value) * u.arcsec)
+        self.match = match
+        if match.matched:
+            self.status.object = _status("ok", f"{parsed.message} — {match.message}")
+            self.card.object = ""
+            self.state.select(match.index)
+            return
+        kind = "info" if match.in_footprint else "warn"
+        self.status.object = _status(kind, f"{parsed.message} — {match.message}")
+        self.fetch.visible = self.data.survey in FETCHABLE_SURVEYS
+
+    # -- fetch and embed, off the UI thread --------------------------------------------------------
+    def fetch_here(self) -> None:
+        if self.position is None or not self.position.ok:
+            return
+        coord, k = self.position.coord, self.state.k
+        self.run_off_thread("Fetching the survey cutout and embedding it…",
+                            lambda: self._embedded(lambda q: q.from_position(coord, k=k)), self.show)
+
+    def embed_upload(self, content: bytes | None, filename: str | None) -> None:
+        if not content:
+            return
+        coord = self.position.coord if self.position is not None and self.position.ok else None
+        name, k = filename or "uploaded FITS", self.state.k
+        self.run_off_thread(f"Embedding {name}…",
+                            lambda: self._embedded(lambda q: q.from_fits(content, coord=coord, k=k, name=name)),
+                            self.show)
+
+    def _embedded(self, query):
+        q = embedder_for(self.data)
+        result = query(q)
+        return result, q.thumbnail_png(result.image)
+
+    def run_off_thread(self, message: str, work, done) -> None:
+        """Run ``work()`` on a worker thread with a busy message; then ``done(result)`` on the session's event
+        loop, or the error message in the status line."""
+        if self.busy:
+            return
+        self.busy = True
+        self.fetch.disabled = True
+        self.status.object = _status("busy", message)
+        doc = pn.state.curdoc
+
+        def finish(result, error):
+            self.busy = False
+            self.fetch.disabled = False
+            if error is not None:
+                self.status.object = _status("error", error)
+            else:
+                done(result)
+
+        def run():
+            try:
+                outcome = (work(), None)
+            except (FetchError, QueryError) as e:
+                outcome = (None, str(e))
+            except Exception as e:  # anything else still ends the busy state, with a message
+                outcome = (None, f"The query failed unexpectedly ({type(e).__name__}: {e}).")
+            if doc is not None and doc.session_context is not None:
+                doc.add_next_tick_callback(lambda: finish(*outcome))
+            else:
+                finish(*outcome)
+
+        _WORKERS.submit(run)
+
+    def show(self, embedded) -> None:
+        result, thumbnail = embedded
+        self.card.object = query_card_html(result, thumbnail, self.data)
+        ids = np.asarray(result.neighbour_ids, dtype=np.int64)
+        sims = np.asarray(result.similarities, dtype=np.float32)
+        self.state.select(None)  # the query is not a bundle object: no positives, then its own neighbours
+        self.state.param.update(neighbour_ids=ids, neighbour_sims=sims, dropped_duplicates=0)
+        if "query_xy" in self.state.param:  # map marker, where the app's state offers one
+            self.state.query_xy = tuple(result.map_xy)
+        self.status.object = _status("ok", f"{len(ids)} most similar objects to the query cutout"
+                                           + (" (placed approximately)" if result.approximate else "") + ".")
+
+
+def build_sky_search_section(data, state):
+    """Sidebar builder, same signature as the app's other ``SIDEBAR_SECTIONS`` (``build(data, state)``)."""
+    section = SkySearch(data, state)
+    view = section.view()
+    view.sky_search = section  # a handle for tests
+    return view
