@@ -41,7 +41,8 @@ class FIRST(Survey):
         "morphology": {"title": "Morphology", "kind": "categorical", "units": ""},
         "redshift": {"title": "Redshift", "kind": "continuous", "units": ""},
         "log_l1p4_w_hz": {"title": "log10 L(1.4 GHz)", "kind": "continuous", "units": "W/Hz"},
-        "peak_flux_mjy": {"title": "Peak brightness", "kind": "continuous", "units": "mJy/beam"},
+        "peak_flux_mjy": {"title": "Peak brightness (cutout maximum)", "kind": "continuous", "units": "mJy/beam"},
+        "flux_mjy": {"title": "Integrated flux density", "kind": "continuous", "units": "mJy"},
     }
 
     # -- normalisation --------------------------------------------------------------------------------
