@@ -192,10 +192,10 @@ def _galaxy_components(rng, gtype: str, z: float, abs_mag: float, truth: dict) -
     if gtype == "irregular":
         hlr = _arcsec_of(_size_kpc(rng, abs_mag, early=False), z)
         q = float(rng.uniform(0.4, 1.0))
-        knot_frac = rng.uniform(0.4, 0.7)
+        knot_frac = rng.uniform(0.25, 0.5)
         truth.update(sersic_index=1.0, axis_ratio=q, bulge_to_disk=0.0, disk_hlr_arcsec=hlr)
         return [_component("sersic", 1 - knot_frac, (0.2, 0.8, 0), n=1.0, hlr=hlr, q=q, pa=pa),
-                _component("knots", knot_frac, (0, 0.2, 0.8), npoints=int(rng.integers(15, 60)), hlr=hlr * 1.2,
+                _component("knots", knot_frac, (0, 0.2, 0.8), npoints=int(rng.integers(30, 100)), hlr=hlr * 1.2,
                            dx=rng.normal(0, 0.15) * hlr, dy=rng.normal(0, 0.15) * hlr)]
     if gtype == "merger":
         comps = []
@@ -236,10 +236,10 @@ def _galaxy_components(rng, gtype: str, z: float, abs_mag: float, truth: dict) -
     truth.update(inclination_deg=incl, axis_ratio=q_disk, sersic_index=bulge_n, bulge_to_disk=bt / (1 - bt),
                  bulge_hlr_arcsec=bulge_hlr, disk_hlr_arcsec=disk_hlr)
     if has_bar:
-        bar_frac = min(rng.uniform(0.06, 0.15), disk_frac * 0.3)
-        bar_len = disk_hlr * rng.uniform(0.5, 0.9)
+        bar_frac = min(rng.uniform(0.1, 0.22), disk_frac * 0.35)
+        bar_len = disk_hlr * rng.uniform(0.6, 1.1)
         bar_pa = pa + rng.uniform(-80, 80)
-        comps.append(_component("bar", bar_frac, (0.8, 0.2, 0), hlr=bar_len * 0.6, q=rng.uniform(0.2, 0.35),
+        comps.append(_component("bar", bar_frac, (0.8, 0.2, 0), hlr=bar_len * 0.5, q=rng.uniform(0.18, 0.3),
                                 bar_pa=bar_pa, incl=incl, disk_pa=pa))
         disk_frac -= bar_frac
         truth.update(bar_length_arcsec=bar_len)
@@ -506,7 +506,7 @@ def _artefact_overlay(c: dict, band: int, rng) -> np.ndarray:
     if c["kind"] == "offstamp_spike":
         colour = np.array([0.4, 0.9, 1.0, 1.0, 0.9])[band]
         along = np.abs(_XX - 90.0 * np.sign(c["pos"] + 1e-9))
-        return colour * c["level"] * 3 * (1 + along / 10.0) ** -1.0 * np.exp(-0.5 * ((_YY - c["pos"] * 0.2) / c["width"]) ** 2)
+        return colour * c["level"] * (1 + along / 10.0) ** -1.0 * np.exp(-0.5 * ((_YY - c["pos"] * 0.2) / (0.6 * c["width"])) ** 2)
     return 0.0
 
 
