@@ -598,9 +598,9 @@ def visibility(p: dict) -> float:
     r50 = p.get("r50_arcsec", np.nan)
     if not np.isfinite(r90) or not np.isfinite(r50):
         return 0.0
-    size = 1.0 / (1.0 + (2.2 * p["seeing_fwhm_r_arcsec"] / r90) ** 2.5)
+    size = 1.0 / (1.0 + (2.0 * p["seeing_fwhm_r_arcsec"] / r90) ** 3)
     mu50 = p["r_mag"] + 2.5 * np.log10(2 * np.pi * max(r50, 0.1) ** 2)
-    surface = 1.0 / (1.0 + np.exp((mu50 - 22.3) / 0.6))
+    surface = 1.0 / (1.0 + np.exp((mu50 - 22.8) / 0.6))
     return float(size * surface)
 
 
@@ -624,7 +624,7 @@ def simulate_votes(p: dict, rng) -> dict:
     n = int(rng.integers(VOLUNTEERS[0], VOLUNTEERS[1] + 1))
     vis = visibility(p)
     skill = rng.beta(8, 2, n)
-    seen = skill * vis
+    seen = vis * (0.6 + 0.4 * skill)
     ones = np.ones(n, dtype=bool)
     ans = {}
 
