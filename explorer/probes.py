@@ -203,15 +203,38 @@ def gather_rows(embeddings: np.ndarray, rows: np.ndarray, device=None, chunk: in
     """float32 copy of the given rows (read in sorted order, so the memory map is read forwards)."""
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
+    in_order = bool(np.all(order == np.arange(len(rows))))
     out = torch.empty((len(rows), embeddings.shape[1]), dtype=torch.float32)
     for s in range(0, len(rows), chunk):
         sel = order[s : s + chunk]
-        out[torch.from_numpy(sel)] = torch.from_numpy(np.ascontiguousarray(embeddings[rows[sel]])).float()
+        block = torch.from_numpy(np.ascontiguousarray(embeddings[rows[sel]]))
+        if in_order:  # plain slice copy; index_put is several times slower
+            out[s : s + len(sel)].copy_(block)
+        else:
+            out[torch.from_numpy(sel)] = block.float()
     return out.to(device or _device())
 
 
-def _loss_and_grad(X, Y, W, b, link: str, l2: float):
-    Z = X @ W + b
+def column_moments(X: torch.Tensor, chunk: int = 16_384) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and standard deviation by matrix-vector products (torch's X.std(0) is a slow strided
+    reduction on CPU: 17 s against ~0.3 s here at 100 k x 2048)."""
+    n = X.shape[0]
+    total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    squares = torch.zeros_like(total)
+    for s in range(0, n, chunk):
+        block = X[s : s + chunk]
+        ones = torch.ones(block.shape[0], dtype=X.dtype, device=X.device)
+        total += torch.mv(block.T, ones).double()
+        squares += torch.mv(block.square().T, ones).double()
+    mean = total / n
+    var = (squares / n - mean * mean).clamp_min(0) * n / max(n - 1, 1)
+    return mean.float(), var.sqrt().float()
+
+
+def _loss_and_grad(X, Y, V, b, mu, sd, link: str, l2: float):
+    """Loss and gradients in standardised coordinates without touching X: z = ((x - mu) / sd) @ V + b."""
+    W = V / sd[:, None]
+    Z = X @ W + (b - mu @ W)
     n = X.shape[0]
     if link == "sigmoid":
         loss = (torch.nn.functional.softplus(Z) - Y * Z).sum() / n
@@ -225,21 +248,21 @@ def _loss_and_grad(X, Y, W, b, link: str, l2: float):
         loss = 0.5 * (R * R).sum() / n
         G = R
     G = G / n
-    gW = (G.T @ X).T.contiguous() + l2 * W  # G.T @ X: fast path (see module docstring)
-    return loss + 0.5 * l2 * (W * W).sum(), gW, G.sum(0)
+    gsum = G.sum(0)
+    gV = ((G.T @ X).T - mu[:, None] * gsum) / sd[:, None] + l2 * V  # G.T @ X: fast path (module docstring)
+    return loss + 0.5 * l2 * (V * V).sum(), gV.contiguous(), gsum
 
 
 def fit_linear(X: torch.Tensor, Y: torch.Tensor, link: str, *, l2: float = 1e-3, max_iter: int = 30,
                progress: Progress | None = None, cancel: threading.Event | None = None):
-    """Full-batch L-BFGS on standardised features; returns (weight (D, C), bias (C,)) for the raw features."""
-    mu = X.mean(0)
-    sd = X.std(0).clamp_min(1e-6)
-    X.sub_(mu).div_(sd)  # in place: X is our own float32 copy
-    W = torch.zeros((X.shape[1], Y.shape[1]), device=X.device, requires_grad=True)
+    """Full-batch L-BFGS in standardised coordinates; returns (weight (D, C), bias (C,)) for the raw features."""
+    mu, sd = column_moments(X)
+    sd = sd.clamp_min(1e-6)
+    V = torch.zeros((X.shape[1], Y.shape[1]), device=X.device, requires_grad=True)
     b = torch.zeros(Y.shape[1], device=X.device, requires_grad=True)
     if link == "sigmoid":  # start at the base rate
         b.data = torch.logit(Y.mean(0).clamp(1e-4, 1 - 1e-4))
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-6,
+    opt = torch.optim.LBFGS([V, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-6,
                             tolerance_change=1e-9, line_search_fn="strong_wolfe")
     calls = [0]
 
@@ -247,8 +270,8 @@ def fit_linear(X: torch.Tensor, Y: torch.Tensor, link: str, *, l2: float = 1e-3,
         if cancel is not None and cancel.is_set():
             raise ProbeCancelled()
         with torch.no_grad():
-            loss, gW, gb = _loss_and_grad(X, Y, W, b, link, l2)
-        W.grad, b.grad = gW, gb
+            loss, gV, gb = _loss_and_grad(X, Y, V, b, mu, sd, link, l2)
+        V.grad, b.grad = gV, gb
         calls[0] += 1
         if progress:
             progress(min(calls[0] / (max_iter * 1.25), 0.99), f"L-BFGS step {calls[0]}, loss {float(loss):.4f}")
@@ -256,9 +279,8 @@ def fit_linear(X: torch.Tensor, Y: torch.Tensor, link: str, *, l2: float = 1e-3,
 
     opt.step(closure)
     with torch.no_grad():
-        weight = W / sd[:, None]
+        weight = V / sd[:, None]
         bias = b - mu @ weight
-        X.mul_(sd).add_(mu)  # give the caller its features back
     return weight.cpu().numpy().astype(np.float32), bias.cpu().numpy().astype(np.float32)
 
 
