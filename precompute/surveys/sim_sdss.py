@@ -424,8 +424,10 @@ def _component_map(c: dict, ox: float, oy: float, rng) -> np.ndarray:
         return _draw_galsim(prof.shear(q=c["q"], beta=c["pa"] * galsim.degrees), dx, dy)
     if kind == "bar":
         cos_i = max(np.cos(np.deg2rad(c["incl"])), 0.15)
-        prof = (galsim.Gaussian(half_light_radius=c["hlr"]).shear(q=c["q"], beta=(c["bar_pa"] - c["disk_pa"]) * galsim.degrees)
-                .transform(1.0, 0.0, 0.0, cos_i).rotate(c["disk_pa"] * galsim.degrees).withFlux(1.0))
+        # a bar in the disk plane (at bar_pa - disk_pa from the major axis), then projected like the disk
+        in_plane = galsim.Gaussian(half_light_radius=c["hlr"]).shear(
+            q=c["q"], beta=(c["bar_pa"] - c["disk_pa"]) * galsim.degrees)
+        prof = in_plane.transform(1.0, 0.0, 0.0, cos_i).rotate(c["disk_pa"] * galsim.degrees).withFlux(1.0)
         return _draw_galsim(prof, dx, dy)
     if kind == "arms":
         return _arm_map(c, ox, oy)
@@ -491,7 +493,7 @@ def _dust_lane(truth: dict, comps: list[dict]) -> np.ndarray | float:
     return np.exp(-tau[:, None, None] * lane[None])
 
 
-def _artefact_overlay(c: dict, band: int, rng) -> np.ndarray:
+def _artefact_overlay(c: dict, band: int, rng) -> np.ndarray | float:
     """Post-PSF artefact light in nanomaggies per pixel for one band."""
     ang = c["angle"]
     if c["kind"] == "satellite_trail":
@@ -506,7 +508,8 @@ def _artefact_overlay(c: dict, band: int, rng) -> np.ndarray:
     if c["kind"] == "offstamp_spike":
         colour = np.array([0.4, 0.9, 1.0, 1.0, 0.9])[band]
         along = np.abs(_XX - 90.0 * np.sign(c["pos"] + 1e-9))
-        return colour * c["level"] * (1 + along / 10.0) ** -1.0 * np.exp(-0.5 * ((_YY - c["pos"] * 0.2) / (0.6 * c["width"])) ** 2)
+        across = (_YY - c["pos"] * 0.2) / (0.6 * c["width"])
+        return colour * c["level"] * (1 + along / 10.0) ** -1.0 * np.exp(-0.5 * across**2)
     return 0.0
 
 
@@ -555,7 +558,8 @@ def render_object(task: tuple[int, dict]) -> tuple[np.ndarray, dict, dict]:
     measured["r50_arcsec"], measured["petro_r90_arcsec"] = _light_radii(model[R_BAND])
     for c in p["components"]:
         if c["kind"] in _ARTEFACTS:
-            model = model + np.stack([_artefact_overlay(c, b, rng) * np.ones((STAMP, STAMP)) for b in range(len(BANDS))])
+            for b in range(len(BANDS)):
+                model[b] += _artefact_overlay(c, b, rng)
     sigma = sky_sigma() * rng.uniform(0.9, 1.15, len(BANDS))
     var = sigma[:, None, None] ** 2 + np.clip(model, 0, None) / _filter_array("electrons_per_nmgy")[:, None, None]
     image = (model + rng.standard_normal(model.shape) * np.sqrt(var)).astype(np.float32)
