@@ -73,9 +73,12 @@ _REST_LAMBDA = np.arange(1000.0, 12005.0, 5.0)   # Å
 _OBS_LAMBDA = np.arange(2500.0, 11505.0, 5.0)    # Å
 _Z_TABLE = np.linspace(0.0, 0.5, 201)
 
-_TEMPLATE_SPECS = {  # slope of f_nu redward / blueward of 4000 Å, 4000 Å break amplitude, emission lines {Å: EW}
-    "old": (2.0, 3.5, 1.9, {}),
-    "young": (0.9, 1.2, 1.3, {6563.0: 25.0, 5007.0: 8.0, 3727.0: 15.0}),
+# Slope of f_nu redward / blueward of 4000 Å, 4000 Å break amplitude, emission lines {Å: EW}. Tuned so that at
+# z = 0.1 an old population has u-g, g-r, r-i, i-z = 1.85, 0.81, 0.42, 0.39 (red sequence) and a 25/75 old/young
+# disk 0.93, 0.57, 0.32, 0.28 (blue cloud); g-r of the old template reaches 1.44 at z = 0.3 (LRG-like).
+_TEMPLATE_SPECS = {
+    "old": (2.0, 4.5, 2.3, {}),
+    "young": (1.3, 1.8, 1.45, {6563.0: 25.0, 5007.0: 8.0, 3727.0: 15.0}),
     "starburst": (0.1, 0.3, 1.05, {6563.0: 150.0, 5007.0: 120.0, 4861.0: 35.0, 3727.0: 80.0}),
 }
 
