@@ -11,8 +11,7 @@
 
 Every position is an ICRS ``SkyCoord``. A bad input gives one message saying what was understood and what was not.
 
-``CatalogueMatcher`` holds the catalogue ``SkyCoord`` of one bundle (built once; astropy caches its KD-tree on it
-at the first match) and answers "which object is this?" with a radius, the nearest object and its separation,
+``CatalogueMatcher`` holds the catalogue ``SkyCoord`` of one bundle and its KD-tree (built once) and answers "which object is this?" with a radius, the nearest object and its separation,
 and whether the position lies inside the bundle's footprint.
 """
 from __future__ import annotations
@@ -275,18 +274,25 @@ class LocalMatch:
 
 
 class CatalogueMatcher:
-    """Sky matching against one bundle's catalogue. Build once per bundle; ``match`` is then ~0.1 ms."""
+    """Sky matching against one bundle's catalogue. Build once per bundle (~3 s at 1 M); ``match`` is then ~0.1 ms.
+
+    The tree is the one ``SkyCoord.match_to_catalog_sky`` builds (a scipy KD-tree on the catalogue's unit vectors),
+    held here rather than in the SkyCoord's cache because astropy re-derives the catalogue's Cartesian form from a
+    fresh copy on every call (~100 ms per query at 1 M objects, measured in benchmarks/bench_skyquery.py).
+    Separations come from astropy (``SkyCoord.separation``).
+    """
 
     def __init__(self, ra_deg, dec_deg, object_ids=None, *, footprint_radius: Angle | None = None):
+        from scipy.spatial import cKDTree
+
         ra = np.asarray(ra_deg, dtype=np.float64)
         dec = np.asarray(dec_deg, dtype=np.float64)
         if len(ra) == 0:
             raise ValueError("the catalogue is empty: there is nothing to match positions against")
         self.coords = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs")
         self.object_ids = None if object_ids is None else np.asarray(object_ids)
+        self.tree = cKDTree(_unit_vectors(self.coords))
         self.footprint_radius = footprint_radius if footprint_radius is not None else self._typical_spacing() * 5
-        # The first match builds the KD-tree and caches it on self.coords; pay that here, not on a user's query.
-        self.coords[:1].match_to_catalog_sky(self.coords)
 
     @classmethod
     def from_bundle(cls, bundle, **kwargs) -> "CatalogueMatcher":
@@ -302,13 +308,18 @@ class CatalogueMatcher:
             return Angle(1, u.deg)
         rng = np.random.default_rng(0)
         rows = rng.choice(len(self.coords), size=min(sample, len(self.coords)), replace=False)
-        _, sep, _ = self.coords[rows].match_to_catalog_sky(self.coords, nthneighbor=2)
-        return Angle(max(float(np.median(sep.deg)), 1 / 60), u.deg)
+        chord, _ = self.tree.query(self.tree.data[rows], k=2)
+        sep_rad = 2 * np.arcsin(np.clip(chord[:, 1] / 2, 0, 1))
+        return Angle(max(float(np.degrees(np.median(sep_rad))), 1 / 60), u.deg)
+
+    def nearest(self, coord: SkyCoord) -> tuple[int, Angle]:
+        """Row of the nearest catalogue object and its separation."""
+        _, idx = self.tree.query(_unit_vectors(coord.reshape((1,)))[0])
+        return int(idx), self.coords[int(idx)].separation(coord)
 
     def match(self, coord: SkyCoord, radius=DEFAULT_MATCH_RADIUS) -> LocalMatch:
         radius = Angle(radius)
-        idx, sep, _ = coord.reshape((1,)).match_to_catalog_sky(self.coords)
-        nearest, sep = int(idx[0]), sep[0]
+        nearest, sep = self.nearest(coord)
         inside = bool(sep <= self.footprint_radius)
         name = self._name(nearest)
         if sep <= radius:
@@ -331,6 +342,11 @@ class CatalogueMatcher:
         if n <= max_points:
             return np.arange(n)
         return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def _unit_vectors(coords: SkyCoord) -> np.ndarray:
+    """(N, 3) ICRS unit vectors, as astropy's sky matching uses them."""
+    return np.ascontiguousarray(coords.icrs.cartesian.xyz.to_value(u.one).T)
 
 
 def _fmt_angle(a) -> str:

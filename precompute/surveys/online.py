@@ -33,6 +33,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -258,17 +259,25 @@ def _with_default_timeout(client, timeout: float):
     return client
 
 
+_CACHE_CONF_LOCK = threading.Lock()
+
+
 class _astroquery_cache_off:
-    """Our own cache keys by position and grid; astroquery's would also keep error pages."""
+    """Our own cache keys by position and grid; astroquery's would also keep error pages. Its switch is a global
+    setting, so requests that need it off are serialised (the app runs at most a couple of fetches at once)."""
 
     def __enter__(self):
         from astroquery import cache_conf
 
+        _CACHE_CONF_LOCK.acquire()
         self._ctx = cache_conf.set_temp("cache_active", False)
         self._ctx.__enter__()
 
     def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        try:
+            return self._ctx.__exit__(*exc)
+        finally:
+            _CACHE_CONF_LOCK.release()
 
 
 def _call(what: str, timeout: float, request):
