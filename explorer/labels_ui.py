@@ -1,0 +1,360 @@
+"""Sidebar sections for labelling and live probes, and the map's lasso/box selection.
+
+- ``attach_map_selection(view, plot_pane)`` adds the lasso and box-select tools to the map and resolves what the
+  user draws server-side (``explorer.selection``) into ``state.selection_ids``;
+- ``build_labels_section(data, state)``: name the selection, remove it from a label, undo, the labels so far,
+  export (CSV / VOTable / FITS), import, and "send to TOPCAT" over SAMP;
+- ``build_probe_section(data, state)``: fit a linear probe off the UI thread (progress, cancel), show its test
+  metrics, and list the most uncertain unlabelled objects;
+- ``create_labelled_page(argv)``: the app's page with both sections and the selection tools wired in. Served
+  directly by ``panel serve explorer/labels_ui.py --args --bundle DIR [--labels PATH]`` until the app includes them.
+
+The label store is ``--labels PATH`` (or ``$EXPLORER_LABELS``), else ``<bundle>.labels.sqlite`` beside the bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import io
+import os
+import sys
+import tempfile
+import weakref
+from pathlib import Path
+
+import astropy.units as u
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from explorer import export, probes
+from explorer.labels import LabelStore, LabelStoreError, default_labels_path
+from explorer.selection import box_select, lasso_select
+
+LABELS_ENV = "EXPLORER_LABELS"
+SELECT_TOOLS = ["lasso_select", "box_select"]
+EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
+N_CANDIDATES = 8
+
+
+# ============================================================================================ store per bundle
+def resolve_labels_path(bundle_path, argv: list[str] | None = None, environ: dict | None = None) -> Path:
+    """``--labels PATH`` in argv, else $EXPLORER_LABELS, else ``<bundle>.labels.sqlite`` beside the bundle."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--labels", default=None)
+    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    env = os.environ if environ is None else environ
+    chosen = args.labels or env.get(LABELS_ENV)
+    return Path(chosen) if chosen else default_labels_path(bundle_path)
+
+
+_STORES: dict[Path, LabelStore] = {}
+
+
+def store_for(data, argv: list[str] | None = None) -> LabelStore:
+    """One LabelStore object per path per process (it keeps one SQLite connection per thread)."""
+    path = resolve_labels_path(data.bundle.path, argv).resolve()
+    if path not in _STORES:
+        _STORES[path] = LabelStore(path)
+    return _STORES[path]
+
+
+class LabelSession(param.Parameterized):
+    """Per-session labelling state beside the app's ExplorerState."""
+
+    selection_method = param.String(default="lasso", doc="how the current selection was made (lasso, box, click)")
+    version = param.Integer(default=0, doc="bumped after every write, so views of the labels refresh")
+    message = param.String(default="")
+
+
+_SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def session_for(state) -> LabelSession:
+    if state not in _SESSIONS:
+        _SESSIONS[state] = LabelSession()
+    return _SESSIONS[state]
+
+
+# ============================================================================================ map selection
+def attach_map_selection(view, plot_pane=None) -> tuple:
+    """Lasso and box selection on the rasterized map, resolved to rows here (HoloViews' own is unusable there).
+
+    Adds the two tools to the plot pane's overlay (when given) and returns the (Lasso, BoundsXY) streams.
+    """
+    state, frame = view.state, view.data.frame
+    x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
+    session = session_for(state)
+
+    def on_lasso(geometry=None, **_):
+        if geometry is None or len(geometry) == 0:
+            return
+        g = np.asarray(geometry, dtype=np.float64)
+        session.selection_method = "lasso"
+        state.selection_ids = lasso_select(x, y, g[:, 0], g[:, 1])
+
+    def on_box(bounds=None, **_):
+        if bounds is None:
+            return
+        session.selection_method = "box"
+        state.selection_ids = box_select(x, y, *bounds)
+
+    lasso = hv.streams.Lasso(source=view.colour)
+    box = hv.streams.BoundsXY(source=view.colour)
+    lasso.add_subscriber(on_lasso)
+    box.add_subscriber(on_box)
+    if plot_pane is not None:
+        plot_pane.object = _with_select_tools(plot_pane.object)
+    return lasso, box
+
+
+def _with_select_tools(overlay):
+    """Add the select tools on the image layers: a DynamicMap overlay's own tool list cannot be read back to extend
+    it, and Bokeh merges the tools of all layers into the one toolbar. "tap" repeats what the app's map sets there."""
+    return overlay.opts(hv.opts.Image(tools=["tap"] + SELECT_TOOLS))
+
+
+# ============================================================================================ labels section
+def _labels_html(store: LabelStore) -> str:
+    counts = store.label_counts()
+    if not counts:
+        return "<div class='label-list muted'>No labels yet: draw a lasso or box on the map, name it, press Label.</div>"
+    items = "".join(f"<li><span class='label-name'>{html.escape(k)}</span> · {v:,}</li>" for k, v in sorted(counts.items()))
+    return f"<ul class='label-list'>{items}</ul>"
+
+
+def build_labels_section(data, state, argv: list[str] | None = None):
+    """Labelling, undo, export/import and SAMP for the current map selection."""
+    session = session_for(state)
+    try:
+        store = store_for(data, argv)
+    except LabelStoreError as e:
+        return pn.Column("### Labels", pn.pane.Alert(str(e), alert_type="danger"))
+    catalog = data.catalog
+    object_ids = catalog["object_id"].astype(str).to_numpy()
+
+    author = pn.widgets.TextInput(name="Your name", value=os.environ.get("USER", "anonymous"), css_classes=["label-author"])
+    name = pn.widgets.TextInput(name="Label name", placeholder="e.g. ring galaxies", css_classes=["label-name-input"])
+    add = pn.widgets.Button(name="Label selection", button_type="primary", css_classes=["label-add"])
+    remove = pn.widgets.Button(name="Remove selection from label", button_type="light")
+    undo = pn.widgets.Button(name="Undo last", button_type="light")
+    listing = pn.pane.HTML(_labels_html(store), css_classes=["labels-pane"], sizing_mode="stretch_width")
+    status = pn.pane.HTML("", sizing_mode="stretch_width")
+
+    def selected_ids():
+        return object_ids[np.asarray(state.selection_ids, dtype=np.int64)]
+
+    def write(action):
+        try:
+            session.message = action()
+        except (ValueError, LabelStoreError, export.ExportError, export.SampError) as e:
+            session.message = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+        session.version += 1
+
+    def do_add(_):
+        ids = selected_ids()
+        write(lambda: (store.add(name.value, ids, author=author.value, method=session.selection_method),
+                       f"labelled {len(ids):,} objects '{html.escape(name.value.strip())}'")[1])
+
+    def do_remove(_):
+        ids = selected_ids()
+        write(lambda: (store.remove(name.value, ids, author=author.value, method=session.selection_method),
+                       f"removed {len(ids):,} objects from '{html.escape(name.value.strip())}'")[1])
+
+    def do_undo(_):
+        def action():
+            undone = store.undo_last(author=author.value)
+            return "nothing to undo" if undone is None else f"undid event {undone}"
+
+        write(action)
+
+    add.on_click(do_add)
+    remove.on_click(do_remove)
+    undo.on_click(do_undo)
+
+    def refresh(*_):
+        listing.object = _labels_html(store)
+        status.object = f"<span class='muted label-status'>{session.message}</span>"
+
+    session.param.watch(refresh, ["version"])
+
+    def selection_text(ids):
+        n = len(ids)
+        return (f"<span class='selection-count'>{n:,} objects selected ({session.selection_method})</span>" if n
+                else "<span class='muted selection-count'>Select objects with the lasso or box tool on the map.</span>")
+
+    count = pn.pane.HTML(pn.bind(selection_text, state.param.selection_ids))
+
+    # export / import / SAMP
+    columns = pn.widgets.MultiChoice(name="Catalogue columns to include",
+                                     options=[c for c in catalog.columns if c not in ("object_id", "ra", "dec")])
+    fmt = pn.widgets.Select(name="Format", options=list(EXPORT_FORMATS), value="CSV", width=110)
+
+    def export_file():
+        table = export.labels_table(catalog, store.current(), columns=columns.value)
+        return _table_bytes(table, EXPORT_FORMATS[fmt.value])
+
+    download = pn.widgets.FileDownload(callback=export_file, filename="labels.csv", label="Download labels",
+                                       button_type="success")
+    fmt.param.watch(lambda e: setattr(download, "filename", f"labels{EXPORT_FORMATS[e.new]}"), "value")
+
+    upload = pn.widgets.FileInput(accept=",".join(export.FORMATS), name="Import labels")
+    match_by = pn.widgets.RadioButtonGroup(options=["object_id", "sky"], value="object_id")
+    radius = pn.widgets.FloatInput(name="Sky match radius (arcsec)", value=1.0, start=0.01, step=0.5, width=160)
+
+    def do_import(event):
+        if not event.new:
+            return
+        suffix = Path(upload.filename or "upload.csv").suffix
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"import{suffix}"
+            path.write_bytes(event.new)
+            write(lambda: export.import_labels(store, catalog, path, author=author.value, by=match_by.value,
+                                               radius=radius.value * u.arcsec).summary())
+
+    upload.param.watch(do_import, "value")
+
+    samp = pn.widgets.Button(name="Send selection to TOPCAT (SAMP)", button_type="light")
+
+    def do_samp(_):
+        rows = np.asarray(state.selection_ids, dtype=np.int64)
+        if len(rows) == 0:
+            session.message, session.version = "select objects first", session.version + 1
+            return
+        table = export.selection_table(catalog, rows, columns=columns.value, name=name.value or "selection")
+        write(lambda: f"sent {len(rows):,} objects to {export.send_to_samp(table, name.value or 'selection')} SAMP client(s)")
+
+    samp.on_click(do_samp)
+    refresh()
+    return pn.Column(
+        "### Labels", count, author, name, pn.Row(add, undo), remove, status, listing,
+        pn.layout.Divider(), "#### Export and share", columns, pn.Row(fmt, download), samp,
+        "#### Import labels (CSV / VOTable / FITS with object_id or ra, dec, and label)", match_by, radius, upload,
+        css_classes=["labels-section"],
+    )
+
+
+def _table_bytes(table, suffix: str) -> io.BytesIO:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.write_table(table, Path(tmp) / f"labels{suffix}")
+        return io.BytesIO(path.read_bytes())
+
+
+# ============================================================================================ probe section
+def probe_targets(data) -> dict[str, tuple[str, str | None]]:
+    """Probe choices: every non-density colour-by column, and the user's labels."""
+    out = {spec.label: ("column", name) for name, spec in data.specs.items() if spec.kind != "density"}
+    out["My labels (multinomial)"] = ("labels", None)
+    return out
+
+
+def build_probe_section(data, state, argv: list[str] | None = None):
+    """Fit a linear probe on the embeddings off the UI thread; show test metrics and labelling candidates."""
+    session = session_for(state)
+    targets = probe_targets(data)
+    target = pn.widgets.Select(name="Probe target", options=list(targets))
+    method = pn.widgets.Select(name="Method", options=["default", "z-bins (redshift)"], value="default")
+    n_train = pn.widgets.IntInput(name="Training labels (0 = all)", value=0, start=0, step=100)
+    fit = pn.widgets.Button(name="Fit probe", button_type="primary", css_classes=["probe-fit"])
+    cancel = pn.widgets.Button(name="Cancel", button_type="light")
+    bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
+    status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-status"])
+    candidates = pn.pane.HTML("", sizing_mode="stretch_width")
+    runner = probes.ProbeRunner(torch_threads=1)
+    split = data.catalog["split"].to_numpy()
+    poll = {"cb": None}
+
+    def make_target():
+        kind, column = targets[target.value]
+        if kind == "labels":
+            return probes.target_from_labels(store_for(data, argv).current(), data.catalog["object_id"])
+        return probes.target_from_column(data.catalog, column, colour_by=data.bundle.colour_by)
+
+    def job(tgt, meth, n, *, progress, cancel):
+        probe = probes.fit_probe(data.bundle.embeddings, tgt, split, method=meth, n_train=n, progress=progress,
+                                 cancel=cancel)
+        pred = probes.score_all(probe, data.bundle.embeddings, progress=progress, cancel=cancel)
+        return probe, pred, probes.uncertain_candidates(pred, tgt.labelled, N_CANDIDATES)
+
+    def do_fit(_):
+        try:
+            tgt = make_target()
+        except probes.ProbeError as e:
+            status.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
+        meth = "z-bins" if method.value.startswith("z-bins") and tgt.kind == "continuous" else None
+        runner.submit(job, tgt, meth, n_train.value or None)
+        bar.param.update(visible=True, value=0)
+        if poll["cb"] is None:
+            poll["cb"] = pn.state.add_periodic_callback(check, period=250)
+
+    def check():
+        current = runner.current
+        if current is None:
+            return
+        bar.value = int(100 * current.progress)
+        status.object = f"<span class='muted'>{html.escape(current.message)}</span>"
+        if not current.done:
+            return
+        poll["cb"].stop()
+        poll["cb"] = None
+        bar.visible = False
+        if current.cancelled:
+            status.object = "<span class='muted'>cancelled</span>"
+            return
+        try:
+            probe, pred, cand = current.future.result()
+        except Exception as e:  # shown, not raised: the page must keep working
+            status.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            return
+        status.object = _metrics_html(probe)
+        candidates.object = _candidates_html(data, cand, pred)
+
+    fit.on_click(do_fit)
+    cancel.on_click(lambda _: runner.current and runner.current.cancel())
+    return pn.Column("### Linear probe", target, method, n_train, pn.Row(fit, cancel), bar, status, candidates,
+                     css_classes=["probe-section"])
+
+
+def _metrics_html(probe: probes.LinearProbe) -> str:
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in probe.metrics.items()
+                   if isinstance(v, (int, float)))
+    return (f"<div class='probe-metrics'><b>{html.escape(probe.target)}</b> · {probe.method} · trained on "
+            f"{probe.n_train:,}, tested on {probe.n_test:,} · {probe.fit_seconds:.1f} s<table>{rows}</table></div>")
+
+
+def _candidates_html(data, rows: np.ndarray, pred: probes.Predictions) -> str:
+    if len(rows) == 0:
+        return ""
+    cards = "".join(
+        f"<div style='display:inline-block;margin:2px;text-align:center;font-size:11px'>"
+        f"<img class='candidate-thumb' src='{data.thumbnail_uri(int(i))}' width='64' height='64'>"
+        f"<div>{html.escape(str(data.catalog['object_id'].iat[int(i)]))}</div>"
+        f"<div class='muted'>{pred.value[int(i)]:.2f}</div></div>" for i in rows)
+    return f"<div class='probe-candidates'><b>Most uncertain unlabelled objects</b> (label these next)<br>{cards}</div>"
+
+
+# ============================================================================================ page
+def create_labelled_page(argv: list[str] | None = None, environ: dict | None = None):
+    """The explorer page plus the labels and probe sections and the map's lasso/box tools."""
+    from explorer.app import SIDEBAR_SECTIONS, build_error_page, build_page
+    from explorer.data import load_explorer_data, resolve_bundle_path
+    from precompute.bundle import BundleError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    path = resolve_bundle_path(argv, environ)
+    try:
+        data = load_explorer_data(path)
+    except BundleError as e:
+        return build_error_page(path, str(e))
+    sections = list(SIDEBAR_SECTIONS) + [lambda d, s: build_labels_section(d, s, argv),
+                                         lambda d, s: build_probe_section(d, s, argv)]
+    page = build_page(data, sections=sections)
+    plot_pane = next(iter(page.main[0].select(pn.pane.HoloViews)), None)
+    attach_map_selection(page.explorer_view, plot_pane)
+    return page
+
+
+if __name__.startswith("bokeh_app"):
+    create_labelled_page().servable()

@@ -1,0 +1,123 @@
+"""In headless Chromium: draw a lasso on the map, name the selection, reload the page, find the label.
+
+Serves ``explorer/labels_ui.py`` (the explorer page plus the labels and probe sections and the lasso/box tools)
+over the session's small fixture bundle with its own label store.
+"""
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, ServerInfo, deep_query_all, deep_text, free_port, wait_for
+
+pytestmark = pytest.mark.browser
+
+
+def start_labels_server(bundle: Path, labels: Path, workdir: Path, timeout: float = 90.0) -> ServerInfo:
+    port = free_port()
+    log_path = workdir / f"panel-labels-{port}.log"
+    panel = Path(sys.executable).with_name("panel")
+    cmd = [str(panel), "serve", "explorer/labels_ui.py", "--port", str(port), "--address", "127.0.0.1",
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle), "--labels", str(labels)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    info = ServerInfo(url=f"http://127.0.0.1:{port}/labels_ui", port=port, process=proc, log_path=log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"panel serve exited with {proc.returncode}:\n{info.log()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/js/bokeh.min.js", timeout=5):
+                return info
+        except OSError:
+            time.sleep(0.5)
+    info.stop()
+    raise RuntimeError(f"panel serve did not answer within {timeout:.0f} s:\n{info.log()}")
+
+
+def _map_canvas(driver):
+    canvases = [c for c in deep_query_all(driver, "canvas") if c.size["width"] > 200 and c.size["height"] > 200]
+    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
+
+
+def _inked_pixels(element) -> int:
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
+    return int(((img.max(axis=2) - img.min(axis=2)) > 60).sum())
+
+
+def _wait_for_map(driver):
+    canvas = wait_for(lambda: _map_canvas(driver), timeout=90, message="the map canvas")
+    wait_for(lambda: _inked_pixels(canvas) > 200, timeout=60, message="the map to draw")
+    return canvas
+
+
+def _button(driver, text):
+    return wait_for(lambda: [b for b in deep_query_all(driver, "button") if b.text.strip() == text],
+                    message=f"the button '{text}'")[0]
+
+
+@pytest.fixture(scope="module")
+def labels_server(small_bundle, tmp_path_factory):
+    work = tmp_path_factory.mktemp("labels-server")
+    info = start_labels_server(small_bundle, work / "labels.sqlite", work)
+    info.labels_path = work / "labels.sqlite"
+    yield info
+    info.stop()
+
+
+def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_dir):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    driver.get(labels_server.url)
+    canvas = _wait_for_map(driver)
+    lasso_tool = wait_for(lambda: deep_query_all(driver, ".bk-tool-icon-lasso-select"), message="the lasso tool")[0]
+    lasso_tool.click()
+
+    # A lasso loop around the middle of the map, drawn as a held-down drag through 24 points.
+    w, h = canvas.size["width"], canvas.size["height"]
+    t = np.linspace(0, 2 * np.pi, 25)
+    pts = np.column_stack([0.22 * w * np.cos(t), 0.3 * h * np.sin(t)]).astype(int)
+    chain = ActionChains(driver).move_to_element_with_offset(canvas, int(pts[0, 0]), int(pts[0, 1])).click_and_hold()
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        chain.move_by_offset(int(x1 - x0), int(y1 - y0)).pause(0.02)
+    chain.release().perform()
+    text = wait_for(lambda: (s := deep_text(driver)) and "objects selected (lasso)" in s and s, timeout=45,
+                    message="the lasso selection count")
+    n_selected = int(text.split("objects selected (lasso)")[0].split()[-1].replace(",", ""))
+    assert n_selected > 10
+    driver.save_screenshot(str(screenshot_dir / "labels-01-lasso.png"))
+
+    name_input = wait_for(lambda: [i for i in deep_query_all(driver, "input")
+                                   if i.get_attribute("placeholder") == "e.g. ring galaxies"], message="the label name")[0]
+    name_input.send_keys("blob-in-the-middle", Keys.ENTER)
+    time.sleep(0.5)
+    _button(driver, "Label selection").click()
+    wait_for(lambda: "blob-in-the-middle" in deep_text(driver) and "labelled" in deep_text(driver), timeout=30,
+             message="the label to be recorded")
+    driver.save_screenshot(str(screenshot_dir / "labels-02-labelled.png"))
+
+    with sqlite3.connect(labels_server.labels_path) as con:
+        (method, author, label), = con.execute("SELECT method, author, label FROM events WHERE kind = 'add'")
+        (members,), = con.execute("SELECT count(*) FROM event_members")
+    assert (method, label) == ("lasso", "blob-in-the-middle") and author and members == n_selected
+
+    driver.refresh()
+    _wait_for_map(driver)
+    listing = wait_for(lambda: [e for e in deep_query_all(driver, ".label-list") if "blob-in-the-middle" in e.text],
+                       timeout=60, message="the label after a reload")
+    assert f"{n_selected:,}" in listing[0].text
+    driver.save_screenshot(str(screenshot_dir / "labels-03-after-reload.png"))
