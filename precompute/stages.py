@@ -8,6 +8,7 @@ named stage.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import time
@@ -104,7 +105,9 @@ def ingest(wd: WorkDir, cfg: Config) -> StageResult:
         skipped_frame(cut.skipped).to_csv(tmp / "skipped.csv", index=False)
         log(f"[ingest] {len(cut.catalog)} objects, {len(cut.skipped)} skipped")
 
-    res = wd.run("ingest", params, source_fingerprints(cfg), build)
+    # the survey module's code is an input too: its reader, measurements and preprocessing shape every later stage
+    code = {"survey_code": fingerprint_file(inspect.getfile(type(survey)))}
+    res = wd.run("ingest", params, {**source_fingerprints(cfg), **code}, build)
     shutil.copyfile(res.path / "skipped.csv", wd.root / "skipped.csv")
     return res
 

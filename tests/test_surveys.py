@@ -205,4 +205,4 @@ def test_sdss_preprocessing_is_a_per_band_linear_scale_and_thumbnail_is_rgb(tmp_
     assert np.allclose(ratio, ratio[0], rtol=1e-4)  # same scale for every image: colours are kept
     assert survey.preprocess(cut.images, params).shape == (8, 5, 64, 64)
     rgb = survey.thumbnail_rgb(cut.images[0])
-    assert rgb.shape == (107, 107, 3) and rgb.dtype == np.uint8 and rgb[53, 53].max() > rgb[2, 2].max()
+    assert rgb.shape == (80, 80, 3) and rgb.dtype == np.uint8 and rgb[40, 40].max() > rgb[2, 2].max()

@@ -22,6 +22,7 @@ GZ2_COLUMN = re.compile(r"^t\d\d_(?P<question>.+?)_a\d\d_(?P<answer>.+)_(?P<stat
 # truth columns (simulator) that give an object's size, preferred over the measured second moment
 SIZE_COLUMNS = ("petroR90_r_arcsec", "petro_r90_arcsec", "petroR90_r", "r90_arcsec")
 H5_KEYS = ("images", "ra", "dec")
+THUMBNAIL_FIELD_PIX = 80
 
 
 @register
@@ -73,6 +74,10 @@ class SDSS(Survey):
         any linear flux unit come out visible."""
         from astropy.visualization import make_lupton_rgb
 
+        from precompute.surveys.base import centre_crop
+
+        # the central 80 px (32"): the 64 px the encoder sees plus the jitter margin, so galaxies fill the thumbnail
+        image = centre_crop(np.asarray(image), THUMBNAIL_FIELD_PIX)
         g, r, i = (np.asarray(image[k], dtype=np.float32) for k in (1, 2, 3))
         c = r.shape[0] // 2
         peak = float(np.percentile(r[c - 8 : c + 8, c - 8 : c + 8], 99))
