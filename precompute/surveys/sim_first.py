@@ -96,7 +96,7 @@ def draw_params(seed: int, index: int) -> dict:
         head_tail = rng.uniform() < 0.35
         p.update(core_fraction=float(rng.uniform(0.05, 0.2)), jet_opening_deg=float(rng.uniform(8, 20)),
                  morphology="head-tail" if head_tail else "wide-angle tail",
-                 bend_angle_deg=float(rng.uniform(130, 170) if head_tail else rng.uniform(30, 80)),
+                 bend_angle_deg=float(rng.uniform(75, 100) if head_tail else rng.uniform(30, 75)),
                  bend_side=float(rng.choice([-1.0, 1.0])))
     p["confidence"] = _confidence(p, rng)
     p["label_code"] = _label_code(p)
@@ -133,8 +133,9 @@ def _jet_path(p: dict, side: int, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     pa0 = p["position_angle_deg"] + (0.0 if side == 0 else 180.0)
     if p["fr_class"] == "bent":
         # both jets swing towards the same side (the tail), so their bend has opposite sign in each jet's frame
+        # wide-angle tails bend gradually; head-tails turn sharply near the core into one shared tail
         sign = p["bend_side"] * (1 if side == 0 else -1)
-        pa = pa0 + sign * p["bend_angle_deg"] * t**1.3
+        pa = pa0 + sign * p["bend_angle_deg"] * t ** (0.3 if p["morphology"] == "head-tail" else 1.3)
     else:
         pa = pa0 + np.full(n, 0.0)
     steps = np.stack([_direction(a) for a in pa]) * (length / n)
@@ -171,10 +172,11 @@ def source_gaussians(p: dict, rng) -> np.ndarray:
         fluxes = diffuse * w / w.sum()
         jitter = rng.normal(0, 0.03 * length, (n, 2)) * (t[:, None] > 0.3)
         step = max(length / n, 0.3)
-        for k in range(n):   # a ridge of Gaussians: one step long along the jet, the local width across it
+        for k in range(n):   # a ridge of overlapping Gaussians: the local width across, >= one step along
             across = max(width[k], 0.3)
-            major_pa = pa[k] if step >= across else pa[k] + 90.0
-            rows.append([pts[k, 0] + jitter[k, 0], pts[k, 1] + jitter[k, 1], max(step, across), min(step, across),
+            along = max(step, 0.6 * across)
+            major_pa = pa[k] if along >= across else pa[k] + 90.0
+            rows.append([pts[k, 0] + jitter[k, 0], pts[k, 1] + jitter[k, 1], max(along, across), min(along, across),
                          major_pa, fluxes[k]])
         if p["hotspot_fraction"] > 0:
             hs = side_flux * p["hotspot_fraction"]
