@@ -95,7 +95,7 @@ class SkySearch:
         self.matcher = matcher_for(data)
         self.position: ParsedPosition | None = None
         self.match: LocalMatch | None = None
-        self.box = pn.widgets.TextInput(name="Find on the sky", placeholder="RA Dec, J-name, SkyServer URL or name",
+        self.box = pn.widgets.TextInput(name="Position or object name", placeholder="RA Dec, J-name, SkyServer URL or name",
                                         css_classes=["sky-search-input"], sizing_mode="stretch_width")
         self.go = pn.widgets.Button(name="Find", button_type="primary", width=70, css_classes=["sky-search-go"])
         self.radius = pn.widgets.FloatInput(name="Match radius (arcsec)", value=3.0, start=0.1, end=600, step=0.5,

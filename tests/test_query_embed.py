@@ -162,3 +162,24 @@ def test_three_band_upload_is_cut_onto_the_bundle_grid(fixture_bundle, monkeypat
     assert seen == [(1, 3, 32, 32)]
     np.testing.assert_allclose(result.image[:, 16, 16], [1, 2, 3])
     assert result.coord.separation(SkyCoord(150, 2, unit="deg")).arcsec < 0.5
+
+
+def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
+    import time
+
+    from explorer.data import load_explorer_data
+    from explorer.skyquery_ui import build_sky_search_section
+    from explorer.state import ExplorerState
+
+    bundle, _ = real_first
+    state = ExplorerState()
+    section = build_sky_search_section(load_explorer_data(bundle.path), state).sky_search
+    section.embed_upload(original_answer(), "first.fits")
+    deadline = time.monotonic() + 60
+    while section.busy and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not section.busy, "the worker finished"
+    assert "sky-query-thumb" in section.card.object and "UMAP transform" in section.card.object
+    assert state.neighbour_ids[0] == 0 and state.selected is None
+    section.box.value = "25:00:00 +10:00:00"
+    assert "sky-status-error" in section.status.object and "RA 25h is out of range" in section.status.object
