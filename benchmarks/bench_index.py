@@ -31,13 +31,16 @@ def time_queries(search, queries: np.ndarray, k: int = 10, warmup: int = 5) -> t
 
 
 def measure_kind(kind: str, emb: np.ndarray, queries: np.ndarray, truth: np.ndarray, exact_ms: float,
-                 settings: list[dict]) -> list[dict]:
+                 settings: list[dict], index=None) -> list[dict]:
+    """Build an index of ``kind`` (or measure the given prebuilt ``index``) under each search setting."""
     t = time.perf_counter()
-    index = build_index(emb, kind=kind)
-    build_s = time.perf_counter() - t
+    index = build_index(emb, kind=kind) if index is None else index
+    build_s = time.perf_counter() - t if kind != "prebuilt" else float("nan")
     nbytes = index_bytes(index)
     rows = []
     for s in settings if kind != "flat" else [{}]:
+        if not _applies(index, s):
+            continue
         search = SimilaritySearch(index, emb, **s).search
         ms, found = time_queries(search, queries)
         rows.append({
@@ -52,8 +55,16 @@ def measure_kind(kind: str, emb: np.ndarray, queries: np.ndarray, truth: np.ndar
     return rows
 
 
+def _applies(index, setting: dict) -> bool:
+    """Whether a search setting changes anything for this index (nprobe means nothing to HNSW and vice versa)."""
+    import faiss
+
+    text = type(faiss.downcast_index(index.index if isinstance(index, faiss.IndexPreTransform) else index)).__name__
+    return ("nprobe" in setting) == ("IVF" in text) or text.startswith("IndexFlat")
+
+
 def exact_baseline_ms(emb: np.ndarray, queries: np.ndarray, repeats: int = 3) -> float:
-    """Median time of one exact query (faiss IndexFlatIP-free numpy path on the memory map, as exact_search)."""
+    """Median time of one exact query with exact_search on the (memory-mapped) float16 embeddings."""
     exact_search(emb, queries[:1])
     ts = []
     for q in queries[:repeats]:
@@ -70,6 +81,7 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--kinds", nargs="+", default=[k for k in KINDS if k != "flat"], choices=KINDS)
+    p.add_argument("--bundle-index", action="store_true", help="measure the bundle's index.faiss, build nothing")
     p.add_argument("--json")
     a = p.parse_args(argv)
     if a.bundle:
@@ -85,13 +97,16 @@ def main(argv=None):
     print(f"exact ground truth for {a.queries} queries: {time.perf_counter() - t:.1f} s", flush=True)
     exact_ms = exact_baseline_ms(emb, queries)
     print(f"exact single query: {exact_ms:.1f} ms", flush=True)
-    settings = [{"ef_search": ef, "rerank": rr} for ef, rr in ((64, 50), (128, 100), (256, 200))]
+    settings = [{"ef_search": ef, "rerank": rr} for ef, rr in ((64, 50), (128, 100), (256, 200), (512, 400))]
+    grid = settings + [{"nprobe": npb, "rerank": rr} for npb, rr in ((16, 100), (32, 100), (64, 200), (128, 400))]
     rows = []
+    if a.bundle_index:
+        import faiss
+
+        index = faiss.read_index(f"{a.bundle}/index.faiss")
+        a.kinds = []
+        rows += measure_kind("prebuilt", emb, queries, truth, exact_ms, grid, index=index)
     for kind in a.kinds:
-        if kind == "ivf_sq8":
-            grid = [{"nprobe": npb, "rerank": 100} for npb in (16, 32, 64)]
-        else:
-            grid = settings
         rows += measure_kind(kind, emb, queries, truth, exact_ms, grid)
     result = {"n": len(emb), "dim": emb.shape[1], "dtype": str(emb.dtype), "exact_single_query_ms": exact_ms,
               "rows": rows}

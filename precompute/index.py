@@ -181,9 +181,8 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int = 10, chunk
 
     Scores each chunk with torch: a few queries in the embeddings' own dtype (a float16 matrix-vector product reads
     2 bytes per value instead of converting the chunk to float32 first: ≈ 20× faster than numpy here), batches in
-    float32 after one conversion per chunk. Keeps a generous
-    shortlist per chunk, and re-scores the shortlist in float32 so ties at float16 resolution cannot change the
-    answer.
+    float32 after one conversion per chunk; on a GPU every chunk is multiplied there in its own dtype. Keeps a
+    generous shortlist per chunk and re-scores it in float32, so ties at float16 resolution cannot change the answer.
     """
     import torch
 
@@ -194,16 +193,17 @@ def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int = 10, chunk
     shortlist = min(n, 4 * k + 32)
     best_s = np.full((len(q), 0), -np.inf, dtype=np.float32)
     best_i = np.empty((len(q), 0), dtype=np.int64)
-    tq = torch.from_numpy(q)
+    gpu = torch.cuda.is_available()
+    tq = torch.from_numpy(q).to("cuda" if gpu else "cpu")
     for start in range(0, n, chunk):
-        if len(q) > 8:  # CPU float16 matrix-matrix products are slow; batches convert once and use float32 BLAS
+        if len(q) > 8 and not gpu:  # CPU float16 matrix-matrix products are slow: convert once, float32 BLAS
             block = torch.from_numpy(_as_f32(embeddings[start : start + chunk]))
         else:
-            block = _as_torch(embeddings[start : start + chunk])
+            block = _as_torch(embeddings[start : start + chunk]).to(tq.device, non_blocking=True)
         s = (tq.to(block.dtype) @ block.T).float()  # (nq, rows)
         top = torch.topk(s, min(shortlist, s.shape[1]), dim=1)
-        all_s = np.concatenate([best_s, top.values.numpy()], axis=1)
-        all_i = np.concatenate([best_i, top.indices.numpy() + start], axis=1)
+        all_s = np.concatenate([best_s, top.values.cpu().numpy()], axis=1)
+        all_i = np.concatenate([best_i, top.indices.cpu().numpy() + start], axis=1)
         keep = np.argsort(-all_s, axis=1, kind="stable")[:, :shortlist]
         best_s, best_i = np.take_along_axis(all_s, keep, axis=1), np.take_along_axis(all_i, keep, axis=1)
     return _rescore(embeddings, q, best_i, k)

@@ -1,0 +1,85 @@
+"""The benchmark driver's quick mode (CI smoke test): every figure is produced, with its source and the machine.
+
+Thresholds are not checked here (the box is shared); docs/SCALING.md has the measured figures.
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_benchmark_produces_every_figure(tmp_path):
+    out = tmp_path / "quick.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=880)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    figures = results["figures"]
+    missing = [name for name in results["figures_expected"] if name not in figures]
+    assert not missing, f"figures not produced: {missing}"
+    assert len(results["figures_expected"]) >= 20
+    for name, fig in figures.items():
+        assert fig["source"] and fig["unit"], name
+        assert fig["value"] is not None and math.isfinite(fig["value"]) and fig["value"] >= 0, (name, fig)
+    assert 0 <= figures["search_recall_at_10"]["value"] <= 1
+    assert figures["lasso_p50_ms"]["inside"] > 0.15 * results["bundle"]["n_objects"]
+    assert results["bundle"]["n_objects"] == 20_000
+    for key in ("cores", "ram_gb", "cpu", "load_average_1_5_15", "software"):
+        assert results["machine"][key], key
+
+
+def test_expected_figures_follow_skips():
+    from benchmarks.run import FIGURES, expected_figures, parse_args
+
+    assert expected_figures(parse_args(["--quick"])) == list(FIGURES)
+    names = expected_figures(parse_args(["--quick", "--skip", "umap", "cold start"]))
+    assert "umap_fit_s" not in names and "app_cold_start_s" not in names and "search_p50_ms" in names
+
+
+def test_lasso_ring_encloses_the_requested_fraction():
+    import numpy as np
+
+    from benchmarks.run import lasso_ring
+    from explorer.selection import lasso_select
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=20_000), rng.normal(size=20_000) * 2
+    xs, ys = lasso_ring(x, y, 0.25)
+    assert 0.2 < len(lasso_select(x, y, xs, ys)) / 20_000 < 0.3
+
+
+def test_dask_render_matches_in_memory_aggregate(tmp_path):
+    import numpy as np
+
+    from benchmarks.scale.dask_render import synthetic_points
+    from precompute.scale import aggregate_points, load_points_dask, points_extent, render_points, \
+        write_points_parquet
+
+    parts = list(synthetic_points(30_000, partition_rows=10_000))
+    write_points_parquet(parts, tmp_path / "points")
+    ddf = load_points_dask(tmp_path / "points")
+    assert ddf.npartitions == 3
+    xr, yr = points_extent(ddf)
+    frame = ddf.compute()
+    lazy = aggregate_points(ddf, xr, yr, 120, 90)
+    eager = aggregate_points(frame, xr, yr, 120, 90)
+    assert int(lazy.sum()) == 30_000 and np.array_equal(lazy.values, eager.values)
+    mean = aggregate_points(ddf, xr, yr, 120, 90, column="colour")
+    np.testing.assert_allclose(mean.values, aggregate_points(frame, xr, yr, 120, 90, column="colour").values,
+                               rtol=1e-5, equal_nan=True)
+    img = render_points(ddf, xr, yr, 120, 90)
+    assert img.shape == (90, 120)
+
+
+def test_load_points_dask_names_the_missing_folder(tmp_path):
+    from precompute.scale import load_points_dask
+
+    with pytest.raises(FileNotFoundError, match="no-such"):
+        load_points_dask(tmp_path / "no-such")
