@@ -3,7 +3,9 @@
 Query encoder + MLP head trained by InfoNCE against one positive key (the other view, encoded by the momentum
 key encoder) and a queue of negative keys from earlier batches. Under DistributedDataParallel, keys are gathered
 from every process before enqueueing and the key batch is shuffled across processes so BatchNorm statistics
-cannot leak which key is the positive ("shuffle BN").
+cannot leak which key is the positive ("shuffle BN"). In a single process the same is emulated by splitting
+each batch into ``bn_splits`` groups with their own BatchNorm statistics and shuffling the key batch before
+grouping (as in the official MoCo CIFAR demo's SplitBatchNorm).
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ from torch import nn
 
 class MoCo(nn.Module):
     def __init__(self, encoder: nn.Module, dim: int = 128, queue_size: int = 65536, momentum: float = 0.999,
-                 temperature: float = 0.1, hidden_dim: int | None = None):
+                 temperature: float = 0.1, hidden_dim: int | None = None, bn_splits: int = 1):
         super().__init__()
-        self.momentum, self.temperature = momentum, temperature
+        self.momentum, self.temperature, self.bn_splits = momentum, temperature, bn_splits
         hidden = hidden_dim or encoder.out_dim
-        self.encoder_q = encoder
+        self.encoder_q = use_split_batchnorm(encoder, bn_splits) if bn_splits > 1 else encoder
         self.head_q = nn.Sequential(nn.Linear(encoder.out_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
         self.encoder_k, self.head_k = copy.deepcopy(self.encoder_q), copy.deepcopy(self.head_q)
         for p in [*self.encoder_k.parameters(), *self.head_k.parameters()]:
@@ -55,9 +57,15 @@ class MoCo(nn.Module):
         q = F.normalize(self.head_q(self.encoder_q(im_q)).float(), dim=1)
         with torch.no_grad():
             self.momentum_update()
-            im_k, unshuffle = _batch_shuffle(im_k)
-            k = F.normalize(self.head_k(self.encoder_k(im_k)).float(), dim=1)
-            k = _batch_unshuffle(k, unshuffle)
+            if self.bn_splits > 1 and not _distributed():
+                order = torch.randperm(im_k.shape[0], device=im_k.device)
+                shuffled = self.head_k(self.encoder_k(im_k[order])).float()
+                k = torch.empty_like(shuffled)
+                k[order] = shuffled
+            else:
+                im_k, unshuffle = _batch_shuffle(im_k)
+                k = _batch_unshuffle(self.head_k(self.encoder_k(im_k)).float(), unshuffle)
+            k = F.normalize(k, dim=1)
         loss, logits, labels = info_nce(q, k, self.queue.clone().detach(), self.temperature)
         self.dequeue_and_enqueue(k)
         return (loss, logits, labels) if return_logits else loss
@@ -109,3 +117,51 @@ def _batch_unshuffle(x: torch.Tensor, unshuffle):
     gathered = concat_all_gather(x)
     mine = unshuffle.view(dist.get_world_size(), -1)[dist.get_rank()]
     return gathered[mine]
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics are computed separately over ``num_splits`` interleaved groups of the
+    batch (sample n in group n % num_splits), as if the batch were spread over that many devices. Evaluation
+    uses the shared running statistics, exactly like BatchNorm2d (same state_dict)."""
+
+    def __init__(self, num_features: int, num_splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if not self.training or n % self.num_splits:
+            return super().forward(x)
+        g = self.num_splits
+        mean, var = self.running_mean.repeat(g), self.running_var.repeat(g)
+        out = F.batch_norm(x.reshape(n // g, g * c, h, w), mean, var, self.weight.repeat(g), self.bias.repeat(g),
+                           True, self.momentum, self.eps).reshape(n, c, h, w)
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(g, c).mean(dim=0))
+            self.running_var.copy_(var.view(g, c).mean(dim=0))
+            self.num_batches_tracked += 1
+        return out
+
+
+def use_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
+    """Swap every BatchNorm2d of ``module`` (in place) for a SplitBatchNorm2d with the same state."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
+            split = SplitBatchNorm2d(child.num_features, num_splits, eps=child.eps, momentum=child.momentum)
+            split.load_state_dict(child.state_dict())
+            setattr(module, name, split.to(child.weight.device))
+        else:
+            use_split_batchnorm(child, num_splits)
+    return module
+
+
+def plain_batchnorm(module: nn.Module) -> nn.Module:
+    """Swap SplitBatchNorm2d back to BatchNorm2d (in place; same state), e.g. before saving the encoder."""
+    for name, child in module.named_children():
+        if isinstance(child, SplitBatchNorm2d):
+            plain = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain.to(child.weight.device))
+        else:
+            plain_batchnorm(child)
+    return module

@@ -29,7 +29,7 @@ from torch import nn
 from .byol import BYOL
 from .embed import resolve_device
 from .encoders import build_encoder, use_channels_last
-from .moco import MoCo
+from .moco import MoCo, plain_batchnorm
 
 METHODS = ("moco", "byol")
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -141,10 +141,12 @@ def default_queue_size(n_images: int, global_batch: int, dim: int = 128, max_byt
 
 
 def build_method(method: str, encoder: nn.Module, n_images: int, global_batch: int, queue_size=None,
-                 method_cfg: dict | None = None) -> nn.Module:
+                 method_cfg: dict | None = None, world: int = 1) -> nn.Module:
     cfg = dict(method_cfg or {})
     if method == "moco":
         cfg.setdefault("queue_size", queue_size or default_queue_size(n_images, global_batch))
+        # one process: emulate shuffle BN with split BatchNorm, groups of >= 32 images (DDP shuffles for real)
+        cfg.setdefault("bn_splits", max(1, min(8, global_batch // 32)) if world == 1 else 1)
         return MoCo(encoder, **cfg)
     if method == "byol":
         # the paper's 4096-wide heads are for 512-d ResNets; scale them down with narrow encoders
@@ -302,7 +304,8 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
         raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
     total_steps = steps_per_epoch * epochs
     seed_everything(seed)     # identical initial weights in every process
-    model = build_method(method, build_encoder(**encoder_cfg), len(images), batch_size, queue_size, method_cfg)
+    model = build_method(method, build_encoder(**encoder_cfg), len(images), batch_size, queue_size, method_cfg,
+                         procs.world)
     seed_everything(seed * 1000 + procs.rank)     # but each process augments differently
     layout = torch.channels_last if use_channels_last(model, device) else torch.contiguous_format
     model = model.to(device).to(memory_format=layout)
@@ -385,7 +388,8 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
         if ckpt_path and row["complete"]:
             _checkpoint(ckpt_path, core, opt, sched, epoch + 1, history, run_key, procs)
 
-    encoder = copy.deepcopy(core.backbone).to("cpu").to(memory_format=torch.contiguous_format).eval()
+    encoder = plain_batchnorm(copy.deepcopy(core.backbone)).to("cpu").to(memory_format=torch.contiguous_format)
+    encoder = encoder.eval()
     return encoder, history
 
 

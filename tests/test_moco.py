@@ -83,3 +83,28 @@ def test_forward_returns_finite_loss_trains_query_only_and_fills_queue():
     assert int(moco.queue_ptr) == 4
     torch.testing.assert_close(moco.queue.norm(dim=0), torch.ones(16))
     assert moco.backbone is moco.encoder_q
+
+
+def test_split_batchnorm_normalises_each_group_and_converts_back_to_plain_batchnorm():
+    from models.moco import SplitBatchNorm2d, plain_batchnorm, use_split_batchnorm
+
+    bn = SplitBatchNorm2d(3, num_splits=2, affine=True)
+    x = torch.randn(8, 3, 5, 5)
+    x[0::2] += 10.0                                     # group 0 (even samples) has a different mean
+    y = bn(x)
+    for group in (y[0::2], y[1::2]):                    # each group normalised by its own statistics
+        torch.testing.assert_close(group.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    enc = use_split_batchnorm(build_encoder("small", 2, width=8), 4)
+    assert any(isinstance(m, SplitBatchNorm2d) for m in enc.modules())
+    plain = plain_batchnorm(enc)
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in plain.modules())
+    assert set(plain.state_dict()) == set(build_encoder("small", 2, width=8).state_dict())
+
+
+def test_single_process_moco_splits_batchnorm_for_both_encoders():
+    moco = MoCo(build_encoder("small", 2, width=8), dim=8, queue_size=16, bn_splits=2)
+    from models.moco import SplitBatchNorm2d
+
+    assert isinstance(moco.encoder_q.bn1, SplitBatchNorm2d) and isinstance(moco.encoder_k.bn1, SplitBatchNorm2d)
+    loss = moco(torch.randn(4, 2, 32, 32), torch.randn(4, 2, 32, 32))
+    assert torch.isfinite(loss)
