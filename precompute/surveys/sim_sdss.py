@@ -53,6 +53,7 @@ SPEC_FRACTION = 0.40          # brightest galaxies and stars with a spectrum
 GZ2_R_LIMIT, GZ2_R90_LIMIT = 17.0, 3.0    # GZ2 sample cut: r_dered < 17, petroR90_r > 3"
 SEEING_R = (1.4, 0.2, 1.0, 2.1)           # mean, sd, min, max of r-band FWHM, arcsec
 DISK_THICKNESS = 0.12                     # intrinsic axis ratio of a disk seen edge-on
+NEIGHBOURS_PER_STAMP, NEIGHBOUR_MIN_PX = 0.6, 25.0
 
 
 # -- filters and spectra ------------------------------------------------------------------------------------
@@ -298,7 +299,34 @@ def draw_params(seed: int, index: int) -> dict:
     truth["r_mag"] = float(truth["r_mag_dered"] + filters()["extinction_R"]["r"] * e_bv)
     truth["g_minus_r_dered"] = float(-2.5 * np.log10(flux[1] / flux[R_BAND]))
     truth["components"] = comps
+    truth["neighbours"] = _field_neighbours(rng)
+    truth["n_neighbours"] = len(truth["neighbours"])
     return truth
+
+
+def _field_neighbours(rng) -> list[dict]:
+    """Unrelated faint stars and galaxies (r 19-22) elsewhere in the stamp, as in real SDSS cutouts: Poisson with
+    mean NEIGHBOURS_PER_STAMP, at least NEIGHBOUR_MIN_PX from the centre. Rendered with the object's PSF and noise
+    but not part of its magnitude, radii or truth."""
+    out = []
+    for _ in range(rng.poisson(NEIGHBOURS_PER_STAMP)):
+        while True:
+            x, y = rng.uniform(-CENTRE, CENTRE, 2)
+            if np.hypot(x, y) >= NEIGHBOUR_MIN_PX:
+                break
+        r_mag = rng.uniform(19.0, 22.0)
+        if rng.uniform() < 0.4:
+            c = _component("point", 1.0, (0, 0, 0), dx=x * PIXEL_SCALE, dy=y * PIXEL_SCALE)
+            c["band_flux"] = nmgy(r_mag) * star_band_factors(rng.uniform(3200.0, 9500.0))
+        else:
+            young = rng.uniform()
+            sed = sed_band_factors((1 - young, young, 0), rng.uniform(0.1, 0.4))
+            c = _component("sersic", 1.0, (1 - young, young, 0), n=_sersic_n(rng, 1.0, 4.0),
+                           hlr=rng.uniform(0.4, 1.5), q=rng.uniform(0.3, 1.0), pa=rng.uniform(0, 180),
+                           dx=x * PIXEL_SCALE, dy=y * PIXEL_SCALE)
+            c["band_flux"] = nmgy(r_mag) * sed / sed[R_BAND]
+        out.append(c)
+    return out
 
 
 def _star_or_artefact(rng, gtype: str, truth: dict) -> list[dict]:
@@ -448,7 +476,7 @@ def _component_map(c: dict, ox: float, oy: float, rng) -> np.ndarray:
     if kind == "tails":
         return _tails_map(c, ox, oy, rng)
     if kind == "point":
-        return _point_map(ox, oy)
+        return _point_map(dx, dy)
     raise ValueError(f"unknown component kind {kind!r}")
 
 
@@ -471,11 +499,10 @@ def _tails_map(c: dict, ox: float, oy: float, rng) -> np.ndarray:
 def _point_map(ox: float, oy: float, spike_frac: float = 0.01) -> np.ndarray:
     """A point source with faint diffraction spikes along rows and columns (visible only when bright)."""
     img = _deposit(np.array([[ox, oy]]), np.array([1.0 - spike_frac]))
-    profile = (1.0 + np.abs(np.arange(STAMP) - CENTRE - np.round(ox)) / 3.0) ** -2
-    profile /= profile.sum()
     row, col = CENTRE + int(round(oy)), CENTRE + int(round(ox))
-    img[row, :] += spike_frac / 2 * profile
-    img[:, col] += spike_frac / 2 * profile
+    for centre, line in ((col, img[row, :]), (row, img[:, col])):      # views: spikes along the row and column
+        profile = (1.0 + np.abs(np.arange(STAMP) - centre) / 3.0) ** -2
+        line += spike_frac / 2 * profile / profile.sum()
     return img
 
 
@@ -559,6 +586,9 @@ def render_object(task: tuple[int, dict]) -> tuple[np.ndarray, dict, dict]:
     pre, model = noiseless_model(p, rng)
     measured = {"half_light_radius_arcsec": _light_radii(pre[R_BAND], (0.5,))[0]}
     measured["r50_arcsec"], measured["petro_r90_arcsec"] = _light_radii(model[R_BAND])
+    if p["neighbours"]:
+        _, field = noiseless_model({**p, "components": p["neighbours"], "dust_lane_tau_v": 0.0}, rng)
+        model = model + field
     for c in p["components"]:
         if c["kind"] in _ARTEFACTS:
             for b in range(len(BANDS)):
@@ -725,7 +755,7 @@ def _specz(p: dict, has_spec: bool, seed: int) -> tuple[float, float]:
 
 
 def _truth_row(p: dict, measured: dict, objid: int, has_spec: bool) -> dict:
-    row = {k: v for k, v in p.items() if k not in ("components", "index")}
+    row = {k: v for k, v in p.items() if k not in ("components", "neighbours", "index")}
     row.update(measured)
     row.update(ObjID=objid, has_specz=bool(has_spec))
     row["in_gz2"] = bool(row["r_mag_dered"] < GZ2_R_LIMIT and measured["petro_r90_arcsec"] > GZ2_R90_LIMIT)
