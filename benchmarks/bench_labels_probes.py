@@ -82,7 +82,7 @@ def bench_fit(args, rng, results):
     direction = rng.normal(size=d).astype(np.float32)
     s = emb[:, :].astype(np.float32) @ direction
     s = (s - s.mean()) / s.std()
-    frac = 1 / (1 + np.exp(-2 * s))
+    frac = 1 / (1 + np.exp(-(2 * s + rng.normal(scale=1.5, size=len(s)))))  # noisy: not perfectly separable
     split = np.array(["train"] * n_train + ["test"] * n_test, dtype=object)
     target = P.ProbeTarget("planted_fraction", "fraction", frac)
     P.fit_probe(emb[:2000], P.ProbeTarget("w", "fraction", frac[:2000]), np.where(np.arange(2000) % 5 == 0, "test", "train").astype(object))  # warm-up (imports, code paths)

@@ -100,8 +100,9 @@ def attach_map_selection(view, plot_pane=None) -> tuple:
         session.selection_method = "box"
         state.selection_ids = box_select(x, y, *bounds)
 
-    lasso = hv.streams.Lasso(source=view.colour)
-    box = hv.streams.BoundsXY(source=view.colour)
+    source = view.tap.source  # the map's data layer, whatever the view calls it
+    lasso = hv.streams.Lasso(source=source)
+    box = hv.streams.BoundsXY(source=source)
     lasso.add_subscriber(on_lasso)
     box.add_subscriber(on_box)
     if plot_pane is not None:

@@ -121,3 +121,25 @@ def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_di
                        timeout=60, message="the label after a reload")
     assert f"{n_selected:,}" in listing[0].text
     driver.save_screenshot(str(screenshot_dir / "labels-03-after-reload.png"))
+
+
+def test_probe_fits_off_thread_and_shows_metrics_and_candidates(browser, labels_server, screenshot_dir):
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser
+    if "labels_ui" not in driver.current_url:
+        driver.get(labels_server.url)
+        _wait_for_map(driver)
+    target = wait_for(lambda: [s for s in deep_query_all(driver, "select")
+                               if "My labels (multinomial)" in s.text], message="the probe target select")[0]
+    Select(target).select_by_visible_text("GZ2 smooth fraction")
+    time.sleep(0.5)
+    fit = _button(driver, "Fit probe")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", fit)
+    fit.click()
+    metrics = wait_for(lambda: [e for e in deep_query_all(driver, ".probe-metrics") if "auc" in e.text], timeout=60,
+                       message="the probe's test metrics")[0]
+    assert "gz2_smooth_fraction" in metrics.text and "soft-bce" in metrics.text
+    thumbs = wait_for(lambda: deep_query_all(driver, "img.candidate-thumb"), message="labelling candidates")
+    assert len(thumbs) == 8 and all(t.get_attribute("src").startswith("data:image/") for t in thumbs)
+    driver.save_screenshot(str(screenshot_dir / "labels-04-probe.png"))
