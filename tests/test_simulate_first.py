@@ -86,7 +86,8 @@ def test_header_mimics_the_real_cutouts():
 
 def test_wcs_puts_the_source_at_the_catalogue_position(survey):
     _, cat, images, headers = survey
-    for i in np.flatnonzero((cat["fr_class"] == "compact").to_numpy())[:8]:
+    alone = (cat["n_background"] == 0).to_numpy()
+    for i in np.flatnonzero((cat["fr_class"] == "compact").to_numpy() & alone)[:8]:
         w = WCS(headers[i])
         img = images[i]
         y, x = np.unravel_index(np.argmax(img), img.shape)
@@ -147,7 +148,7 @@ def test_frii_brightness_peaks_farther_out_than_fri(survey):
         y, x = np.unravel_index(np.argmax(images[i]), images[i].shape)
         return np.hypot(xx[y, x], yy[y, x]) * sim_first.PIXEL_SCALE / (cat["las_arcsec"].iloc[i] / 2)
 
-    ok = (cat["las_arcsec"] > 25).to_numpy()
+    ok = (cat["las_arcsec"] > 25).to_numpy() & (cat["n_background"] == 0).to_numpy()
     fri = [peak_offset(i) for i in np.flatnonzero(ok & (cat["fr_class"] == "FRI").to_numpy())]
     frii = [peak_offset(i) for i in np.flatnonzero(ok & (cat["fr_class"] == "FRII").to_numpy())]
     assert len(fri) >= 4 and len(frii) >= 4
@@ -156,7 +157,7 @@ def test_frii_brightness_peaks_farther_out_than_fri(survey):
 
 def test_las_follows_physical_size_and_redshift(survey):
     _, cat, images, _ = survey
-    ext = cat[cat["fr_class"] != "compact"]
+    ext = cat[(cat["fr_class"] != "compact") & (cat["n_background"] == 0)]
     expected = ext["lls_kpc"] * np.sin(np.deg2rad(ext["viewing_angle_deg"])) / kpc_per_arcsec(ext["z"])
     np.testing.assert_allclose(ext["las_arcsec"], expected, rtol=1e-6)
     yy, xx = np.mgrid[0:150, 0:150] - sim_first.CENTRE
@@ -167,6 +168,16 @@ def test_las_follows_physical_size_and_redshift(survey):
     assert spearmanr(ext["las_arcsec"], measured).statistic > 0.7
     small = ext["las_arcsec"] < 60
     assert np.median(np.array(measured)[small.to_numpy()] / ext["las_arcsec"][small]) == pytest.approx(1.0, abs=0.5)
+
+
+def test_field_sources_appear_away_from_the_target(survey):
+    _, cat, images, _ = survey
+    assert 0.2 < cat["n_background"].mean() < 1.0
+    yy, xx = np.mgrid[0:150, 0:150] - sim_first.CENTRE
+    far = np.hypot(xx, yy) > 45
+    busy = images[(cat["n_background"] > 0).to_numpy() & (cat["las_arcsec"] < 40).to_numpy()]
+    quiet = images[(cat["n_background"] == 0).to_numpy() & (cat["las_arcsec"] < 40).to_numpy()]
+    assert np.median([im[far].max() for im in busy]) > 2 * np.median([im[far].max() for im in quiet])
 
 
 def test_bent_tails_bend(survey):

@@ -31,6 +31,7 @@ CENTRE = (IMAGE - 1) / 2.0             # 0-based pixel of CRPIX 75.5
 SIGMA_BEAM = BEAM_FWHM / 2.3548 / PIXEL_SCALE     # px
 CLASS_PROBABILITIES = {"FRI": 0.35, "FRII": 0.35, "compact": 0.15, "bent": 0.15}
 MAX_LAS = 240.0                        # arcsec: the whole source stays inside the 270" field
+BACKGROUND_PER_CUTOUT, BACKGROUND_MIN_PX = 0.5, 40.0
 CATALOG_COLUMNS = ["file", "ra", "dec", "fr_class", "confidence", "morphology", "label_code", "z", "las_arcsec",
                    "log_l1p4_w_hz"]
 
@@ -100,7 +101,26 @@ def draw_params(seed: int, index: int) -> dict:
                  bend_side=float(rng.choice([-1.0, 1.0])))
     p["confidence"] = _confidence(p, rng)
     p["label_code"] = _label_code(p)
+    p["background"] = _background_sources(rng)
+    p["n_background"] = len(p["background"])
     return p
+
+
+def _background_sources(rng) -> list[list[float]]:
+    """Unrelated field sources in the cutout, as Gaussian rows (x, y, sigma_maj, sigma_min, pa, flux): FIRST has
+    ~90 sources per deg^2 above 1 mJy, ~0.5 per 4.5' cutout; dN/dS ∝ S^-1.8 from 1 to 50 mJy; mostly unresolved;
+    kept >= BACKGROUND_MIN_PX from the centre."""
+    rows = []
+    for _ in range(rng.poisson(BACKGROUND_PER_CUTOUT)):
+        while True:
+            x, y = rng.uniform(-CENTRE, CENTRE, 2)
+            if np.hypot(x, y) >= BACKGROUND_MIN_PX:
+                break
+        s_min, s_max, slope = 1e-3, 50e-3, -0.8          # inverse CDF of dN/dS ∝ S^-1.8
+        flux = (s_min**slope + rng.uniform() * (s_max**slope - s_min**slope)) ** (1 / slope)
+        size = rng.uniform(0.0, 1.5)
+        rows.append([float(x), float(y), size, size * rng.uniform(0.5, 1.0), float(rng.uniform(0, 180)), float(flux)])
+    return rows
 
 
 def _confidence(p: dict, rng) -> str:
@@ -272,10 +292,11 @@ def render_source(task: tuple[int, dict, str]) -> dict:
     seed, p, out = task
     rng = object_rng(seed, p["index"], STREAM_PIXELS)
     sky = render_gaussians(source_gaussians(p, rng))
-    image = sky + sidelobe_stripes(rng, sky) + beam_noise(rng, p["noise_mjy_beam"] / 1e3)
+    field = render_gaussians(np.array(p["background"])) if p["background"] else 0.0
+    image = sky + field + sidelobe_stripes(rng, sky) + beam_noise(rng, p["noise_mjy_beam"] / 1e3)
     rel = f"cutouts/{cutout_name(p)}"
     write_cutout(Path(out) / rel, image, fits_header(p["ra"], p["dec"]), p["index"])
-    row = {k: v for k, v in p.items() if k not in ("index", "bend_side")}
+    row = {k: v for k, v in p.items() if k not in ("index", "bend_side", "background")}
     row["file"] = rel
     row["peak_mjy_beam"] = float(image.max() * 1e3)
     return row
