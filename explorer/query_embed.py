@@ -84,9 +84,10 @@ class QueryEmbedder:
         """(cutout size in pixels, pixel scale in arcsec, number of bands) of the bundle's stored images."""
         config = getattr(self.embedder, "config", {}) or {}
         survey = self._survey()
-        size = config.get("cutout_size") or self.bundle.manifest.get("cutout_size") or getattr(survey, "cutout_size", None)
-        scale = self.bundle.manifest.get("pixel_scale_arcsec") or getattr(survey, "pixel_scale_arcsec", None)
-        bands = config.get("bands") or self.bundle.manifest.get("bands") or getattr(survey, "bands", ())
+        manifest = self.bundle.manifest
+        size = config.get("cutout_size") or manifest.get("cutout_size") or getattr(survey, "cutout_size", None)
+        scale = manifest.get("pixel_scale_arcsec") or getattr(survey, "pixel_scale_arcsec", None)
+        bands = config.get("bands") or manifest.get("bands") or getattr(survey, "bands", ())
         if not size or not scale:
             raise QueryError(f"{self.bundle.path / 'manifest.json'}: the bundle does not say its cutout size and "
                              "pixel scale, so a new cutout cannot be matched to its images.")
@@ -142,7 +143,8 @@ class QueryEmbedder:
         planes, header = _read_planes(content, name)
         if len(planes) != n_bands:
             raise QueryError(f"{name} has {len(planes)} image plane(s) but this bundle's images have {n_bands} "
-                             f"band(s) ({', '.join(self.bundle.manifest.get('bands', []))}); upload one plane per band.")
+                             f"band(s) ({', '.join(self.bundle.manifest.get('bands', []))}); upload one plane per "
+                             "band.")
         if coord is None:
             coord = _image_centre(header, planes[0].shape, name)
         target = online.target_wcs(coord, size, scale)
@@ -159,7 +161,8 @@ class QueryEmbedder:
         sims, ids = self.search.search(vec[None], k=k)
         ids, sims = ids[0][ids[0] >= 0], sims[0][ids[0] >= 0]
         xy, placement = self.place(vec, ids)
-        return QueryResult(image=np.asarray(image, dtype=np.float32), header=header if header is not None else fits.Header(),
+        return QueryResult(image=np.asarray(image, dtype=np.float32),
+                           header=header if header is not None else fits.Header(),
                            embedding=vec, neighbour_ids=ids, similarities=sims, map_xy=xy, placement=placement,
                            coord=coord, notes=list(notes or []))
 

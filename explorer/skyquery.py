@@ -11,7 +11,8 @@
 
 Every position is an ICRS ``SkyCoord``. A bad input gives one message saying what was understood and what was not.
 
-``CatalogueMatcher`` holds the catalogue ``SkyCoord`` of one bundle and its KD-tree (built once) and answers "which object is this?" with a radius, the nearest object and its separation,
+``CatalogueMatcher`` holds the catalogue ``SkyCoord`` of one bundle and its KD-tree (built once) and answers
+"which object is this?" with a radius, the nearest object and its separation,
 and whether the position lies inside the bundle's footprint.
 """
 from __future__ import annotations
@@ -168,7 +169,8 @@ def _check_sexagesimal(ra_parts, dec_parts, source: str) -> None:
     if dm >= 60 or ds >= 60:
         problems.append("Dec arcminutes and arcseconds must be below 60")
     if problems:
-        raise _Unparsable(f"Read {source} as sexagesimal (RA in hours, Dec in degrees), but " + "; ".join(problems) + ".")
+        raise _Unparsable(f"Read {source} as sexagesimal (RA in hours, Dec in degrees), but "
+                          + "; ".join(problems) + ".")
 
 
 def _split_sexagesimal(raw: str):

@@ -95,14 +95,15 @@ class SkySearch:
         self.matcher = matcher_for(data)
         self.position: ParsedPosition | None = None
         self.match: LocalMatch | None = None
-        self.box = pn.widgets.TextInput(name="Position or object name", placeholder="RA Dec, J-name, SkyServer URL or name",
+        self.box = pn.widgets.TextInput(label="Position or object name",
+                                        placeholder="RA Dec, J-name, SkyServer URL or name",
                                         css_classes=["sky-search-input"], sizing_mode="stretch_width")
-        self.go = pn.widgets.Button(name="Find", button_type="primary", width=70, css_classes=["sky-search-go"])
-        self.radius = pn.widgets.FloatInput(name="Match radius (arcsec)", value=3.0, start=0.1, end=600, step=0.5,
+        self.go = pn.widgets.Button(label="Find", color="primary", width=70, css_classes=["sky-search-go"])
+        self.radius = pn.widgets.FloatInput(label="Match radius (arcsec)", value=3.0, start=0.1, end=600, step=0.5,
                                             width=150)
         self.status = pn.pane.HTML(_status("info", "e.g. 201.42 +23.38 · 13:25:41 +23:22:53 · J132541+232253"),
                                    sizing_mode="stretch_width", css_classes=["sky-status-pane"])
-        self.fetch = pn.widgets.Button(name="Fetch the survey cutout here and search", button_type="success",
+        self.fetch = pn.widgets.Button(label="Fetch the survey cutout here and search", color="success",
                                        visible=False, css_classes=["sky-fetch"], sizing_mode="stretch_width")
         self.upload = pn.widgets.FileInput(accept=".fits,.fit,.fits.gz,.fts", multiple=False,
                                            css_classes=["sky-upload"], sizing_mode="stretch_width")

@@ -12,7 +12,6 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from precompute.surveys import online
 from precompute.surveys.online import FetchError, fetch_cutout
 from recorded.replay import ReplayServer, skyview_routes
 

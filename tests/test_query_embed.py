@@ -7,7 +7,6 @@ precompute.encoder.load_embedder — the pipeline's trained FIRST bundle was not
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
