@@ -16,9 +16,9 @@ import argparse
 import json
 import time
 
+import models  # noqa: F401  (first: sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP)
 import numpy as np
 import torch
-
 from models.augment import build_augmentations, compute_mad
 from models.encoders import build_encoder, use_channels_last
 from models.moco import MoCo

@@ -19,7 +19,7 @@ def one_thread():
 
 @pytest.mark.parametrize("arch, stem, width, channels, size, dim", [
     ("small", "standard", 8, 5, 64, 64),
-    ("small", "hayat", None, 1, 32, 256),
+    ("small", "hayat", None, 1, 32, 128),
     ("resnet18", "standard", None, 1, 70, 512),
     ("resnet50", "hayat", None, 5, 16, 2048),
 ])
