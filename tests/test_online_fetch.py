@@ -90,12 +90,20 @@ def test_resamples_when_the_service_scale_differs(server):
 
 
 def test_timeout_is_retried_once_then_reported(server, first_answer):
-    server.route("POST", FIRST_PATH, first_answer, delay=3.0)
+    server.route("POST", FIRST_PATH, first_answer, delay=5.0)
     t = time.perf_counter()
-    with pytest.raises(FetchError, match=r"FIRST cutout server did not answer within 0.5 s"):
-        fetch_cutout("first", centre_of(first_answer), 64, 1.8, timeout=0.5, retries=1)
+    with pytest.raises(FetchError, match=r"FIRST cutout server did not answer within 1.0 s"):
+        fetch_cutout("first", centre_of(first_answer), 64, 1.8, timeout=1.0, retries=1)
     assert server.hits[("POST", FIRST_PATH)] == 2
-    assert time.perf_counter() - t < 6
+    assert time.perf_counter() - t < 8
+
+
+def test_fallback_is_skipped_when_the_time_budget_is_spent(server, first_answer):
+    server.route("POST", FIRST_PATH, first_answer, delay=5.0)
+    skyview_routes(server, first_answer)
+    with pytest.raises(FetchError, match=r"SkyView was not tried: the 2.0 s allowed"):
+        fetch_cutout("first", centre_of(first_answer), 64, 1.8, timeout=1.0, retries=1)
+    assert server.hits[("GET", "/current/cgi/basicform.pl")] == 0
 
 
 def test_http_500_is_retried_and_falls_back_to_skyview(server, first_answer):

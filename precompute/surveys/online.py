@@ -19,7 +19,8 @@ Surface-brightness units (Jy/beam, nanomaggies per HiPS pixel at the requested s
 
 Failures raise :class:`FetchError` with one sentence naming the service and what happened: cannot connect,
 timed out, HTTP status, empty / not-FITS / truncated / corrupt FITS, no celestial WCS, mostly blank (NaN) cutout.
-Connection problems, timeouts, HTTP 5xx and broken files are retried ``retries`` times; HTTP 4xx is not. A few NaN
+Connection problems, timeouts, HTTP 5xx and broken files are retried ``retries`` times; HTTP 4xx is not. The whole
+fetch, fallback service included, is bounded by ``timeout * (retries + 1)`` seconds. A few NaN
 pixels are filled with the cutout's median and counted in the header (``NANFILL``).
 
 Service URLs default to astroquery's configuration and can be pointed elsewhere (a mirror, or a local recorded
@@ -34,6 +35,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -75,10 +77,15 @@ def fetch_cutout(survey, coord: SkyCoord, size_pix: int, pixel_scale_arcsec: flo
         if cached is not None:
             return cached
     target = target_wcs(coord, size_pix, pixel_scale_arcsec)
+    budget = timeout * (retries + 1)  # the whole fetch, fallbacks included, waits no longer than one service may
+    deadline = time.monotonic() + budget
     errors = []
     for label, service in _services_for(name):
+        if deadline - time.monotonic() < 0.5:
+            errors.append(f"{label} was not tried: the {budget:.1f} s allowed for this fetch were spent.")
+            continue
         try:
-            planes = _with_retries(lambda: service(coord, target, bands, timeout), retries)
+            planes = _with_retries(lambda t: service(coord, target, bands, t), retries, timeout, deadline)
             image = np.stack([resample_to_grid(data, hdr, target, label) for data, hdr in planes]).astype(np.float32)
             image, n_filled = fill_few_nans(image, label)
             header = _result_header(target, name, label, n_filled)
@@ -286,7 +293,7 @@ def _call(what: str, timeout: float, request):
     try:
         return request()
     except (requests.exceptions.Timeout, TimeoutError) as e:
-        raise _Retryable(f"{what} did not answer within {timeout:g} s (slow or down).") from e
+        raise _Retryable(f"{what} did not answer within {timeout:.1f} s (slow or down).") from e
     except requests.exceptions.ConnectionError as e:
         raise _Retryable(f"{what} could not be reached (service down or no network: {_short(e)}).") from e
     except requests.exceptions.HTTPError as e:
@@ -310,12 +317,14 @@ def _short(e: Exception) -> str:
     return str(e).splitlines()[0][:160] if str(e) else type(e).__name__
 
 
-def _with_retries(attempt, retries: int):
+def _with_retries(attempt, retries: int, timeout: float, deadline: float):
+    """``attempt(timeout)`` up to ``retries + 1`` times while time is left before ``deadline``."""
     for n in range(retries + 1):
+        left = deadline - time.monotonic()
         try:
-            return attempt()
+            return attempt(max(0.5, min(timeout, left)))
         except _Retryable:
-            if n == retries:
+            if n == retries or deadline - time.monotonic() < 0.1:
                 raise
 
 
