@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
@@ -182,3 +183,54 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     assert state.neighbour_ids[0] == 0 and state.selected is None
     section.box.value = "25:00:00 +10:00:00"
     assert "sky-status-error" in section.status.object and "RA 25h is out of range" in section.status.object
+
+
+def test_sdss_query_fetches_five_bands_in_order_and_finds_itself(tmp_path, monkeypatch):
+    """An SDSS bundle of synthetic ugriz galaxies; hips2fits (replayed) answers each band of object 0 on the
+    requested grid, so fetch -> embed must land on object 0's stored embedding."""
+    import json
+
+    import torch
+    from astropy.wcs import WCS
+
+    from models.encoders import build_encoder
+    from models.io import save_encoder
+    from precompute.bundle import assign_splits, write_bundle
+    from precompute.encoder import load_embedder
+    from precompute.surveys.sdss import SDSS
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    n, size = 24, 107
+    yy, xx = np.mgrid[:size, :size] - 53.0
+    images = np.stack([np.stack([(b + 1) * np.exp(-np.hypot(xx * rng.uniform(0.5, 1), yy) / rng.uniform(2, 9))
+                                 for b in range(5)]) for _ in range(n)]).astype(np.float32)
+    images += rng.normal(0, 0.01, images.shape).astype(np.float32)
+    torch.manual_seed(0)
+    config = {"arch": "small", "in_channels": 5, "stem": "hayat", "width": 8, "survey": "sdss",
+              "bands": list("ugriz"), "cutout_size": size, "preprocessing": SDSS().fit_preprocessing(images)}
+    save_encoder(build_encoder("small", 5, stem="hayat", width=8), config, tmp_path / "encoder")
+    emb = load_embedder(tmp_path / "encoder")(images)
+    catalog = pd.DataFrame({"object_id": [f"G{i}" for i in range(n)], "ra": rng.uniform(150, 160, n),
+                            "dec": rng.uniform(0, 10, n), "umap_x": rng.normal(size=n), "umap_y": rng.normal(size=n),
+                            "split": assign_splits(n)})
+    bundle = Bundle.open(write_bundle(tmp_path / "sdss", catalog=catalog, embeddings=emb, thumbnails=[b"x"] * n,
+                                      manifest={"survey": "sdss", "bands": list("ugriz"), "pixel_scale_arcsec": 0.396,
+                                                "model": {"method": "none (test)"}},
+                                      encoder_dir=tmp_path / "encoder"))
+
+    def hips2fits(query):
+        header = fits.Header(json.loads(query["wcs"][0]))
+        band = "ugriz".index(query["hips"][0].rsplit("/", 1)[1])
+        buf = io.BytesIO()
+        fits.PrimaryHDU(images[0, band], header=WCS(header).to_header()).writeto(buf)
+        return buf.getvalue()
+
+    with ReplayServer() as srv:
+        srv.route("GET", "/hips2fits", hips2fits, content_type="application/fits")
+        monkeypatch.setenv("SKYQUERY_HIPS2FITS_URL", srv.url("/hips2fits"))
+        coord = SkyCoord(catalog["ra"][0], catalog["dec"][0], unit="deg")
+        result = QueryEmbedder(bundle, timeout=5).from_position(coord, k=3)
+    assert srv.hits[("GET", "/hips2fits")] == 5
+    np.testing.assert_allclose(result.image, images[0], atol=1e-6)
+    assert result.neighbour_ids[0] == 0 and cosine(result.embedding, bundle.embeddings[0]) >= 0.98
