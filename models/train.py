@@ -367,8 +367,9 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
             losses.append(loss.detach())
             done += 1
             if bar is not None:
-                rate = done * batch_size / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:.0f}")
+                if done % 10 == 1 or done == len(batches):     # reading the loss syncs the GPU: not every step
+                    rate = done * batch_size / (time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{float(losses[-1]):.4f}", img_s=f"{rate:.0f}", refresh=False)
                 bar.update()
             if max_steps is not None and step >= max_steps:
                 break
