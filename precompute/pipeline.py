@@ -23,7 +23,11 @@ SURVEY_DEFAULTS = {
     "first": {"epochs": 20, "batch_size": 128},
     "sdss": {"epochs": 10, "batch_size": 256},
 }
-DEMO = {"n": 20_000, "epochs": 4, "batch_size": 256, "arch": "small", "stem": "hayat"}
+# The demo must finish in ~10 min on 2 CPU cores including simulating 20k galaxies: a narrow ResNet with the
+# standard (strided) stem, trained on a 6,000-image subset (SSL does not need every image to learn the features;
+# all 20k are embedded). Measured: ~23 ms CPU per image-epoch for this encoder vs ~33 ms with the Hayat stem at
+# half the width.
+DEMO = {"n": 20_000, "epochs": 2, "batch_size": 256, "arch": "small", "stem": "standard", "train_limit": 6000}
 
 
 def add_arguments(parser, command: str) -> None:
@@ -43,6 +47,8 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke tests)")
+    parser.add_argument("--train-limit", type=int,
+                        help="train on a random subset of at most this many images (all are embedded)")
     parser.add_argument("--method", choices=("moco", "byol"), help="default: the survey's")
     parser.add_argument("--arch", choices=("small", "resnet18", "resnet50"), help="default: the survey's")
     parser.add_argument("--stem", choices=("hayat", "standard"))
@@ -64,7 +70,8 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
         survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
         sources=sources, method=args.method, arch=pick("arch"), stem=pick("stem"), width=args.width,
         epochs=pick("epochs"), batch_size=pick("batch_size"), lr=args.lr, optimizer=args.optimizer,
-        max_steps=args.max_steps, queue_size=args.queue_size, seed=args.seed, device=args.device,
+        max_steps=args.max_steps, train_limit=pick("train_limit"), queue_size=args.queue_size, seed=args.seed,
+        device=args.device,
         num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
         progress=not args.no_progress, source_note=source_note or {})
 

@@ -44,6 +44,7 @@ class Config:
     lr: float | None = None
     optimizer: str = "sgd"
     max_steps: int | None = None
+    train_limit: int | None = None  # train on a seeded random subset of at most this many images (embed all)
     queue_size: int | None = None
     seed: int = 0
     device: str | None = None
@@ -132,11 +133,19 @@ def augmentation_params(survey, normalised: np.ndarray) -> dict:
     return {"crop": survey.crop_size}
 
 
-def normalise_to(survey, images: np.ndarray, params: dict, path: Path, chunk: int = 2048) -> np.ndarray:
-    """Normalised full-size training images, written chunk by chunk to a memory-mapped .npy."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=images.shape)
-    for s in range(0, len(images), chunk):
-        out[s : s + chunk] = survey.normalise(np.asarray(images[s : s + chunk]), params)
+def training_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Rows to train on: all, or a seeded random subset of ``limit`` (sorted, for sequential reads)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def normalise_to(survey, images: np.ndarray, rows: np.ndarray, params: dict, path: Path,
+                 chunk: int = 2048) -> np.ndarray:
+    """Normalised full-size training images (``images[rows]``), written chunk by chunk to a memory-mapped .npy."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(rows),) + images.shape[1:])
+    for s in range(0, len(rows), chunk):
+        out[s : s + chunk] = survey.normalise(np.asarray(images[rows[s : s + chunk]]), params)
     out.flush()
     return np.load(path, mmap_mode="r")
 
@@ -145,7 +154,7 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
     survey = get_survey(cfg.survey)
     params = {"method": cfg.method, "encoder": encoder_config(cfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "optimizer": cfg.optimizer, "max_steps": cfg.max_steps, "queue_size": cfg.queue_size,
-              "seed": cfg.seed}
+              "seed": cfg.seed, "train_limit": cfg.train_limit}
 
     def build(tmp: Path, key: str) -> None:
         from models.augment import build_augmentations
@@ -154,8 +163,9 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
 
         _, images = load_ingest(ing)
         ckpt = wd.checkpoint_dir("train", key)
+        rows = training_rows(len(images), cfg.train_limit, cfg.seed)
         prep = survey.fit_preprocessing(images)
-        normalised = normalise_to(survey, images, prep, ckpt / "normalised.npy")
+        normalised = normalise_to(survey, images, rows, prep, ckpt / "normalised.npy")
         aug_params = augmentation_params(survey, normalised)
         augment = build_augmentations(survey.name, **aug_params)
         t0 = time.perf_counter()
@@ -167,7 +177,8 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
         config = {**encoder_config(cfg), "survey": survey.name, "method": cfg.method, "preprocessing": prep,
                   "augmentations": aug_params, "crop_size": survey.crop_size, "cutout_size": survey.cutout_size,
                   "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
-                  "epochs": cfg.epochs, "train_seconds": round(time.perf_counter() - t0, 1)}
+                  "epochs": cfg.epochs, "n_train_images": int(len(rows)),
+                  "train_seconds": round(time.perf_counter() - t0, 1)}
         save_encoder(encoder, config, tmp / "encoder")
         (tmp / "history.json").write_text(json.dumps(_jsonable(history), indent=2))
         del normalised
@@ -285,7 +296,8 @@ def manifest_for(cfg: Config, survey, catalog: pd.DataFrame, train_res: StageRes
         "crop_size": survey.crop_size,
         "model": {"method": cfg.method, "architecture": cfg.arch, "stem": cfg.stem, "width": cfg.width,
                   "embedding": "encoder representation, L2-normalised", "epochs": cfg.epochs,
-                  "batch_size": cfg.batch_size, "checkpoint": _checkpoint_name(train_res.path / "encoder"),
+                  "batch_size": cfg.batch_size, "n_train_images": enc_cfg.get("n_train_images"),
+                  "checkpoint": _checkpoint_name(train_res.path / "encoder"),
                   "train_seconds": enc_cfg.get("train_seconds")},
         "umap": umap_params,
         "colour_by": colour_by,
