@@ -70,6 +70,18 @@ class WorkDir:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = log
+        self.remove_dead_partials()
+
+    def remove_dead_partials(self) -> None:
+        """Delete half-built stage folders left by runs that were killed (their process no longer exists)."""
+        for d in self.root.glob(".*.partial-*"):
+            try:
+                pid = int(d.name.rsplit("-", 1)[1])
+                os.kill(pid, 0)  # raises if no such process
+            except ProcessLookupError:
+                shutil.rmtree(d, ignore_errors=True)
+            except (ValueError, PermissionError):
+                pass  # not ours to judge
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"
