@@ -83,3 +83,24 @@ def test_load_points_dask_names_the_missing_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no-such"):
         load_points_dask(tmp_path / "no-such")
+
+
+def test_bundle_catalogue_repartitions_into_map_points(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from precompute.scale import catalog_to_points_parquet, load_points_dask
+
+    n = 2_500
+    cat = pd.DataFrame({"object_id": [f"o{i}" for i in range(n)], "umap_x": np.linspace(0, 1, n),
+                        "umap_y": np.linspace(1, 2, n), "redshift": np.where(np.arange(n) % 3, 0.1, np.nan)})
+    cat.to_parquet(tmp_path / "catalog.parquet", index=False)
+    out = catalog_to_points_parquet(tmp_path / "catalog.parquet", tmp_path / "points",
+                                    columns=["umap_x", "umap_y", "redshift"], rows_per_partition=1_000)
+    ddf = load_points_dask(out)
+    assert ddf.npartitions == 3
+    back = ddf.compute()
+    assert len(back) == n and str(back["umap_x"].dtype) == "float32"
+    assert back["redshift"].isna().sum() == cat["redshift"].isna().sum()  # nulls stay nulls
+    with pytest.raises(ValueError, match="no columns"):
+        catalog_to_points_parquet(tmp_path / "catalog.parquet", tmp_path / "p2", columns=["umap_z"])
