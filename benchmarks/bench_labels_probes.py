@@ -90,7 +90,8 @@ def bench_fit(args, rng, results):
     probe = P.fit_probe(emb, target, split, max_iter=args.max_iter)
     total = time.perf_counter() - t
     results["probe_fit"] = {"n_train": probe.n_train, "dim": d, "seconds_total": total,
-                            "seconds_fit_only": probe.fit_seconds, "max_iter": args.max_iter, "target_s": 3,
+                            "seconds_fit_only": probe.fit_seconds, "stages": probe.timings,
+                            "max_iter": args.max_iter, "target_s": 3,
                             "test_auc": probe.metrics.get("auc"), "test_acc": probe.metrics.get("acc")}
     return probe
 

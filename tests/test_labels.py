@@ -152,3 +152,55 @@ def test_two_writer_threads_share_one_store_object(store):
     assert store.label_counts() == {"x": 40, "y": 40}
     other = LabelStore(store.path)  # a second reader sees both writers' labels
     assert other.label_counts() == {"x": 40, "y": 40}
+
+
+# ------------------------------------------------------------------------------------------ the sidebar section
+def test_labels_path_precedence(tmp_path):
+    from explorer.labels_ui import resolve_labels_path
+
+    bundle = tmp_path / "demo"
+    assert resolve_labels_path(bundle, ["--bundle", str(bundle)], {}) == default_labels_path(bundle)
+    assert resolve_labels_path(bundle, [], {"EXPLORER_LABELS": "/x/env.sqlite"}) == Path("/x/env.sqlite")
+    assert resolve_labels_path(bundle, ["--labels", "/x/arg.sqlite"], {"EXPLORER_LABELS": "/x/env.sqlite"}) == Path("/x/arg.sqlite")
+
+
+def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
+    import io as _io
+
+    import numpy as np
+    import panel as pn
+    from astropy.table import Table
+
+    from explorer.app import build_page
+    from explorer.data import load_explorer_data
+    from explorer.labels_ui import attach_map_selection, build_labels_section
+
+    data = load_explorer_data(small_bundle)
+    argv = ["--labels", str(tmp_path / "ui.sqlite")]
+    page = build_page(data, sections=[lambda d, s: build_labels_section(d, s, argv)])
+    state = page.explorer_state
+    lasso, box = attach_map_selection(page.explorer_view)
+    x, y = data.frame["x"].to_numpy(), data.frame["y"].to_numpy()
+    lasso.event(geometry=np.array([[x.min(), y.min()], [0, y.min()], [0, 0], [x.min(), 0]]))
+    expected = np.flatnonzero((x <= 0) & (y <= 0))
+    np.testing.assert_array_equal(state.selection_ids, expected)
+
+    section = page.sidebar[0]
+    buttons = {b.name: b for b in section.select(pn.widgets.Button)}
+    name = next(w for w in section.select(pn.widgets.TextInput) if w.name == "Label name")
+    name.value = "lower-left"
+    buttons["Label selection"].clicks += 1
+    store = LabelStore(tmp_path / "ui.sqlite")
+    assert store.label_counts() == {"lower-left": len(expected)}
+    assert store.events()["method"].tolist() == ["lasso"]
+
+    box.event(bounds=(x.min(), y.min(), 0, 0))  # the same rectangle as a box: edges included
+    np.testing.assert_array_equal(state.selection_ids, expected)
+    buttons["Remove selection from label"].clicks += 1
+    assert store.label_counts() == {}
+    buttons["Undo last"].clicks += 1
+    assert store.label_counts() == {"lower-left": len(expected)}
+
+    download = next(iter(section.select(pn.widgets.FileDownload)))
+    table = Table.read(_io.BytesIO(download.callback().getvalue()), format="ascii.csv")
+    assert len(table) == len(expected) and set(table["label"]) == {"lower-left"}
