@@ -109,9 +109,8 @@ def run_search(data: ExplorerData, state: ExplorerState) -> None:
         state.param.update(neighbour_ids=np.zeros(0, np.int64), neighbour_sims=np.zeros(0, np.float32),
                            dropped_duplicates=0)
         return
-    import faiss
-
-    faiss.omp_set_num_threads(1)  # one thread per session callback: sessions share 2 cores
+    # SimilaritySearch runs a single query on one faiss thread (restoring the setting after), so concurrent
+    # sessions do not oversubscribe the cores; no process-wide omp_set_num_threads here.
     t0 = time.perf_counter()
     nb = find_neighbours(data.searcher, data.bundle.embeddings, data.ra, data.dec, state.positives, state.negatives,
                          k=state.k, min_sep_arcsec=state.duplicate_arcsec, negative_weight=state.negative_weight)
@@ -124,28 +123,57 @@ def wire_search(data: ExplorerData, state: ExplorerState) -> None:
                       ["positives", "negatives", "k", "duplicate_arcsec", "negative_weight"])
 
 
-def _neighbour_card(data: ExplorerData, state: ExplorerState, rank: int, i: int, sim: float):
+def neighbour_card_html(data: ExplorerData, rank: int, i: int, sim: float) -> str:
     row = data.row(i)
-    img = pn.pane.HTML(
-        f'<div class="nb-card"><img class="nb-thumb" src="{data.thumbnail_uri(i)}" width="{THUMB_PX}" '
-        f'height="{THUMB_PX}" alt="neighbour {rank}"><div><span class="nb-sim">{sim:.3f}</span> · '
-        f'{html.escape(str(row["object_id"]))}</div></div>', margin=(2, 2))
-    pivot = pn.widgets.Button(name="≈", description="search from this object", width=34, margin=(0, 1))
-    more = pn.widgets.Button(name="+", description="more like this", width=34, margin=(0, 1), button_type="success")
-    fewer = pn.widgets.Button(name="−", description="fewer like this", width=34, margin=(0, 1), button_type="danger")
-    pivot.on_click(lambda _: state.select(i))
-    more.on_click(lambda _: state.add_positive(i))
-    fewer.on_click(lambda _: state.add_negative(i))
-    return pn.Column(img, pn.Row(pivot, more, fewer, margin=0), width=THUMB_PX + 16, margin=4,
-                     css_classes=["neighbour-card"])
+    return (f'<div class="nb-card"><img class="nb-thumb" src="{data.thumbnail_uri(i)}" width="{THUMB_PX}" '
+            f'height="{THUMB_PX}" alt="neighbour {rank}"><div><span class="nb-sim">{sim:.3f}</span> · '
+            f'{html.escape(str(row["object_id"]))}</div></div>')
+
+
+class NeighbourGallery:
+    """A fixed pool of result cards (thumbnail, similarity, pivot / more / fewer buttons), filled in place.
+
+    Building Panel widgets costs ~1 ms each; re-filling existing cards keeps a click's UI update cheap.
+    """
+
+    def __init__(self, data: ExplorerData, state: ExplorerState, size: int | None = None):
+        self.data, self.state = data, state
+        self.ids: list[int] = []
+        self.cards, self.images = [], []
+        for slot in range(size or state.param.k.bounds[1]):
+            img = pn.pane.HTML("", margin=(2, 2))
+            buttons = [pn.widgets.Button(name="≈", description="search from this object", width=34, margin=(0, 1)),
+                       pn.widgets.Button(name="+", description="more like this", width=34, margin=(0, 1),
+                                         button_type="success"),
+                       pn.widgets.Button(name="−", description="fewer like this", width=34, margin=(0, 1),
+                                         button_type="danger")]
+            for button, action in zip(buttons, (state.select, state.add_positive, state.add_negative)):
+                button.on_click(lambda _, slot=slot, action=action: self._act(slot, action))
+            self.images.append(img)
+            self.cards.append(pn.Column(img, pn.Row(*buttons, margin=0), width=THUMB_PX + 16, margin=4,
+                                        css_classes=["neighbour-card"], visible=False))
+        self.empty = pn.pane.HTML('<span class="muted">Similar objects appear here after a click on the map.</span>')
+        self.panel = pn.Column(self.empty, pn.FlexBox(*self.cards, sizing_mode="stretch_width"),
+                               sizing_mode="stretch_width")
+        state.param.watch(self.update, ["neighbour_ids"])
+
+    def _act(self, slot: int, action) -> None:
+        if slot < len(self.ids):
+            action(self.ids[slot])
+
+    def update(self, *_):
+        ids, sims = self.state.neighbour_ids, self.state.neighbour_sims
+        self.ids = [int(i) for i in ids]
+        for slot, card in enumerate(self.cards):
+            if slot < len(self.ids):
+                self.images[slot].object = neighbour_card_html(self.data, slot + 1, self.ids[slot], float(sims[slot]))
+            if card.visible != (slot < len(self.ids)):
+                card.visible = slot < len(self.ids)
+        self.empty.visible = not self.ids
 
 
 def build_gallery(data: ExplorerData, state: ExplorerState):
-    def cards(ids, sims):
-        if len(ids) == 0:
-            return pn.pane.HTML('<span class="muted">Similar objects appear here after a click on the map.</span>')
-        return pn.FlexBox(*[_neighbour_card(data, state, r, int(i), float(s)) for r, (i, s) in
-                            enumerate(zip(ids, sims), 1)], sizing_mode="stretch_width")
+    gallery = NeighbourGallery(data, state)
 
     def heading(ids, positives, negatives, dropped, ms):
         if len(ids) == 0:
@@ -157,7 +185,7 @@ def build_gallery(data: ExplorerData, state: ExplorerState):
     p = state.param
     return pn.Column(pn.pane.Markdown(pn.bind(heading, p.neighbour_ids, p.positives, p.negatives,
                                               p.dropped_duplicates, p.search_ms), margin=(0, 10)),
-                     pn.panel(pn.bind(cards, p.neighbour_ids, p.neighbour_sims)), sizing_mode="stretch_width")
+                     gallery.panel, sizing_mode="stretch_width")
 
 
 # ------------------------------------------------------------------------------------------------- sidebar sections
@@ -172,29 +200,41 @@ def build_summary(data: ExplorerData, state: ExplorerState):
 
 
 def build_colour(data: ExplorerData, state: ExplorerState):
+    """Colour-by choice and, for continuous columns, a range slider (starts at the 1-99th percentile clip)."""
     options = {spec.label: name for name, spec in data.specs.items()}
-    select = pn.widgets.Select.from_param(state.param.colour_by, name="Colour by", options=options)
+    select = pn.widgets.Select(name="Colour by", options=options, value=state.colour_by)
     slider = pn.widgets.EditableRangeSlider(name="Colour range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01,
                                             visible=False)
+    syncing = []  # non-empty while the widgets follow the state, so their own watchers stay quiet
 
-    def on_colour(*_):
+    def on_select(event):
+        if not syncing:
+            state.param.update(colour_by=event.new, colour_range=None)  # one batch: one re-render
+
+    def on_state_colour(*_):
         spec = data.specs.get(state.colour_by)
-        state.colour_range = None
-        if spec is None or spec.kind != "continuous":
-            slider.visible = False
-            return
-        lo, hi = data.bounds[spec.column]
-        slider.param.update(name=f"Colour range [{spec.units}]" if spec.units else "Colour range", start=lo, end=hi,
-                            step=(hi - lo) / 200, value=data.ranges[spec.column], visible=True)
+        syncing.append(True)
+        try:
+            select.value = state.colour_by
+            if spec is None or spec.kind != "continuous":
+                slider.visible = False
+                return
+            lo, hi = data.bounds[spec.column]
+            slider.param.update(name=f"Colour range [{spec.units}]" if spec.units else "Colour range", start=lo,
+                                end=hi, step=(hi - lo) / 200, value=state.colour_range or data.ranges[spec.column],
+                                visible=True)
+        finally:
+            syncing.pop()
 
     def on_slider(event):
         spec = data.specs.get(state.colour_by)
-        if spec is not None and spec.kind == "continuous":
+        if not syncing and spec is not None and spec.kind == "continuous":
             state.colour_range = tuple(event.new)
 
-    state.param.watch(on_colour, "colour_by")
+    select.param.watch(on_select, "value")
     slider.param.watch(on_slider, "value")
-    on_colour()
+    state.param.watch(on_state_colour, "colour_by")
+    on_state_colour()
     hint = pn.pane.HTML("<span class='muted'>continuous columns start clipped to the 1–99th percentile</span>",
                         visible=slider.param.visible)
     return pn.Column("### Colour", select, slider, hint)

@@ -86,13 +86,18 @@ def colour_values(series: pd.Series, spec: ColourSpec) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
 
 
-def aggregator_for(spec: ColourSpec):
-    """The Datashader reduction that draws ``spec``."""
+def aggregator_for(spec: ColourSpec, column: str | None = None):
+    """The Datashader reduction that draws ``spec`` (over ``column``, default the spec's own value column).
+
+    The map aggregates a fixed column name ("v") holding the chosen values: Numba compiles one kernel per
+    (reduction, column) pair, so a fixed name means recolouring never waits for a compile.
+    """
+    column = column or spec.value_column
     if spec.kind == DENSITY:
         return ds.count()
     if spec.kind == "categorical":
-        return ds.max(spec.value_column)
-    return ds.mean(spec.value_column)
+        return ds.max(column)
+    return ds.mean(column)
 
 
 def palette_for(spec: ColourSpec) -> list[str]:

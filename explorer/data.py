@@ -123,7 +123,10 @@ def load_explorer_data(path: str | Path) -> ExplorerData:
     key = Path(path).resolve()
     with _LOCK:
         if key not in _CACHE:
+            from explorer.plot import warm_kernels
+
             _CACHE[key] = prepare(Bundle.open(key, validate=True)).warm()
+            warm_kernels()
         return _CACHE[key]
 
 
