@@ -163,6 +163,7 @@ def test_killed_while_writing_the_bundle_leaves_no_half_bundle(first_build, mira
 
 
 @needs_mirabest
+@pytest.mark.slow
 def test_training_resumes_from_its_epoch_checkpoint(first_build, mirabest60, tmp_path, monkeypatch):
     """Kill training after epoch 1 of 2; the rerun continues from the checkpoint instead of starting again."""
     import models.train
@@ -218,6 +219,7 @@ def test_sdss_build_from_hdf5_and_gz2(tmp_path):
     assert cat["redshift"].isna().any() and not (cat["redshift"] == 0).any()
 
 
+@pytest.mark.slow
 def test_demo_small(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--n", "300", "--epochs", "1", "--no-progress"]
