@@ -16,6 +16,7 @@ PlotSize streams give the pixel scale for the pointer radius.
 from __future__ import annotations
 
 import threading
+import warnings
 import datashader as ds
 import datashader.transfer_functions as tf
 import holoviews as hv
@@ -30,6 +31,8 @@ from explorer.state import ExplorerState
 
 MAP_HEIGHT = 680
 DEFAULT_WIDTH = 900
+# The placeholder grey layer is all-NaN on purpose; HoloViews' range finding would warn on every pan.
+warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
 # 'source' keeps means and codes ('add' would sum them) and is ~50x faster than 'max' in datashader 0.19.
 SPREAD = dict(threshold=0.6, max_px=3, how="source")
 
@@ -127,10 +130,13 @@ class MapView(param.Parameterized):
         else:
             shown, clim = values.astype(np.float32), self.current_clim()
         # Spread on the raw aggregates with Datashader (HoloViews' operation wrapper costs more than the spreading).
-        present = tf.dynspread(present, **SPREAD)
         shown = tf.dynspread(shown, **SPREAD)
-        grey = hv.Image(present.rename("present"), kdims=["x", "y"]).opts(
-            cmap=[colour.NULL_GREY, colour.NULL_GREY], clim=(0, 1), alpha=0.8)
+        if values is not None and self.data.null_fractions.get(self.spec.column, 0.0) > 0:
+            grey = hv.Image(tf.dynspread(present, **SPREAD).rename("present"), kdims=["x", "y"])
+        else:  # nothing is null: an empty 2x2 grey layer instead of a full-size one to ship to the browser
+            grey = hv.Image(np.full((2, 2), np.nan, np.float32), kdims=["x", "y"], vdims=["present"],
+                            bounds=(x_range[0], y_range[0], x_range[1], y_range[1]))
+        grey = grey.opts(cmap=[colour.NULL_GREY, colour.NULL_GREY], clim=(0, 1), alpha=0.8)
         col = hv.Image(shown.rename("value"), kdims=["x", "y"]).opts(cmap=colour.palette_for(self.spec), clim=clim)
         self.last_colour_image = col
         return grey * col

@@ -217,3 +217,47 @@ def test_error_page_names_the_problem_and_the_fix(tmp_path):
     page = create_page(["--bundle", str(tmp_path / "nowhere")])
     text = page.main[0].object
     assert "no bundle folder" in text and "make demo" in text and "python -m precompute demo" in text
+
+
+# ------------------------------------------------------------------------------------------------ the map
+@pytest.fixture
+def map_view(small_bundle):
+    from explorer.plot import MapView
+    from explorer.state import ExplorerState
+
+    return MapView(load_explorer_data(small_bundle), ExplorerState())
+
+
+def test_map_keeps_null_objects_visible_in_grey(map_view):
+    map_view.state.colour_by = "redshift"  # ~40 % of the fixture's redshifts are null
+    overlay = map_view.render(width=300, height=200)
+    grey, col = overlay.get(0), overlay.get(1)
+    present = np.isfinite(grey.dimension_values("present", flat=False))
+    coloured = np.isfinite(col.dimension_values("value", flat=False))
+    assert coloured.sum() > 0 and (present & ~coloured).sum() > 0, "pixels with only null redshifts must stay grey"
+    assert not (coloured & ~present).any(), "every coloured pixel also has objects"
+    assert col.opts.get().kwargs["clim"] == map_view.data.ranges["redshift"]
+
+
+def test_map_reaggregates_the_requested_view(map_view):
+    x0, x1, y0, y1 = map_view._extent
+    zoom_x, zoom_y = (x0, x0 + (x1 - x0) / 10), (y0, y0 + (y1 - y0) / 10)
+    col = map_view.render(x_range=zoom_x, y_range=zoom_y, width=200, height=100).get(1)
+    assert col.dimension_values("value", flat=False).shape == (100, 200)
+    assert col.range("x")[0] == pytest.approx(zoom_x[0], abs=(zoom_x[1] - zoom_x[0]) / 100)
+    total = map_view.render(width=200, height=100).get(1)
+    assert np.nansum(10 ** total.dimension_values("value")) >= 0.95 * map_view.data.n  # density counts everything
+
+
+def test_recolour_updates_the_live_plot_without_rebuilding_it(map_view):
+    import holoviews as hv
+
+    plot = hv.renderer("bokeh").get_plot(map_view.overlay())
+    figure = plot.state
+    before = map_view.last_colour_image
+    map_view.state.param.update(colour_by="morph_class", colour_range=None)
+    after = map_view.last_colour_image
+    assert plot.state is figure and after is not before
+    codes = after.dimension_values("value")
+    assert np.nanmax(codes) <= len(map_view.data.specs["morph_class"].categories) - 1  # ds.max on integer codes
+    assert after.opts.get().kwargs["clim"] == (-0.5, len(map_view.data.specs["morph_class"].categories) - 0.5)
