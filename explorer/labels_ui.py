@@ -66,6 +66,9 @@ class LabelSession(param.Parameterized):
     selection_method = param.String(default="lasso", doc="how the current selection was made (lasso, box, click)")
     version = param.Integer(default=0, doc="bumped after every write, so views of the labels refresh")
     message = param.String(default="")
+    probe_values = param.Array(default=None, allow_None=True,
+                               doc="float32 per bundle row from the last probe fit (a colour-by layer for the map)")
+    probe_title = param.String(default="", doc="what probe_values are, e.g. 'P(gz2_smooth_fraction) probe'")
 
 
 _SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -262,7 +265,7 @@ def build_probe_section(data, state, argv: list[str] | None = None):
     bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
     status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-status"])
     candidates = pn.pane.HTML("", sizing_mode="stretch_width")
-    runner = probes.ProbeRunner(torch_threads=1)
+    runner = probes.ProbeRunner()
     split = data.catalog["split"].to_numpy()
     poll = {"cb": None}
 
@@ -310,6 +313,7 @@ def build_probe_section(data, state, argv: list[str] | None = None):
             status.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
             return
         status.object = _metrics_html(probe)
+        session.param.update(probe_values=pred.value, probe_title=f"{probe.target} ({probe.method} probe)")
         candidates.object = _candidates_html(data, cand, pred)
 
     fit.on_click(do_fit)

@@ -561,6 +561,8 @@ class ProbeRunner:
 
     ``submit(fn, *args, **kwargs)`` calls ``fn(*args, progress=..., cancel=..., **kwargs)``; a newer submission
     cancels the one before (the user changed their mind), and ``on_progress`` (if given) hears every update.
+    ``torch_threads`` (off by default) calls ``torch.set_num_threads``, which is process-wide in torch: use it in
+    scripts, not in a server shared by sessions.
     """
 
     def __init__(self, on_progress: Progress | None = None, torch_threads: int | None = None):

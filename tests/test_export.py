@@ -1,6 +1,5 @@
 """Export round-trips (CSV, VOTable, FITS), label import by id and by sky position, SAMP to a local hub."""
 import threading
-from pathlib import Path
 
 import astropy.units as u
 import numpy as np
