@@ -174,6 +174,17 @@ def build_labels_section(data, state, argv: list[str] | None = None):
         write(action)
 
     add.on_click(do_add)
+    add_clicked = pn.widgets.Button(name="Label clicked object", button_type="light")
+
+    def do_add_clicked(_):
+        i = state.selected
+        if i is None:
+            session.message, session.version = "click an object on the map first", session.version + 1
+            return
+        write(lambda: (store.add(name.value, [object_ids[i]], author=author.value, method="click"),
+                       f"labelled {html.escape(object_ids[i])} '{html.escape(name.value.strip())}'")[1])
+
+    add_clicked.on_click(do_add_clicked)
     remove.on_click(do_remove)
     undo.on_click(do_undo)
 
@@ -232,7 +243,7 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     samp.on_click(do_samp)
     refresh()
     return pn.Column(
-        "### Labels", count, author, name, pn.Row(add, undo), remove, status, listing,
+        "### Labels", count, author, name, pn.Row(add, undo), pn.Row(add_clicked, remove), status, listing,
         pn.layout.Divider(), "#### Export and share", columns, pn.Row(fmt, download), samp,
         "#### Import labels (CSV / VOTable / FITS with object_id or ra, dec, and label)", match_by, radius, upload,
         css_classes=["labels-section"],
@@ -265,6 +276,15 @@ def build_probe_section(data, state, argv: list[str] | None = None):
     bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
     status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-status"])
     candidates = pn.pane.HTML("", sizing_mode="stretch_width")
+    select_candidates = pn.widgets.Button(name="Select these candidates to label them", button_type="light",
+                                          visible=False)
+    last = {"candidates": np.zeros(0, np.int64)}
+
+    def do_select_candidates(_):
+        session.selection_method = "probe-candidate"  # the labels section records events with this method
+        state.selection_ids = last["candidates"]
+
+    select_candidates.on_click(do_select_candidates)
     runner = probes.ProbeRunner()
     split = data.catalog["split"].to_numpy()
     poll = {"cb": None}
@@ -315,10 +335,13 @@ def build_probe_section(data, state, argv: list[str] | None = None):
         status.object = _metrics_html(probe)
         session.param.update(probe_values=pred.value, probe_title=f"{probe.target} ({probe.method} probe)")
         candidates.object = _candidates_html(data, cand, pred)
+        last["candidates"] = np.asarray(cand, dtype=np.int64)
+        select_candidates.visible = len(cand) > 0
 
     fit.on_click(do_fit)
     cancel.on_click(lambda _: runner.current and runner.current.cancel())
     return pn.Column("### Linear probe", target, method, n_train, pn.Row(fit, cancel), bar, status, candidates,
+                     select_candidates,
                      css_classes=["probe-section"])
 
 

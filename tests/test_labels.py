@@ -204,3 +204,9 @@ def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
     download = next(iter(section.select(pn.widgets.FileDownload)))
     table = Table.read(_io.BytesIO(download.callback().getvalue()), format="ascii.csv")
     assert len(table) == len(expected) and set(table["label"]) == {"lower-left"}
+
+    state.select(5)  # a click on the map
+    name.value = "single"
+    buttons["Label clicked object"].clicks += 1
+    assert store.members("single") == [str(data.catalog["object_id"].iat[5])]
+    assert store.events()["method"].tolist()[-1] == "click"
