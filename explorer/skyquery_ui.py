@@ -1,6 +1,7 @@
 """Sidebar section "Find on the sky": one search box for positions and names, the footprint, and fetch-and-search.
 
     SIDEBAR_SECTIONS = [..., build_sky_search_section]      # explorer/app.py: build(data, state)
+    pn.pane.HoloViews(view.overlay() * query_marker(state))  # the query's place on the map
 
 A position that matches a catalogue object selects it (the app's similarity search then runs as for a click).
 Otherwise the section says how far the nearest object is and whether the position is inside the footprint, and
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import panel as pn
+import param
 from astropy import units as u
 
 from explorer.query_embed import QueryEmbedder, QueryError, QueryResult
@@ -60,6 +62,41 @@ def embedder_for(data) -> QueryEmbedder:
         if key not in _EMBEDDERS:
             _EMBEDDERS[key] = QueryEmbedder(data.bundle, cache_dir=cache_dir())
         return _EMBEDDERS[key]
+
+
+# --------------------------------------------------------------------------------------------- map marker
+class QueryMarker(param.Parameterized):
+    """Where the last off-catalogue query sits on the UMAP map (None: nothing to mark)."""
+
+    xy = param.Tuple(default=None, allow_None=True, length=2)
+    approximate = param.Boolean(default=False)
+
+
+def marker_for(state) -> QueryMarker:
+    """This session's query marker, kept beside the explorer state (created on first use)."""
+    marker = state.__dict__.get("_sky_query_marker")
+    if marker is None:
+        marker = QueryMarker()
+        state.__dict__["_sky_query_marker"] = marker
+        # A click on a bundle object starts a new search: the query marker goes.
+        state.param.watch(lambda event: event.new is not None and marker.param.update(xy=None), "selected")
+    return marker
+
+
+def query_marker(state):
+    """A map layer marking the off-catalogue query: overlay it on the explorer's map, e.g.
+    ``pn.pane.HoloViews(view.overlay() * query_marker(state))``. Hollow when the position is approximate."""
+    import holoviews as hv
+
+    marker = marker_for(state)
+
+    def points(xy, approximate):
+        data = ([], []) if xy is None else ([xy[0]], [xy[1]])
+        return hv.Points(data, kdims=["x", "y"]).opts(
+            size=20, marker="diamond", line_color="#ff6d00", line_width=3,
+            fill_color=None if approximate else "#ff6d00", fill_alpha=0.0 if approximate else 0.9)
+
+    return hv.DynamicMap(pn.bind(points, marker.param.xy, marker.param.approximate))
 
 
 # --------------------------------------------------------------------------------------------- html
@@ -216,8 +253,7 @@ class SkySearch:
         sims = np.asarray(result.similarities, dtype=np.float32)
         self.state.select(None)  # the query is not a bundle object: no positives, then its own neighbours
         self.state.param.update(neighbour_ids=ids, neighbour_sims=sims, dropped_duplicates=0)
-        if "query_xy" in self.state.param:  # map marker, where the app's state offers one
-            self.state.query_xy = tuple(result.map_xy)
+        marker_for(self.state).param.update(xy=tuple(result.map_xy), approximate=result.approximate)
         self.status.object = _status("ok", f"{len(ids)} most similar objects to the query cutout"
                                            + (" (placed approximately)" if result.approximate else "") + ".")
 

@@ -49,7 +49,7 @@ def start_skyquery_server(bundle: Path, workdir: Path, env: dict | None = None, 
 
 def open_page(driver, url: str):
     driver.get(url)
-    return wait_for(lambda: deep_query_all(driver, "input[placeholder^='RA Dec']"), timeout=60,
+    return wait_for(lambda: deep_query_all(driver, "input[placeholder^='RA Dec']"), timeout=120,
                     message="the sky search box")[0]
 
 
@@ -63,6 +63,17 @@ def search(driver, text: str) -> None:
 
 def status_text(driver) -> str:
     return " ".join(e.text for e in deep_query_all(driver, ".sky-status"))
+
+
+def orange_pixels(canvas) -> int:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")).astype(int)
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    return int(((r > 220) & (g > 80) & (g < 140) & (b < 60)).sum())
 
 
 def map_canvas(driver):
@@ -146,10 +157,14 @@ def test_off_catalogue_position_is_fetched_embedded_and_searched(first_page, scr
     wait_for(lambda: "No catalogue object within" in status_text(driver), timeout=20, message="the off-catalogue note")
     fetch = wait_for(lambda: [b for b in deep_query_all(driver, "button") if "Fetch the survey cutout" in b.text],
                      timeout=10, message="the fetch button")[0]
+    assert orange_pixels(map_canvas(driver)) < 30, "no query marker before the query"
     fetch.click()
-    wait_for(lambda: deep_query_all(driver, "img.sky-query-thumb"), timeout=60, message="the query thumbnail")
+    # generous: the server loads torch and the encoder on this first query, on a shared 2-core machine
+    wait_for(lambda: deep_query_all(driver, "img.sky-query-thumb"), timeout=120, message="the query thumbnail")
     wait_for(lambda: len(deep_query_all(driver, "img.nb-thumb")) > 0, timeout=20, message="the query's neighbours")
     assert "most similar objects to the query cutout" in status_text(driver)
     assert "UMAP transform" in deep_text(driver)
     assert replay.hits[("POST", FIRST_PATH)] == 1
+    # The query's place on the map: the orange marker (#ff6d00) is drawn on the canvas.
+    wait_for(lambda: orange_pixels(map_canvas(driver)) > 30, timeout=20, message="the query marker on the map")
     driver.save_screenshot(str(screenshot_dir / "skyquery-03-fetched.png"))

@@ -168,7 +168,7 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     import time
 
     from explorer.data import load_explorer_data
-    from explorer.skyquery_ui import build_sky_search_section
+    from explorer.skyquery_ui import build_sky_search_section, marker_for, query_marker
     from explorer.state import ExplorerState
 
     bundle, _ = real_first
@@ -181,6 +181,12 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     assert not section.busy, "the worker finished"
     assert "sky-query-thumb" in section.card.object and "UMAP transform" in section.card.object
     assert state.neighbour_ids[0] == 0 and state.selected is None
+    marker = marker_for(state)
+    assert marker.xy is not None and not marker.approximate
+    layer = query_marker(state)[()]  # the DynamicMap's current element: one point at the query's map position
+    assert len(layer) == 1 and tuple(layer.array()[0]) == pytest.approx(marker.xy)
+    state.select(3)  # a click on a bundle object clears the query marker
+    assert marker.xy is None
     section.box.value = "25:00:00 +10:00:00"
     assert "sky-status-error" in section.status.object and "RA 25h is out of range" in section.status.object
 
