@@ -61,7 +61,7 @@ def test_compressed_candidates_are_reranked_exactly(kind, emb16, queries):
 
 
 def test_query_that_is_an_object_finds_itself_first(emb16):
-    search = SimilaritySearch(build_index(emb16, kind="pca_hnsw", pca_dim=48), emb16)
+    search = SimilaritySearch(build_index(emb16, kind="pca_ivf", pca_dim=48), emb16)
     _, ids = search.search(np.asarray(emb16[[7, 123, 3999]], np.float32), 3)
     assert list(ids[:, 0]) == [7, 123, 3999]
 
@@ -90,9 +90,9 @@ def test_unnormalised_float16_queries_are_normalised(emb16):
 
 def test_kind_is_chosen_by_size():
     assert choose_kind(5_000, 2048) == "flat"
-    assert choose_kind(1_000_000, 2048) == "pca_hnsw"
+    assert choose_kind(1_000_000, 2048) == "pca_ivf"
     assert choose_kind(60_000, 128) == "flat"
-    assert choose_kind(60_000, 2048) == "pca_hnsw"  # a 480 MB float32 copy is no longer cheap
+    assert choose_kind(60_000, 2048) == "pca_ivf"  # a 480 MB float32 copy is no longer cheap
     emb = clustered_embeddings(500, 16, n_clusters=2, intrinsic_dim=2)[0]
     assert type(build_index(emb)).__name__ == "IndexFlatIP"
     assert index_bytes(build_index(emb)) >= 500 * 16 * 4
