@@ -112,7 +112,7 @@ def run_search(data: ExplorerData, state: ExplorerState) -> None:
     # SimilaritySearch runs a single query on one faiss thread (restoring the setting after), so concurrent
     # sessions do not oversubscribe the cores; no process-wide omp_set_num_threads here.
     t0 = time.perf_counter()
-    nb = find_neighbours(data.searcher, data.bundle.embeddings, data.ra, data.dec, state.positives, state.negatives,
+    nb = find_neighbours(data.searcher, data.embedding_rows, data.ra, data.dec, state.positives, state.negatives,
                          k=state.k, min_sep_arcsec=state.duplicate_arcsec, negative_weight=state.negative_weight)
     state.param.update(neighbour_ids=nb.ids, neighbour_sims=nb.similarities, dropped_duplicates=nb.dropped_duplicates,
                        search_ms=1000 * (time.perf_counter() - t0))

@@ -261,3 +261,17 @@ def test_recolour_updates_the_live_plot_without_rebuilding_it(map_view):
     codes = after.dimension_values("value")
     assert np.nanmax(codes) <= len(map_view.data.specs["morph_class"].categories) - 1  # ds.max on integer codes
     assert after.opts.get().kwargs["clim"] == (-0.5, len(map_view.data.specs["morph_class"].categories) - 0.5)
+
+
+def test_file_rows_read_the_same_values_as_the_memory_map(small_bundle):
+    data = load_explorer_data(small_bundle)
+    emb = data.bundle.embeddings
+    rows = np.array([0, 17, 2999, 5, 5])
+    np.testing.assert_array_equal(data.embedding_rows[rows], emb[rows])
+    np.testing.assert_array_equal(data.embedding_rows[7], emb[7])
+    assert len(data.embedding_rows) == len(emb)
+    with pytest.raises(IndexError):
+        data.embedding_rows[[len(emb)]]
+    import base64
+
+    assert base64.b64decode(data.thumbnail_uri(3).split(",", 1)[1]) == data.bundle.thumbnails[3]
