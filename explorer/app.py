@@ -15,9 +15,11 @@ import panel as pn
 
 from explorer import colour
 from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data, resolve_bundle_path
+from explorer.labels_ui import attach_map_selection, build_labels_section, build_probe_section
 from explorer.links import archive_links, sky_position
 from explorer.plot import MapView
 from explorer.search import find_neighbours
+from explorer.skyquery_ui import build_sky_search_section, query_marker
 from explorer.state import ExplorerState
 from precompute.bundle import BundleError
 
@@ -262,7 +264,8 @@ def build_detail(data: ExplorerData, state: ExplorerState):
                                                          sizing_mode="stretch_width"))
 
 
-SIDEBAR_SECTIONS = [build_summary, build_colour, build_search, build_detail]
+SIDEBAR_SECTIONS = [build_summary, build_sky_search_section, build_colour, build_search, build_detail,
+                    build_labels_section, build_probe_section]
 
 
 # ------------------------------------------------------------------------------------------------- page
@@ -281,7 +284,9 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     state = state or ExplorerState()
     wire_search(data, state)
     view = MapView(data, state)
-    plot = pn.pane.HoloViews(view.overlay(), sizing_mode="stretch_width", min_height=400, linked_axes=False)
+    plot = pn.pane.HoloViews(view.overlay(query_marker(state)), sizing_mode="stretch_width", min_height=400,
+                             linked_axes=False)
+    attach_map_selection(view)
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
     side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, width=240)

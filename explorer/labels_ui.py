@@ -1,13 +1,10 @@
 """Sidebar sections for labelling and live probes, and the map's lasso/box selection.
 
-- ``attach_map_selection(view, plot_pane)`` adds the lasso and box-select tools to the map and resolves what the
-  user draws server-side (``explorer.selection``) into ``state.selection_ids``;
+- ``attach_map_selection(view)`` resolves what the user draws with the map's lasso and box-select tools server-side (``explorer.selection``) into ``state.selection_ids``;
 - ``build_labels_section(data, state)``: name the selection, remove it from a label, undo, the labels so far,
   export (CSV / VOTable / FITS), import, and "send to TOPCAT" over SAMP;
 - ``build_probe_section(data, state)``: fit a linear probe off the UI thread (progress, cancel), show its test
   metrics, and list the most uncertain unlabelled objects;
-- ``create_labelled_page(argv)``: the app's page with both sections and the selection tools wired in. Served
-  directly by ``panel serve explorer/labels_ui.py --args --bundle DIR [--labels PATH]`` until the app includes them.
 
 The label store is ``--labels PATH`` (or ``$EXPLORER_LABELS``), else ``<bundle>.labels.sqlite`` beside the bundle.
 """
@@ -33,7 +30,6 @@ from explorer.labels import LabelStore, LabelStoreError, default_labels_path
 from explorer.selection import box_select, lasso_select
 
 LABELS_ENV = "EXPLORER_LABELS"
-SELECT_TOOLS = ["lasso_select", "box_select"]
 EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
 N_CANDIDATES = 8
 
@@ -81,10 +77,11 @@ def session_for(state) -> LabelSession:
 
 
 # ============================================================================================ map selection
-def attach_map_selection(view, plot_pane=None) -> tuple:
+def attach_map_selection(view) -> tuple:
     """Lasso and box selection on the rasterized map, resolved to rows here (HoloViews' own is unusable there).
 
-    Adds the two tools to the plot pane's overlay (when given) and returns the (Lasso, BoundsXY) streams.
+    The map (explorer/plot.py) carries the two tools; this returns the (Lasso, BoundsXY) streams feeding
+    ``state.selection_ids``.
     """
     state, frame = view.state, view.data.frame
     x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
@@ -108,15 +105,7 @@ def attach_map_selection(view, plot_pane=None) -> tuple:
     box = hv.streams.BoundsXY(source=source)
     lasso.add_subscriber(on_lasso)
     box.add_subscriber(on_box)
-    if plot_pane is not None:
-        plot_pane.object = _with_select_tools(plot_pane.object)
     return lasso, box
-
-
-def _with_select_tools(overlay):
-    """Add the select tools on the image layers: a DynamicMap overlay's own tool list cannot be read back to extend
-    it, and Bokeh merges the tools of all layers into the one toolbar. "tap" repeats what the app's map sets there."""
-    return overlay.opts(hv.opts.Image(tools=["tap"] + SELECT_TOOLS))
 
 
 # ============================================================================================ labels section
@@ -364,25 +353,3 @@ def _candidates_html(data, rows: np.ndarray, pred: probes.Predictions) -> str:
 
 
 # ============================================================================================ page
-def create_labelled_page(argv: list[str] | None = None, environ: dict | None = None):
-    """The explorer page plus the labels and probe sections and the map's lasso/box tools."""
-    from explorer.app import SIDEBAR_SECTIONS, build_error_page, build_page
-    from explorer.data import load_explorer_data, resolve_bundle_path
-    from precompute.bundle import BundleError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    path = resolve_bundle_path(argv, environ)
-    try:
-        data = load_explorer_data(path)
-    except BundleError as e:
-        return build_error_page(path, str(e))
-    sections = list(SIDEBAR_SECTIONS) + [lambda d, s: build_labels_section(d, s, argv),
-                                         lambda d, s: build_probe_section(d, s, argv)]
-    page = build_page(data, sections=sections)
-    plot_pane = next(iter(page.main[0].select(pn.pane.HoloViews)), None)
-    attach_map_selection(page.explorer_view, plot_pane)
-    return page
-
-
-if __name__.startswith("bokeh_app"):
-    create_labelled_page().servable()

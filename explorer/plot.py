@@ -194,10 +194,16 @@ class MapView(param.Parameterized):
             self.state.select(i)
 
     # ---------------------------------------------------------------- the plot
-    def overlay(self):
+    def overlay(self, *extra_layers):
+        """The map: data layers, the neighbour highlight, then any ``extra_layers`` (e.g. the sky-query marker).
+        Extra layers go inside so the overlay's options (toolbar, tools) still apply to the whole plot."""
         x0, x1, y0, y1 = self._extent
-        return (self.layers * self.highlight_layer).opts(
-            hv.opts.Image(responsive=True, height=MAP_HEIGHT, tools=["tap"], default_tools=[], colorbar=False,
+        plot = self.layers * self.highlight_layer
+        for layer in extra_layers:
+            plot = plot * layer
+        return plot.opts(
+            hv.opts.Image(responsive=True, height=MAP_HEIGHT, tools=["tap", "lasso_select", "box_select"],
+                          default_tools=[], colorbar=False,
                           active_tools=["wheel_zoom"], xlabel="UMAP 1", ylabel="UMAP 2",
                           xlim=(x0, x1), ylim=(y0, y1)),
             hv.opts.Overlay(responsive=True, height=MAP_HEIGHT, toolbar="above",

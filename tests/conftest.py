@@ -93,17 +93,20 @@ class ServerInfo:
                 self.process.wait(timeout=10)
 
 
-def start_explorer_server(bundle: Path | str, workdir: Path, timeout: float = 90.0) -> ServerInfo:
-    """Start ``panel serve explorer --args --bundle BUNDLE`` on a free port and wait until it answers."""
+def start_explorer_server(bundle: Path | str, workdir: Path, timeout: float = 90.0, extra_args=(),
+                          env: dict | None = None) -> ServerInfo:
+    """Start ``panel serve explorer --args --bundle BUNDLE [extra_args]`` on a free port and wait until it answers.
+
+    ``env`` adds environment variables (e.g. the sky-query service URLs pointed at a local replay server)."""
     port = free_port()
     log_path = Path(workdir) / f"panel-serve-{port}.log"
     panel = Path(sys.executable).with_name("panel")
     cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--allow-websocket-origin", f"localhost:{port}",
-           "--args", "--bundle", str(bundle)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", BOKEH_LOG_LEVEL="info")
+           "--args", "--bundle", str(bundle), *map(str, extra_args)]
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", BOKEH_LOG_LEVEL="info", **(env or {}))
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     info = ServerInfo(url=f"http://127.0.0.1:{port}/explorer", port=port, process=proc, log_path=log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

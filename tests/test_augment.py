@@ -1,5 +1,4 @@
 """Survey augmentations: physically right, per-sample random, switchable by name, on the input's device."""
-import math
 
 import numpy as np
 import pytest

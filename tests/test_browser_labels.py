@@ -1,48 +1,24 @@
 """In headless Chromium: draw a lasso on the map, name the selection, reload the page, find the label.
 
-Serves ``explorer/labels_ui.py`` (the explorer page plus the labels and probe sections and the lasso/box tools)
-over the session's small fixture bundle with its own label store.
+Serves the explorer over the session's small fixture bundle with its own label store (``--labels``).
 """
 from __future__ import annotations
 
 import io
-import os
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, ServerInfo, deep_query_all, deep_text, free_port, wait_for
+from conftest import ServerInfo, start_explorer_server, deep_query_all, deep_text, wait_for
 
 pytestmark = pytest.mark.browser
 
 
-def start_labels_server(bundle: Path, labels: Path, workdir: Path, timeout: float = 90.0) -> ServerInfo:
-    port = free_port()
-    log_path = workdir / f"panel-labels-{port}.log"
-    panel = Path(sys.executable).with_name("panel")
-    cmd = [str(panel), "serve", "explorer/labels_ui.py", "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle), "--labels", str(labels)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    info = ServerInfo(url=f"http://127.0.0.1:{port}/labels_ui", port=port, process=proc, log_path=log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited with {proc.returncode}:\n{info.log()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/js/bokeh.min.js", timeout=5):
-                return info
-        except OSError:
-            time.sleep(0.5)
-    info.stop()
-    raise RuntimeError(f"panel serve did not answer within {timeout:.0f} s:\n{info.log()}")
+def start_labels_server(bundle: Path, labels: Path, workdir: Path) -> ServerInfo:
+    return start_explorer_server(bundle, workdir, extra_args=["--labels", labels])
 
 
 def _map_canvas(driver):
@@ -127,7 +103,7 @@ def test_probe_fits_off_thread_and_shows_metrics_and_candidates(browser, labels_
     from selenium.webdriver.support.ui import Select
 
     driver = browser
-    if "labels_ui" not in driver.current_url:
+    if "/explorer" not in driver.current_url:
         driver.get(labels_server.url)
         _wait_for_map(driver)
     target = wait_for(lambda: [s for s in deep_query_all(driver, "select")

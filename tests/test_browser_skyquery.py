@@ -1,50 +1,23 @@
 """The sky-search section in headless Chromium against a live `panel serve` (fixtures in conftest.py).
 
-The page is served from tests/recorded/skyquery_app.py: the explorer page with the section in its sidebar. The
-fetch path is pointed at a localhost server replaying SkyView's real FIRST answer, so nothing touches the network.
+The explorer is served with the sky-search section in its sidebar. The fetch path is pointed at a localhost server replaying SkyView's real FIRST answer, so nothing touches the network.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, ServerInfo, deep_query_all, deep_text, free_port, wait_for
+from conftest import ServerInfo, start_explorer_server, deep_query_all, deep_text, wait_for
 from recorded.first_bundle import build_first_bundle, original_answer, original_centre, real_data_present
 from recorded.replay import ReplayServer, recorded
 
 pytestmark = pytest.mark.browser
-APP = REPO / "tests" / "recorded" / "skyquery_app.py"
 FIRST_PATH = "/cgi-bin/firstcutout"
 
 
-def start_skyquery_server(bundle: Path, workdir: Path, env: dict | None = None, timeout: float = 90) -> ServerInfo:
-    port = free_port()
-    log_path = Path(workdir) / f"panel-serve-skyquery-{port}.log"
-    panel = Path(sys.executable).with_name("panel")
-    cmd = [str(panel), "serve", str(APP), "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle)]
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **(env or {}))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    info = ServerInfo(url=f"http://127.0.0.1:{port}/skyquery_app", port=port, process=proc, log_path=log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"panel serve exited with {proc.returncode}:\n{info.log()}")
-        try:
-            # a static file: polling the app URL would start (and abandon) a page build per try
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/js/bokeh.min.js", timeout=5):
-                return info
-        except OSError:
-            time.sleep(0.5)
-    info.stop()
-    raise RuntimeError(f"panel serve did not answer within {timeout:.0f} s:\n{info.log()}")
+def start_skyquery_server(bundle: Path, workdir: Path, env: dict | None = None) -> ServerInfo:
+    return start_explorer_server(bundle, workdir, env=env)
 
 
 def open_page(driver, url: str):
