@@ -81,7 +81,8 @@ def source_fingerprints(cfg: Config) -> dict[str, str]:
     if cfg.survey == "first" and "catalog" in cfg.sources:
         try:
             files = pd.read_csv(cfg.sources["catalog"], usecols=["file"])["file"].astype(str)
-            out["fits"] = fingerprint_files(Path(cfg.sources["catalog"]).parent / f for f in files)
+            folder = Path(cfg.sources["catalog"]).resolve().parent  # same key however the path was spelt
+            out["fits"] = fingerprint_files(folder / f for f in files)
         except ValueError:
             pass  # no 'file' column: read_local reports it with the file named
     return out
