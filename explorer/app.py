@@ -17,7 +17,7 @@ from explorer import colour
 from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data, resolve_bundle_path
 from explorer.labels_ui import attach_map_selection, build_labels_section, build_probe_section
 from explorer.links import archive_links, sky_position
-from explorer.plot import MapView
+from explorer.plot import MapView, colour_layer
 from explorer.search import find_neighbours
 from explorer.skyquery_ui import build_sky_search_section, query_marker
 from explorer.state import ExplorerState
@@ -201,10 +201,17 @@ def build_summary(data: ExplorerData, state: ExplorerState):
         margin=(0, 10))
 
 
+def colour_options(data: ExplorerData, state: ExplorerState) -> dict[str, str]:
+    """Colour-by choices, label -> key: the bundle's columns, then this session's own layers (probe, labels)."""
+    options = {spec.label: name for name, spec in data.specs.items()}
+    options.update({layer.spec.label: key for key, layer in state.session_colours.items()})
+    return options
+
+
 def build_colour(data: ExplorerData, state: ExplorerState):
     """Colour-by choice and, for continuous columns, a range slider (starts at the 1-99th percentile clip)."""
-    options = {spec.label: name for name, spec in data.specs.items()}
-    select = pn.widgets.Select(name="Colour by", options=options, value=state.colour_by)
+    select = pn.widgets.Select(name="Colour by", options=colour_options(data, state), value=state.colour_by,
+                               css_classes=["colour-by"])
     slider = pn.widgets.EditableRangeSlider(name="Colour range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01,
                                             visible=False)
     syncing = []  # non-empty while the widgets follow the state, so their own watchers stay quiet
@@ -214,28 +221,27 @@ def build_colour(data: ExplorerData, state: ExplorerState):
             state.param.update(colour_by=event.new, colour_range=None)  # one batch: one re-render
 
     def on_state_colour(*_):
-        spec = data.specs.get(state.colour_by)
+        layer = colour_layer(data, state)
         syncing.append(True)
         try:
-            select.value = state.colour_by
-            if spec is None or spec.kind != "continuous":
+            select.param.update(options=colour_options(data, state), value=state.colour_by)
+            if layer.spec.kind != "continuous":
                 slider.visible = False
                 return
-            lo, hi = data.bounds[spec.column]
-            slider.param.update(name=f"Colour range [{spec.units}]" if spec.units else "Colour range", start=lo,
-                                end=hi, step=(hi - lo) / 200, value=state.colour_range or data.ranges[spec.column],
+            lo, hi = layer.bounds
+            slider.param.update(name=f"Colour range [{layer.spec.units}]" if layer.spec.units else "Colour range",
+                                start=lo, end=hi, step=(hi - lo) / 200, value=state.colour_range or layer.range,
                                 visible=True)
         finally:
             syncing.pop()
 
     def on_slider(event):
-        spec = data.specs.get(state.colour_by)
-        if not syncing and spec is not None and spec.kind == "continuous":
+        if not syncing and colour_layer(data, state).spec.kind == "continuous":
             state.colour_range = tuple(event.new)
 
     select.param.watch(on_select, "value")
     slider.param.watch(on_slider, "value")
-    state.param.watch(on_state_colour, "colour_by")
+    state.param.watch(on_state_colour, ["colour_by", "session_colours"])
     on_state_colour()
     hint = pn.pane.HTML("<span class='muted'>continuous columns start clipped to the 1–99th percentile</span>",
                         visible=slider.param.visible)
@@ -270,12 +276,12 @@ SIDEBAR_SECTIONS = [build_summary, build_sky_search_section, build_colour, build
 
 # ------------------------------------------------------------------------------------------------- page
 def build_legend(data: ExplorerData, state: ExplorerState, view: MapView):
-    def legend(colour_by, colour_range):
-        spec = view.spec
-        return colour.legend_html(spec, view.current_clim(), data.null_fractions.get(spec.column, 0.0))
+    def legend(colour_by, colour_range, session_colours):
+        layer = view.layer
+        return colour.legend_html(layer.spec, view.current_clim(), layer.null_fraction)
 
-    return pn.pane.HTML(pn.bind(legend, state.param.colour_by, state.param.colour_range), width=230,
-                        css_classes=["colour-legend"])
+    return pn.pane.HTML(pn.bind(legend, state.param.colour_by, state.param.colour_range, state.param.session_colours),
+                        width=230, css_classes=["colour-legend"])
 
 
 def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=None):

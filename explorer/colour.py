@@ -51,6 +51,29 @@ class ColourSpec:
         return f"c__{self.column}"
 
 
+@dataclass(frozen=True, eq=False)
+class ColourLayer:
+    """A colour choice with what the map and legend need: the float32 values (None for density), default colour
+    limits, the slider bounds and the share of objects without a value. The bundle's columns are shared by every
+    session; a session adds its own (probe prediction, probe trust, user labels) as layers in its state."""
+
+    spec: ColourSpec
+    values: np.ndarray | None
+    range: tuple[float, float]
+    bounds: tuple[float, float]
+    null_fraction: float = 0.0
+
+
+def layer_from_values(column: str, title: str, kind: str, values: np.ndarray, units: str = "",
+                      categories: tuple[str, ...] = ()) -> ColourLayer:
+    """A per-session colour layer over float32 ``values`` (categorical: codes into ``categories``; NaN: no value)."""
+    spec = ColourSpec(column=column, title=title, kind=kind, units=units, categories=tuple(categories))
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    clim = default_range(values, spec)
+    bounds = full_range(values) if kind == "continuous" else clim
+    return ColourLayer(spec, values, clim, bounds, null_fraction(values))
+
+
 def density_spec() -> ColourSpec:
     # Drawn as log10(count): one linear colour mapper serves every kind, and Bokeh cannot swap mapper types
     # (linear <-> eq_hist) on a live plot.

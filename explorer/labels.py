@@ -25,7 +25,7 @@ from typing import Iterable
 
 import pandas as pd
 
-METHODS = ("lasso", "box", "click", "probe-candidate", "import")
+METHODS = ("lasso", "box", "click", "probe-candidate", "import", "label-filter")
 KINDS = ("add", "remove", "undo")
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000

@@ -5,6 +5,9 @@
   export (CSV / VOTable / FITS), import, and "send to TOPCAT" over SAMP;
 - ``build_probe_section(data, state)``: fit a linear probe off the UI thread (progress, cancel), show its test
   metrics, and list the most uncertain unlabelled objects;
+- this session's own colour-by layers (``state.add_colour_layer``): the last probe's prediction, its trust
+  (cosine distance to the nearest labelled training object, computed off the UI thread after the fit), and the
+  user labels (refreshed on every write in this session and on page load); a label filter selects a label's members.
 
 The label store is ``--labels PATH`` (or ``$EXPLORER_LABELS``), else ``<bundle>.labels.sqlite`` beside the bundle.
 """
@@ -22,16 +25,21 @@ from pathlib import Path
 import astropy.units as u
 import holoviews as hv
 import numpy as np
+import pandas as pd
 import panel as pn
 import param
 
-from explorer import export, probes
+from explorer import colour, export, probes
 from explorer.labels import LabelStore, LabelStoreError, default_labels_path
 from explorer.selection import box_select, lasso_select
 
 LABELS_ENV = "EXPLORER_LABELS"
 EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
 N_CANDIDATES = 8
+PROBE_KEY, TRUST_KEY, LABELS_KEY = "session:probe", "session:probe-trust", "session:user-labels"
+TRUST_TITLE = "Probe trust: distance to nearest labelled"
+LABELS_TITLE = "User labels"
+NO_FILTER = "—"
 
 
 # ============================================================================================ store per bundle
@@ -74,6 +82,57 @@ def session_for(state) -> LabelSession:
     if state not in _SESSIONS:
         _SESSIONS[state] = LabelSession()
     return _SESSIONS[state]
+
+
+# ============================================================================================ colour layers
+def probe_colour_layer(probe: probes.LinearProbe, pred: probes.Predictions, title: str) -> colour.ColourLayer:
+    """The probe's per-object prediction as a colour layer: class codes for a multinomial probe, a 0-1 fraction
+    scale for probabilities, a continuous scale for regressions (ridge, E(z))."""
+    if probe.method == "multinomial":
+        return colour.layer_from_values(PROBE_KEY, f"Probe: {title}", "categorical", pred.value,
+                                        categories=tuple(str(c) for c in pred.classes))
+    kind = "fraction" if probe.link == "sigmoid" else "continuous"
+    return colour.layer_from_values(PROBE_KEY, f"Probe: {title}", kind, pred.value)
+
+
+def trust_colour_layer(distance: np.ndarray) -> colour.ColourLayer:
+    return colour.layer_from_values(TRUST_KEY, TRUST_TITLE, "continuous", distance, units="1 − cos")
+
+
+_ROWS_BY_ID: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def rows_by_object_id(data) -> pd.Index:
+    """object_id (as text, as the label store keeps it) -> bundle row, built once per bundle per process."""
+    if data not in _ROWS_BY_ID:
+        _ROWS_BY_ID[data] = pd.Index(data.catalog["object_id"].astype(str).to_numpy())
+    return _ROWS_BY_ID[data]
+
+
+def label_codes(current: pd.DataFrame, rows: pd.Index) -> tuple[np.ndarray, tuple[str, ...]]:
+    """float32 code per bundle row of its most recently given label (NaN: unlabelled), and the label names.
+
+    An object with several labels shows the newest one; ids the bundle does not hold are ignored.
+    """
+    names = tuple(sorted(current["label"].unique())) if len(current) else ()
+    values = np.full(len(rows), np.nan, np.float32)
+    newest = current.sort_values("event_id", kind="stable").drop_duplicates("object_id", keep="last")
+    at = rows.get_indexer(newest["object_id"].astype(str))
+    known = at >= 0
+    codes = pd.Categorical(newest["label"], categories=list(names)).codes
+    values[at[known]] = codes[known]
+    return values, names
+
+
+def labels_colour_layer(data, store: LabelStore) -> colour.ColourLayer:
+    values, names = label_codes(store.current(), rows_by_object_id(data))
+    return colour.layer_from_values(LABELS_KEY, LABELS_TITLE, "categorical", values, categories=names)
+
+
+def label_member_rows(data, store: LabelStore, label: str) -> np.ndarray:
+    """Sorted bundle rows of the objects that currently carry ``label``."""
+    at = rows_by_object_id(data).get_indexer(store.current(label)["object_id"].astype(str))
+    return np.sort(at[at >= 0]).astype(np.int64)
 
 
 # ============================================================================================ map selection
@@ -177,9 +236,40 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     remove.on_click(do_remove)
     undo.on_click(do_undo)
 
+    label_filter = pn.widgets.Select(name="Select the members of a label", options=[NO_FILTER], value=NO_FILTER,
+                                     css_classes=["label-filter"])
+    clear = pn.widgets.Button(name="Clear selection", button_type="light")
+    clear.on_click(lambda _: state.clear_selection())
+    filtering = []  # non-empty while the filter itself sets the selection
+
+    def on_filter(event):
+        if filtering or event.new == NO_FILTER:
+            return
+        filtering.append(True)
+        try:
+            session.selection_method = "label-filter"
+            state.selection_ids = label_member_rows(data, store, event.new)
+        finally:
+            filtering.pop()
+
+    def on_other_selection(_):
+        if not filtering and label_filter.value != NO_FILTER:
+            filtering.append(True)
+            try:
+                label_filter.value = NO_FILTER  # the selection is no longer that label's members
+            finally:
+                filtering.pop()
+
+    label_filter.param.watch(on_filter, "value")
+    state.param.watch(on_other_selection, "selection_ids")
+
     def refresh(*_):
         listing.object = _labels_html(store)
         status.object = f"<span class='muted label-status'>{session.message}</span>"
+        names = sorted(store.label_counts())
+        label_filter.options = [NO_FILTER] + names
+        if names or LABELS_KEY in state.session_colours:
+            state.add_colour_layer(labels_colour_layer(data, store))
 
     session.param.watch(refresh, ["version"])
 
@@ -232,7 +322,8 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     samp.on_click(do_samp)
     refresh()
     return pn.Column(
-        "### Labels", count, author, name, pn.Row(add, undo), pn.Row(add_clicked, remove), status, listing,
+        "### Labels", count, pn.Row(label_filter, clear), author, name, pn.Row(add, undo), pn.Row(add_clicked, remove),
+        status, listing,
         pn.layout.Divider(), "#### Export and share", columns, pn.Row(fmt, download), samp,
         "#### Import labels (CSV / VOTable / FITS with object_id or ra, dec, and label)", match_by, radius, upload,
         css_classes=["labels-section"],
@@ -276,7 +367,8 @@ def build_probe_section(data, state, argv: list[str] | None = None):
     select_candidates.on_click(do_select_candidates)
     runner = probes.ProbeRunner()
     split = data.catalog["split"].to_numpy()
-    poll = {"cb": None}
+    poll = {"cb": None, "kind": "fit"}  # kind: which job the runner holds, the fit or the trust after it
+    trust_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-trust"])
 
     def make_target():
         kind, column = targets[target.value]
@@ -288,7 +380,17 @@ def build_probe_section(data, state, argv: list[str] | None = None):
         probe = probes.fit_probe(data.bundle.embeddings, tgt, split, method=meth, n_train=n, progress=progress,
                                  cancel=cancel)
         pred = probes.score_all(probe, data.bundle.embeddings, progress=progress, cancel=cancel)
-        return probe, pred, probes.uncertain_candidates(pred, tgt.labelled, N_CANDIDATES)
+        # fit_probe drew its training rows with the same (target, split, n, seed 0): the trust layer's reference set
+        train = probes.training_rows(tgt, split, n)
+        return probe, pred, probes.uncertain_candidates(pred, tgt.labelled, N_CANDIDATES), train
+
+    def trust_job(train_rows, *, progress, cancel):
+        return probes.trust_distance(data.bundle.embeddings, train_rows, progress=progress, cancel=cancel)
+
+    def start_polling():
+        bar.param.update(visible=True, value=0)
+        if poll["cb"] is None:
+            poll["cb"] = pn.state.add_periodic_callback(check, period=250)
 
     def do_fit(_):
         try:
@@ -298,39 +400,57 @@ def build_probe_section(data, state, argv: list[str] | None = None):
             return
         meth = "z-bins" if method.value.startswith("z-bins") and tgt.kind == "continuous" else None
         runner.submit(job, tgt, meth, n_train.value or None)
-        bar.param.update(visible=True, value=0)
-        if poll["cb"] is None:
-            poll["cb"] = pn.state.add_periodic_callback(check, period=250)
+        poll["kind"] = "fit"
+        trust_note.object = ""
+        start_polling()
 
     def check():
         current = runner.current
         if current is None:
             return
         bar.value = int(100 * current.progress)
-        status.object = f"<span class='muted'>{html.escape(current.message)}</span>"
+        message = f"<span class='muted'>{html.escape(current.message)}</span>"
+        if poll["kind"] == "fit":
+            status.object = message
+        else:
+            trust_note.object = message
         if not current.done:
             return
         poll["cb"].stop()
         poll["cb"] = None
         bar.visible = False
         if current.cancelled:
-            status.object = "<span class='muted'>cancelled</span>"
+            (status if poll["kind"] == "fit" else trust_note).object = "<span class='muted'>cancelled</span>"
             return
         try:
-            probe, pred, cand = current.future.result()
+            result = current.future.result()
         except Exception as e:  # shown, not raised: the page must keep working
-            status.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            shown = status if poll["kind"] == "fit" else trust_note
+            shown.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
             return
+        if poll["kind"] == "fit":
+            show_fit(*result)
+        else:
+            state.add_colour_layer(trust_colour_layer(result))
+            trust_note.object = (f"<span class='muted trust-ready'>colour by '{TRUST_TITLE}' to see where the probe "
+                                 f"is far from its labelled objects</span>")
+
+    def show_fit(probe, pred, cand, train_rows):
         status.object = _metrics_html(probe)
-        session.param.update(probe_values=pred.value, probe_title=f"{probe.target} ({probe.method} probe)")
+        title = f"{probe.target} ({probe.method} probe)"
+        session.param.update(probe_values=pred.value, probe_title=title)
+        state.add_colour_layer(probe_colour_layer(probe, pred, title))
         candidates.object = _candidates_html(data, cand, pred)
         last["candidates"] = np.asarray(cand, dtype=np.int64)
         select_candidates.visible = len(cand) > 0
+        runner.submit(trust_job, train_rows)  # after the fit, on the same background thread
+        poll["kind"] = "trust"
+        start_polling()
 
     fit.on_click(do_fit)
     cancel.on_click(lambda _: runner.current and runner.current.cancel())
-    return pn.Column("### Linear probe", target, method, n_train, pn.Row(fit, cancel), bar, status, candidates,
-                     select_candidates,
+    return pn.Column("### Linear probe", target, method, n_train, pn.Row(fit, cancel), bar, status, trust_note,
+                     candidates, select_candidates,
                      css_classes=["probe-section"])
 
 

@@ -1,8 +1,9 @@
 """The map: every object of the UMAP plane rasterized server-side with Datashader.
 
 Layers (bottom to top): a grey layer of all objects (so objects with a null colour value stay visible), the colour
-layer (the aggregator swapped on colour-by change: ``ds.count`` / ``ds.mean`` / ``ds.max`` on codes), the
-similarity-search results, and the selected object. Pan and zoom re-aggregate at full resolution; Datashader's
+layer (the aggregator swapped on colour-by change: ``ds.count`` / ``ds.mean`` / ``ds.max`` on codes), the lasso/box
+selection (its own rasterized layer over just the selected rows), the similarity-search results, and the selected
+object. Colour choices are the bundle's columns plus this session's own layers (``state.session_colours``). Pan and zoom re-aggregate at full resolution; Datashader's
 ``dynspread`` keeps isolated objects visible.
 
 Why not ``rasterize(points) * rasterize(points)``: both layers come from ONE Datashader pass here
@@ -35,6 +36,27 @@ DEFAULT_WIDTH = 900
 warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
 # 'source' keeps means and codes ('add' would sum them) and is ~50x faster than 'max' in datashader 0.19.
 SPREAD = dict(threshold=0.6, max_px=3, how="source")
+SELECTION_COLOUR = "#ff00c8"  # magenta: apart from the colour palettes, the cyan result rings and the grey nulls
+SELECTION_ALPHA = 0.6
+
+
+def colour_layer(data: ExplorerData, state: ExplorerState, name: str | None = None) -> colour.ColourLayer:
+    """The colour choice ``name`` (default the session's ``colour_by``): this session's own layers first, then the
+    bundle's columns; an unknown name falls back to density."""
+    name = state.colour_by if name is None else name
+    if name in state.session_colours:
+        return state.session_colours[name]
+    spec = data.specs.get(name, data.specs[colour.DENSITY])
+    if spec.kind == colour.DENSITY:
+        return colour.ColourLayer(spec, None, (np.nan, np.nan), (np.nan, np.nan), 0.0)
+    return colour.ColourLayer(spec, data.frame[spec.value_column].to_numpy(), data.ranges[spec.column],
+                              data.bounds[spec.column], data.null_fractions.get(spec.column, 0.0))
+
+
+def empty_image(vdim: str, x_range, y_range) -> hv.Image:
+    """A 2x2 all-NaN image: an invisible layer that costs nothing to ship to the browser."""
+    return hv.Image(np.full((2, 2), np.nan, np.float32), kdims=["x", "y"], vdims=[vdim],
+                    bounds=(x_range[0], y_range[0], x_range[1], y_range[1]))
 
 
 def log_counts(counts: np.ndarray) -> np.ndarray:
@@ -85,9 +107,18 @@ class MapView(param.Parameterized):
         self.range_stream = hv.streams.RangeXY()
         self.size_stream = hv.streams.PlotSize()
         self.colour_stream = hv.streams.Params(parameterized=state, parameters=["colour_by", "colour_range"])
-        self.layers = hv.DynamicMap(self.render, streams=[self.range_stream, self.size_stream, self.colour_stream])
+        # Bumped when the layer on show gets new values under the same key (the DynamicMap memoises on stream values).
+        self.recolour_stream = hv.streams.Counter()
+        self.layers = hv.DynamicMap(self.render, streams=[self.range_stream, self.size_stream, self.colour_stream,
+                                                          self.recolour_stream])
         self.last_colour_image = None
-        self._frame, self._frame_key = None, None
+        self._frame, self._frame_values = None, False
+        # The selection layer re-renders on pan/zoom (the same range/size streams) and on a new selection only.
+        self.selection_stream = hv.streams.Params(parameterized=state, parameters=["selection_ids"])
+        self.selection_layer = hv.DynamicMap(self.render_selection,
+                                             streams=[self.range_stream, self.size_stream, self.selection_stream])
+        self._selection_frame, self._selection_rows, self.last_selection_image = None, None, None
+        state.param.watch(self._on_session_colours, "session_colours")
         self.pointer = hv.streams.PointerXY(x=None, y=None, source=self.layers)
         self.tap = hv.streams.Tap(x=None, y=None, source=self.layers)
         self.pointer.add_subscriber(self._on_pointer)
@@ -97,13 +128,13 @@ class MapView(param.Parameterized):
     # ---------------------------------------------------------------- rendering
     def view_frame(self) -> pd.DataFrame:
         """x, y and the chosen colour values as column "v" (the arrays are the shared ones; rebuilt on recolour)."""
-        key = self.spec.column
-        if self._frame_key != key:
+        values = self.layer.values
+        if self._frame_values is not values:  # identity: a refitted probe under the same key is a new array
             f = self.data.frame
             cols = {"x": f["x"].to_numpy(), "y": f["y"].to_numpy()}
-            if self.spec.kind != colour.DENSITY:
-                cols["v"] = f[self.spec.value_column].to_numpy()
-            self._frame, self._frame_key = pd.DataFrame(cols, copy=False), key
+            if values is not None:
+                cols["v"] = values
+            self._frame, self._frame_values = pd.DataFrame(cols, copy=False), values
         return self._frame
 
     def aggregate(self, x_range, y_range, width: int, height: int):
@@ -131,28 +162,67 @@ class MapView(param.Parameterized):
             shown, clim = values.astype(np.float32), self.current_clim()
         # Spread on the raw aggregates with Datashader (HoloViews' operation wrapper costs more than the spreading).
         shown = tf.dynspread(shown, **SPREAD)
-        if values is not None and self.data.null_fractions.get(self.spec.column, 0.0) > 0:
+        if values is not None and self.layer.null_fraction > 0:
             grey = hv.Image(tf.dynspread(present, **SPREAD).rename("present"), kdims=["x", "y"])
-        else:  # nothing is null: an empty 2x2 grey layer instead of a full-size one to ship to the browser
-            grey = hv.Image(np.full((2, 2), np.nan, np.float32), kdims=["x", "y"], vdims=["present"],
-                            bounds=(x_range[0], y_range[0], x_range[1], y_range[1]))
+        else:  # nothing is null: an empty grey layer instead of a full-size one to ship to the browser
+            grey = empty_image("present", x_range, y_range)
         grey = grey.opts(cmap=[colour.NULL_GREY, colour.NULL_GREY], clim=(0, 1), alpha=0.8)
         col = hv.Image(shown.rename("value"), kdims=["x", "y"]).opts(cmap=colour.palette_for(self.spec), clim=clim)
         self.last_colour_image = col
         return grey * col
 
+    def selection_frame(self) -> pd.DataFrame:
+        """x, y of the selected rows only, rebuilt when the selection array changes."""
+        rows = self.state.selection_ids
+        if self._selection_rows is not rows:
+            rows_i = np.asarray(rows, dtype=np.int64)
+            f = self.data.frame
+            self._selection_frame = pd.DataFrame({"x": f["x"].to_numpy()[rows_i], "y": f["y"].to_numpy()[rows_i]})
+            self._selection_rows = rows
+        return self._selection_frame
+
+    def render_selection(self, x_range=None, y_range=None, width=None, height=None, **_):
+        """The current selection rasterized on its own (one Datashader count over the selected rows, never one
+        Bokeh glyph per object), drawn in one colour; an empty layer when nothing is selected."""
+        x0, x1, y0, y1 = self._extent
+        x_range, y_range = x_range or (x0, x1), y_range or (y0, y1)
+        frame = self.selection_frame()
+        if len(frame) == 0:
+            image = empty_image("selected", x_range, y_range)
+        else:
+            cvs = ds.Canvas(plot_width=int(width or DEFAULT_WIDTH), plot_height=int(height or MAP_HEIGHT),
+                            x_range=tuple(x_range), y_range=tuple(y_range))
+            counts = cvs.points(frame, "x", "y", ds.count())
+            present = tf.dynspread(counts.astype(np.float32).where(counts > 0), **SPREAD)
+            image = hv.Image(present.rename("selected"), kdims=["x", "y"])
+        self.last_selection_image = image
+        return image.opts(cmap=[SELECTION_COLOUR, SELECTION_COLOUR], clim=(0, 1), alpha=SELECTION_ALPHA)
+
     # ---------------------------------------------------------------- colour (dynamic operation parameters)
     @property
+    def layer(self) -> colour.ColourLayer:
+        return colour_layer(self.data, self.state)
+
+    @property
     def spec(self) -> colour.ColourSpec:
-        return self.data.specs.get(self.state.colour_by, self.data.specs[colour.DENSITY])
+        return self.layer.spec
 
     def current_clim(self) -> tuple:
-        spec = self.spec
-        if spec.kind == colour.DENSITY:
+        layer = self.layer
+        if layer.spec.kind == colour.DENSITY:
             return (np.nan, np.nan)
-        if spec.kind == "continuous" and self.state.colour_range is not None:
+        if layer.spec.kind == "continuous" and self.state.colour_range is not None:
             return tuple(self.state.colour_range)
-        return self.data.ranges[spec.column]
+        return layer.range
+
+    def _on_session_colours(self, event) -> None:
+        """Redraw when the layer on show was replaced (a refitted probe, changed labels); other changes cost nothing."""
+        shown = self.state.colour_by
+        if event.old.get(shown) is not event.new.get(shown):
+            if shown not in event.new and shown not in self.data.specs:
+                self.state.param.update(colour_by=colour.DENSITY, colour_range=None)
+            else:
+                self.recolour_stream.event()
 
     # ---------------------------------------------------------------- overlays
     @param.depends("state.neighbour_ids")
@@ -198,7 +268,7 @@ class MapView(param.Parameterized):
         """The map: data layers, the neighbour highlight, then any ``extra_layers`` (e.g. the sky-query marker).
         Extra layers go inside so the overlay's options (toolbar, tools) still apply to the whole plot."""
         x0, x1, y0, y1 = self._extent
-        plot = self.layers * self.highlight_layer
+        plot = self.layers * self.selection_layer * self.highlight_layer
         for layer in extra_layers:
             plot = plot * layer
         return plot.opts(

@@ -15,6 +15,8 @@ class ExplorerState(param.Parameterized):
     # colour
     colour_by = param.String(default="density", doc="colour-by column (a manifest colour_by key or 'density')")
     colour_range = param.Range(default=None, doc="colour limits for continuous columns (None: the default clip)")
+    session_colours = param.Dict(default={}, doc="this session's own colour layers (colour.ColourLayer) by key: "
+                                                 "probe prediction, probe trust, user labels")
 
     # pointer and selection
     hovered = param.Integer(default=None, allow_None=True, doc="row under the pointer, if any")
@@ -32,6 +34,13 @@ class ExplorerState(param.Parameterized):
     neighbour_sims = param.Array(default=np.zeros(0, dtype=np.float32), doc="their cosine similarities")
     dropped_duplicates = param.Integer(default=0)
     search_ms = param.Number(default=0.0, doc="time of the last search, for the status line")
+
+    def add_colour_layer(self, layer) -> None:
+        """Offer ``layer`` (a colour.ColourLayer) in this session's colour-by choices, replacing one of the same key."""
+        self.session_colours = {**self.session_colours, layer.spec.column: layer}
+
+    def clear_selection(self) -> None:
+        self.selection_ids = np.zeros(0, dtype=np.int64)
 
     def select(self, i: int | None) -> None:
         """Make ``i`` the single query object (a click on the map, or a pivot from a result)."""
