@@ -36,6 +36,7 @@ from explorer.selection import box_select, lasso_select
 LABELS_ENV = "EXPLORER_LABELS"
 EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
 N_CANDIDATES = 8
+N_SAMPLE = 12
 PROBE_KEY, TRUST_KEY, LABELS_KEY = "session:probe", "session:probe-trust", "session:user-labels"
 TRUST_TITLE = "Probe trust: distance to nearest labelled"
 LABELS_TITLE = "User labels"
@@ -279,6 +280,8 @@ def build_labels_section(data, state, argv: list[str] | None = None):
                 else "<span class='muted selection-count'>Select objects with the lasso or box tool on the map.</span>")
 
     count = pn.pane.HTML(pn.bind(selection_text, state.param.selection_ids))
+    sample = pn.pane.HTML(pn.bind(lambda rows: selection_sample_html(data, rows), state.param.selection_ids),
+                          sizing_mode="stretch_width")
 
     # export / import / SAMP
     columns = pn.widgets.MultiChoice(name="Catalogue columns to include",
@@ -322,12 +325,25 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     samp.on_click(do_samp)
     refresh()
     return pn.Column(
-        "### Labels", count, pn.Row(label_filter, clear), author, name, pn.Row(add, undo), pn.Row(add_clicked, remove),
+        "### Labels", count, sample, pn.Row(label_filter, clear), author, name, pn.Row(add, undo), pn.Row(add_clicked, remove),
         status, listing,
         pn.layout.Divider(), "#### Export and share", columns, pn.Row(fmt, download), samp,
         "#### Import labels (CSV / VOTable / FITS with object_id or ra, dec, and label)", match_by, radius, upload,
         css_classes=["labels-section"],
     )
+
+
+def selection_sample_html(data, rows, k: int = N_SAMPLE, seed: int = 0) -> str:
+    """Thumbnails of up to ``k`` selected objects, a fixed random draw so the same selection shows the same ones."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return ""
+    shown = rows if len(rows) <= k else np.sort(np.random.default_rng(seed).choice(rows, k, replace=False))
+    thumbs = "".join(f"<img class='selection-thumb' src='{data.thumbnail_uri(int(i))}' width='48' height='48' "
+                     f"title='{html.escape(str(data.catalog['object_id'].iat[int(i)]))}' style='margin:1px'>"
+                     for i in shown)
+    what = "all of them" if len(rows) <= k else f"a sample of {k}"
+    return f"<div class='selection-sample'><span class='muted'>{what}</span><br>{thumbs}</div>"
 
 
 def _table_bytes(table, suffix: str) -> io.BytesIO:

@@ -177,3 +177,51 @@ def test_colour_select_follows_the_session_entries(data):
     select.value = TRUST_KEY
     slider = next(iter(section.select(pn.widgets.EditableRangeSlider)))
     assert state.colour_by == TRUST_KEY and slider.visible and slider.end == pytest.approx(1.0)
+
+
+def test_probe_section_publishes_prediction_then_trust_layers(data, tmp_path, monkeypatch):
+    """Fit from the section's widgets; the periodic poll is driven by hand (no server in a unit test)."""
+    import time
+
+    import panel as pn
+
+    from explorer.labels_ui import build_probe_section
+
+    class Poll:
+        def __init__(self, callback, period):
+            self.callback, self.running = callback, True
+
+        def stop(self):
+            self.running = False
+
+    polls = []
+    monkeypatch.setattr(pn.state, "add_periodic_callback",
+                        lambda callback, period: polls.append(Poll(callback, period)) or polls[-1])
+    state = ExplorerState()
+    section = build_probe_section(data, state, ["--labels", str(tmp_path / "probe.sqlite")])
+    target = next(w for w in section.select(pn.widgets.Select) if w.name == "Probe target")
+    target.value = next(label for label in target.options if "smooth" in label.lower())
+    next(b for b in section.select(pn.widgets.Button) if b.name == "Fit probe").clicks += 1
+
+    deadline = time.monotonic() + 60
+    while TRUST_KEY not in state.session_colours and time.monotonic() < deadline:
+        for poll in [p for p in polls if p.running]:
+            poll.callback()
+        time.sleep(0.05)
+    probe_layer, trust = state.session_colours[PROBE_KEY], state.session_colours[TRUST_KEY]
+    assert probe_layer.spec.kind == "fraction" and probe_layer.spec.title.startswith("Probe: ")
+    assert np.nanmin(probe_layer.values) >= 0 and np.nanmax(probe_layer.values) <= 1
+    assert trust.values.shape == (data.n,) and np.nanmin(trust.values) < 1e-3  # the training objects themselves
+    assert not any(p.running for p in polls)
+
+
+def test_selection_sample_shows_a_stable_sample_of_the_selection(data):
+    from explorer.labels_ui import selection_sample_html
+
+    assert selection_sample_html(data, np.zeros(0, np.int64)) == ""
+    few = selection_sample_html(data, np.array([4, 8]))
+    assert few.count("<img") == 2 and "all of them" in few
+    many = selection_sample_html(data, np.arange(500), k=12)
+    assert many.count("<img") == 12 and many == selection_sample_html(data, np.arange(500), k=12)
+    ids = set(data.catalog["object_id"].astype(str).iloc[:500])
+    assert all(t.split("'")[0] in ids for t in many.split("title='")[1:])
