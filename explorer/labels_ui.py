@@ -238,8 +238,8 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     undo.on_click(do_undo)
 
     label_filter = pn.widgets.Select(name="Select the members of a label", options=[NO_FILTER], value=NO_FILTER,
-                                     css_classes=["label-filter"])
-    clear = pn.widgets.Button(name="Clear selection", button_type="light")
+                                     css_classes=["label-filter"], width=200)
+    clear = pn.widgets.Button(name="Clear selection", button_type="light", width=120, align="end")
     clear.on_click(lambda _: state.clear_selection())
     filtering = []  # non-empty while the filter itself sets the selection
 

@@ -33,6 +33,18 @@ def _inked_pixels(element) -> int:
     return int(((img.max(axis=2) - img.min(axis=2)) > 60).sum())
 
 
+def _pixels(element) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
+
+
+def _selection_pixels(element) -> int:
+    """Pixels tinted by the magenta selection layer: strong red and blue, little green (no map palette does that)."""
+    r, g, b = np.moveaxis(_pixels(element), 2, 0)
+    return int(((r > 150) & (b - g > 60) & (r - g > 60)).sum())
+
+
 def _wait_for_map(driver):
     canvas = wait_for(lambda: _map_canvas(driver), timeout=90, message="the map canvas")
     wait_for(lambda: _inked_pixels(canvas) > 200, timeout=60, message="the map to draw")
@@ -85,6 +97,18 @@ def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_di
     wait_for(lambda: "blob-in-the-middle" in deep_text(driver) and "labelled" in deep_text(driver), timeout=30,
              message="the label to be recorded")
     driver.save_screenshot(str(screenshot_dir / "labels-02-labelled.png"))
+    assert wait_for(lambda: _selection_pixels(canvas) > 50, timeout=30, message="the selection layer (magenta)")
+
+    # The labels become this session's "User labels" colour entry; choosing it recolours the map in place.
+    from selenium.webdriver.support.ui import Select
+
+    colour_select = wait_for(lambda: [s for s in deep_query_all(driver, "select") if "User labels" in s.text],
+                             timeout=30, message="'User labels' in the colour-by select")[0]
+    before = _pixels(canvas)
+    Select(colour_select).select_by_visible_text("User labels")
+    wait_for(lambda: np.abs(_pixels(canvas) - before).max(axis=2).mean() > 0.01 * 255, timeout=30,
+             message="the map to recolour by user labels")
+    driver.save_screenshot(str(screenshot_dir / "labels-02b-coloured-by-labels.png"))
 
     with sqlite3.connect(labels_server.labels_path) as con:
         (method, author, label), = con.execute("SELECT method, author, label FROM events WHERE kind = 'add'")
