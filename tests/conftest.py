@@ -66,6 +66,18 @@ def small_bundle(make_bundle) -> Path:
     return make_bundle("small", n=3000, dim=32)
 
 
+@pytest.fixture
+def torch_one_thread():
+    """Small-model tests: one torch thread (less noise on a shared CPU) and a fixed seed."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(old)
+
+
 # ------------------------------------------------------------------------------------------------ server
 def free_port() -> int:
     with socket.socket() as s:
@@ -94,16 +106,18 @@ class ServerInfo:
 
 
 def start_explorer_server(bundle: Path | str, workdir: Path, timeout: float = 90.0, extra_args=(),
-                          env: dict | None = None) -> ServerInfo:
-    """Start ``panel serve explorer --args --bundle BUNDLE [extra_args]`` on a free port and wait until it answers.
+                          env: dict | None = None, serve_args=()) -> ServerInfo:
+    """Start ``panel serve explorer [serve_args] --args --bundle BUNDLE [extra_args]`` on a free port and wait until
+    it answers.
 
-    ``env`` adds environment variables (e.g. the sky-query service URLs pointed at a local replay server)."""
+    ``env`` adds environment variables (e.g. the sky-query service URLs pointed at a local replay server);
+    ``serve_args`` are ``panel serve`` options (e.g. ``--unused-session-lifetime 2000``), placed before ``--args``."""
     port = free_port()
     log_path = Path(workdir) / f"panel-serve-{port}.log"
     panel = Path(sys.executable).with_name("panel")
     cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
            "--allow-websocket-origin", f"127.0.0.1:{port}", "--allow-websocket-origin", f"localhost:{port}",
-           "--args", "--bundle", str(bundle), *map(str, extra_args)]
+           *map(str, serve_args), "--args", "--bundle", str(bundle), *map(str, extra_args)]
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", BOKEH_LOG_LEVEL="info", **(env or {}))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env)

@@ -9,13 +9,7 @@ from models.augment import (SDSS_EXTINCTION_R, GaussianNoise, Reddening, build_a
 from precompute.surveys.base import centre_crop
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def gaussian_source(n, size, sigma=3.0, centre=None, channels=5):

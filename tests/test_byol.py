@@ -9,13 +9,7 @@ from models.byol import BYOL, regression_loss
 from models.encoders import build_encoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_byol(tau_base=0.99):

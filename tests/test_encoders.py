@@ -8,13 +8,7 @@ from models.encoders import build_encoder
 from models.io import load_encoder, save_encoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.mark.parametrize("arch, stem, width, channels, size, dim", [

@@ -74,8 +74,21 @@ class Survey:
         raise NotImplementedError
 
     def fetch_cutout(self, coord, timeout: float = 20.0, cache_dir=None) -> np.ndarray:
-        """Fetch one cutout centred on ``coord`` (SkyCoord) at the bundle's pixel scale and size: (C, H, W)."""
-        raise NotImplementedError
+        """Fetch one cutout centred on ``coord`` (SkyCoord) at the bundle's pixel scale and size: (C, H, W).
+        The service per survey lives in ``precompute.surveys.online``."""
+        from precompute.surveys.online import fetch_cutout
+
+        image, _ = fetch_cutout(self.name, coord, self.cutout_size, self.pixel_scale_arcsec, timeout=timeout,
+                                cache_dir=cache_dir)
+        return np.asarray(image, dtype=np.float32).reshape(self.n_channels, self.cutout_size, self.cutout_size)
+
+
+def sample_rows(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most ``n`` images, a fixed random subset in file order (for fitting normalisation on large arrays)."""
+    if len(images) <= n:
+        return np.asarray(images)
+    rows = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+    return np.asarray(images[rows])
 
 
 def centre_crop(images: np.ndarray, size: int) -> np.ndarray:

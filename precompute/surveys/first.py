@@ -15,7 +15,7 @@ import pandas as pd
 
 from precompute.inputs import (bad_pixels_reason, check_positions, duplicate_ids, invalid_positions,
                                read_catalog_csv)
-from precompute.surveys.base import Cutouts, Survey, register
+from precompute.surveys.base import Cutouts, Survey, register, sample_rows
 
 # catalogue column -> bundle column (labels only; anything else is carried through under its own name)
 RENAME = {"z": "redshift", "las_arcsec": "angular_extent_arcsec"}
@@ -50,7 +50,7 @@ class FIRST(Survey):
         """Per-image noise clipping and peak scaling are fixed; only the dataset mean/std of the result is
         fitted, so the encoder sees zero-mean, unit-variance input."""
         params = {"clip_sigma": NOISE_CLIP_SIGMA, "mean": 0.0, "std": 1.0}
-        sample = _sample_rows(images, 4096)
+        sample = sample_rows(images, 4096)
         scaled = self.normalise(sample, params)
         return {**params, "mean": float(scaled.mean()), "std": float(max(scaled.std(), 1e-6))}
 
@@ -129,19 +129,7 @@ class FIRST(Survey):
             out[name] = values.to_numpy()
         return out
 
-    def fetch_cutout(self, coord, timeout: float = 20.0, cache_dir=None) -> np.ndarray:
-        from precompute.surveys.online import fetch_cutout
 
-        image, _ = fetch_cutout(self.name, coord, self.cutout_size, self.pixel_scale_arcsec, timeout=timeout,
-                                cache_dir=cache_dir)
-        return np.asarray(image, dtype=np.float32).reshape(self.n_channels, self.cutout_size, self.cutout_size)
-
-
-def _sample_rows(images: np.ndarray, n: int) -> np.ndarray:
-    if len(images) <= n:
-        return np.asarray(images)
-    rows = np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))
-    return np.asarray(images[rows])
 
 
 def _object_ids(df: pd.DataFrame) -> pd.Series:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from precompute.inputs import InputError, read_catalog_csv
-from precompute.surveys.base import Cutouts, Survey, register
+from precompute.surveys.base import Cutouts, Survey, register, sample_rows
 
 GZ2_MATCH_ARCSEC = 2.0
 # Hart et al. (2016): t01_smooth_or_features_a01_smooth_fraction -> question, answer, statistic
@@ -58,7 +58,7 @@ class SDSS(Survey):
     def fit_preprocessing(self, images: np.ndarray) -> dict:
         """One linear scale per band: the 99th percentile of the central 32x32 pixels over a sample. A pure
         per-band scale keeps colours, so the reddening and noise augmentations act on physical ratios."""
-        sample = _sample_rows(images, 2048)
+        sample = sample_rows(images, 2048)
         c = self.cutout_size // 2
         centre = np.asarray(sample[:, :, c - 16 : c + 16, c - 16 : c + 16], dtype=np.float32)
         scale = np.percentile(np.abs(centre.transpose(1, 0, 2, 3).reshape(self.n_channels, -1)), 99, axis=1)
@@ -122,19 +122,7 @@ class SDSS(Survey):
             cat = join_gz2(cat, Path(gz2))
         return Cutouts(catalog=cat, images=stack, skipped=skipped)
 
-    def fetch_cutout(self, coord, timeout: float = 20.0, cache_dir=None) -> np.ndarray:
-        from precompute.surveys.online import fetch_cutout
 
-        image, _ = fetch_cutout(self.name, coord, self.cutout_size, self.pixel_scale_arcsec, timeout=timeout,
-                                cache_dir=cache_dir)
-        return np.asarray(image, dtype=np.float32).reshape(self.n_channels, self.cutout_size, self.cutout_size)
-
-
-def _sample_rows(images: np.ndarray, n: int) -> np.ndarray:
-    if len(images) <= n:
-        return np.asarray(images)
-    rows = np.sort(np.random.default_rng(0).choice(len(images), n, replace=False))
-    return np.asarray(images[rows])
 
 
 def _h5_table(h5, n: int) -> pd.DataFrame:
