@@ -215,9 +215,13 @@ class Bundle:
     @classmethod
     def open(cls, path: str | Path, validate: bool = True) -> "Bundle":
         path = Path(path)
+        loaded: dict = {}
         if validate:
-            validate_bundle(path)
-        return cls(path=path, manifest=json.loads((path / "manifest.json").read_text()))
+            validate_bundle(path, keep=loaded)
+        bundle = cls(path=path, manifest=json.loads((path / "manifest.json").read_text()))
+        if "index" in loaded:  # validation already read the whole index: do not read it twice
+            bundle.__dict__["index"] = loaded["index"]
+        return bundle
 
     @property
     def n(self) -> int:
@@ -259,8 +263,10 @@ def _fail(path: Path, what: str, fix: str = "rebuild it with `python -m precompu
     raise BundleError(f"{path}: {what}; {fix}.")
 
 
-def validate_bundle(path: str | Path, check_norms_rows: int = 100_000) -> dict:
-    """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file."""
+def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dict | None = None) -> dict:
+    """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file.
+
+    ``keep``, when given, receives the objects read while checking that a caller would read again (``"index"``)."""
     path = Path(path)
     if not path.is_dir():
         _fail(path, "no bundle folder here", "make one with `python -m precompute demo --out " + str(path) + "`")
@@ -346,6 +352,8 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000) -> dict:
         _fail(idx_path, f"cannot be read by faiss ({str(e).splitlines()[0][:200]})")
     if idx.ntotal != n or idx.d != d:
         _fail(idx_path, f"holds {idx.ntotal} vectors of dim {idx.d}, expected {n} of dim {d}")
+    if keep is not None:
+        keep["index"] = idx
 
     model = man.get("model", {})
     ckpt = model.get("checkpoint")
