@@ -78,6 +78,27 @@ def torch_one_thread():
     torch.set_num_threads(old)
 
 
+# ------------------------------------------------------------------------------------------------ the map in a page
+def map_canvas(driver):
+    """The largest canvas on the page: the Bokeh plot (None until it is drawn)."""
+    canvases = [c for c in deep_query_all(driver, "canvas") if c.size["width"] > 200 and c.size["height"] > 200]
+    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
+
+
+def inked(img):
+    """Mask of coloured (data) pixels of an RGB array: saturated, i.e. not white, grey or black axis ink."""
+    return (img.max(axis=2) - img.min(axis=2)) > 60
+
+
+def move_to(driver, element, x: int, y: int, click: bool = False):
+    """Move the pointer to pixel (x, y) of ``element`` (top-left origin), optionally clicking there."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    w, h = element.size["width"], element.size["height"]
+    chain = ActionChains(driver).move_to_element_with_offset(element, x - w // 2, y - h // 2)
+    (chain.click() if click else chain).perform()
+
+
 # ------------------------------------------------------------------------------------------------ server
 def free_port() -> int:
     with socket.socket() as s:

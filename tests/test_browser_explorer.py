@@ -10,16 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import deep_query_all, deep_text, start_explorer_server, wait_for
+from conftest import map_canvas, inked, move_to, deep_query_all, deep_text, start_explorer_server, wait_for
 
 pytestmark = pytest.mark.browser
-
-
-def _map_canvas(driver):
-    """The largest canvas on the page: the Bokeh plot."""
-    canvases = deep_query_all(driver, "canvas")
-    canvases = [c for c in canvases if c.size["width"] > 200 and c.size["height"] > 200]
-    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
 
 
 def _pixels(element) -> np.ndarray:
@@ -28,54 +21,41 @@ def _pixels(element) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
 
 
-def _inked(img: np.ndarray) -> np.ndarray:
-    """Mask of coloured (data) pixels: saturated, i.e. not white, grey or black axis ink."""
-    return (img.max(axis=2) - img.min(axis=2)) > 60
-
-
 def _densest_point(img: np.ndarray, box: int = 9) -> tuple[int, int]:
     """(x, y) pixel with the most coloured pixels around it."""
     from scipy.ndimage import uniform_filter
 
-    score = uniform_filter(_inked(img).astype(np.float32), size=box)
+    score = uniform_filter(inked(img).astype(np.float32), size=box)
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
     return int(x), int(y)
-
-
-def _move_to(driver, element, x: int, y: int, click: bool = False):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    w, h = element.size["width"], element.size["height"]
-    chain = ActionChains(driver).move_to_element_with_offset(element, x - w // 2, y - h // 2)
-    (chain.click() if click else chain).perform()
 
 
 @pytest.fixture(scope="module")
 def page(browser, explorer_server, screenshot_dir):
     browser.get(explorer_server.url)
-    canvas = wait_for(lambda: _map_canvas(browser), timeout=60, message="the map canvas")
-    wait_for(lambda: _inked(_pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
+    canvas = wait_for(lambda: map_canvas(browser), timeout=60, message="the map canvas")
+    wait_for(lambda: inked(_pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
     time.sleep(1.0)
     browser.save_screenshot(str(screenshot_dir / "01-loaded.png"))
     return browser
 
 
 def test_map_is_not_blank(page):
-    img = _pixels(_map_canvas(page))
-    inked = _inked(img)
-    assert inked.sum() > 500, "the map shows almost no coloured pixels"
-    assert len(np.unique(img[inked].reshape(-1, 3), axis=0)) > 5, "the map is one flat colour"
+    img = _pixels(map_canvas(page))
+    mask = inked(img)
+    assert mask.sum() > 500, "the map shows almost no coloured pixels"
+    assert len(np.unique(img[mask].reshape(-1, 3), axis=0)) > 5, "the map is one flat colour"
 
 
 def test_colour_by_changes_the_image(page, screenshot_dir):
     from selenium.webdriver.support.ui import Select
 
-    before = _pixels(_map_canvas(page))
+    before = _pixels(map_canvas(page))
     select = wait_for(lambda: deep_query_all(page, "select"), message="the colour-by select")[0]
     Select(select).select_by_visible_text("Morphology (truth)")
 
     def changed():
-        after = _pixels(_map_canvas(page))
+        after = _pixels(map_canvas(page))
         return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
 
     wait_for(changed, timeout=30, message="the map to recolour")
@@ -88,18 +68,18 @@ def test_colour_by_changes_the_image(page, screenshot_dir):
 
 
 def test_hover_then_click_shows_neighbours(page, screenshot_dir):
-    canvas = _map_canvas(page)
+    canvas = map_canvas(page)
     x, y = _densest_point(_pixels(canvas))
     wiggle = iter(np.tile([0, 1, 0, -1], 200))
 
     def hover_card():  # keep the pointer moving by a pixel: each move is one PointerXY event
-        _move_to(page, canvas, x + next(wiggle), y)
+        move_to(page, canvas, x + next(wiggle), y)
         return deep_query_all(page, ".hover-card img")
 
     wait_for(hover_card, timeout=45, interval=1.0, message="the hover card")
     page.save_screenshot(str(screenshot_dir / "04-hover.png"))
 
-    _move_to(page, canvas, x, y, click=True)
+    move_to(page, canvas, x, y, click=True)
     thumbs = wait_for(lambda: len(deep_query_all(page, "img.nb-thumb")) == 12 and deep_query_all(page, "img.nb-thumb"),
                       timeout=45, message="12 neighbour thumbnails")
     assert all(t.get_attribute("src").startswith("data:image/") for t in thumbs)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ServerInfo, start_explorer_server, deep_query_all, deep_text, wait_for
+from conftest import inked, map_canvas, ServerInfo, start_explorer_server, deep_query_all, deep_text, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -21,16 +21,11 @@ def start_labels_server(bundle: Path, labels: Path, workdir: Path) -> ServerInfo
     return start_explorer_server(bundle, workdir, extra_args=["--labels", labels])
 
 
-def _map_canvas(driver):
-    canvases = [c for c in deep_query_all(driver, "canvas") if c.size["width"] > 200 and c.size["height"] > 200]
-    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
-
-
 def _inked_pixels(element) -> int:
     from PIL import Image
 
     img = np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
-    return int(((img.max(axis=2) - img.min(axis=2)) > 60).sum())
+    return int(inked(img).sum())
 
 
 def _pixels(element) -> np.ndarray:
@@ -46,7 +41,7 @@ def _selection_pixels(element) -> int:
 
 
 def _wait_for_map(driver):
-    canvas = wait_for(lambda: _map_canvas(driver), timeout=90, message="the map canvas")
+    canvas = wait_for(lambda: map_canvas(driver), timeout=90, message="the map canvas")
     wait_for(lambda: _inked_pixels(canvas) > 200, timeout=60, message="the map to draw")
     return canvas
 

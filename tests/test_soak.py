@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CHROMIUM, deep_query_all, deep_text, start_explorer_server, wait_for
+from conftest import map_canvas, inked, move_to, CHROMIUM, deep_query_all, deep_text, start_explorer_server, wait_for
 
 # Opt-in (`pytest -m soak`): it currently fails its memory bound (see the module docstring) and takes ~6 min.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.soak]
@@ -42,26 +42,17 @@ DISCARD_LINE = "Discarding session"
 
 
 # ------------------------------------------------------------------------------------------------ page helpers
-def _map_canvas(driver):
-    canvases = [c for c in deep_query_all(driver, "canvas") if c.size["width"] > 200 and c.size["height"] > 200]
-    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
-
-
 def _pixels(element) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
 
 
-def _inked(img: np.ndarray) -> np.ndarray:
-    return (img.max(axis=2) - img.min(axis=2)) > 60
-
-
 def _densest_point(img: np.ndarray, x_lo: float, x_hi: float, box: int = 9) -> tuple[int, int]:
     """(x, y) pixel with the most coloured pixels around it, within the horizontal band [x_lo, x_hi) of the width."""
     from scipy.ndimage import uniform_filter
 
-    score = uniform_filter(_inked(img).astype(np.float32), size=box)
+    score = uniform_filter(inked(img).astype(np.float32), size=box)
     w = score.shape[1]
     band = np.zeros_like(score)
     band[:, int(x_lo * w):int(x_hi * w)] = score[:, int(x_lo * w):int(x_hi * w)]
@@ -69,17 +60,9 @@ def _densest_point(img: np.ndarray, x_lo: float, x_hi: float, box: int = 9) -> t
     return int(x), int(y)
 
 
-def _move_to(driver, element, x: int, y: int, click: bool = False):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    w, h = element.size["width"], element.size["height"]
-    chain = ActionChains(driver).move_to_element_with_offset(element, x - w // 2, y - h // 2)
-    (chain.click() if click else chain).perform()
-
-
 def _wait_for_map(driver, tab: int):
-    canvas = wait_for(lambda: _map_canvas(driver), timeout=120, interval=1.0, message=f"tab {tab}: the map canvas")
-    wait_for(lambda: _inked(_pixels(canvas)).sum() > 200, timeout=60, interval=1.0,
+    canvas = wait_for(lambda: map_canvas(driver), timeout=120, interval=1.0, message=f"tab {tab}: the map canvas")
+    wait_for(lambda: inked(_pixels(canvas)).sum() > 200, timeout=60, interval=1.0,
              message=f"tab {tab}: the map to draw")
     return canvas
 
@@ -154,7 +137,7 @@ def test_ten_concurrent_sessions(browser, make_bundle, tmp_path, screenshot_dir)
         driver.get(server.url)
         canvas = _wait_for_map(driver, 0)
         x, y = _densest_point(_pixels(canvas), 0.0, 1.0)
-        _move_to(driver, canvas, x, y, click=True)
+        move_to(driver, canvas, x, y, click=True)
         wait_for(lambda: len(_neighbour_ids(driver)) == 12, timeout=60, message="warm-up: 12 neighbours")
         mark = len(server.log())
         driver.get("about:blank")
@@ -180,7 +163,7 @@ def test_ten_concurrent_sessions(browser, make_bundle, tmp_path, screenshot_dir)
             wiggle = iter(np.tile([0, 2, 0, -2], 100))
 
             def hover_card():
-                _move_to(driver, canvases[k], x + next(wiggle), y)
+                move_to(driver, canvases[k], x + next(wiggle), y)
                 return deep_query_all(driver, ".hover-card img")
 
             wait_for(hover_card, timeout=60, interval=1.0, message=f"tab {k}: the hover card")
@@ -202,9 +185,9 @@ def test_ten_concurrent_sessions(browser, make_bundle, tmp_path, screenshot_dir)
         targets = {}
         for k, handle in enumerate(tabs):
             driver.switch_to.window(handle)
-            canvas = _map_canvas(driver)
+            canvas = map_canvas(driver)
             targets[k] = _densest_point(_pixels(canvas), 0.2 + 0.06 * k, 0.2 + 0.06 * (k + 1))
-            _move_to(driver, canvas, *targets[k], click=True)
+            move_to(driver, canvas, *targets[k], click=True)
         chosen: dict[int, tuple[str, list[str]]] = {}
         for k, handle in enumerate(tabs):
             driver.switch_to.window(handle)
@@ -214,7 +197,7 @@ def test_ten_concurrent_sessions(browser, make_bundle, tmp_path, screenshot_dir)
                 if _selected_object_id(driver) and len(_neighbour_ids(driver)) == 12:
                     return True
                 if time.monotonic() - last_click[0] > 30:  # a click can land on a pixel with no object: once more
-                    _move_to(driver, _map_canvas(driver), *targets[k], click=True)
+                    move_to(driver, map_canvas(driver), *targets[k], click=True)
                     last_click[0] = time.monotonic()
                 return False
 
@@ -227,7 +210,7 @@ def test_ten_concurrent_sessions(browser, make_bundle, tmp_path, screenshot_dir)
         # Lasso: loops of different sizes, so each tab's selection count is its own.
         for k, handle in enumerate(tabs):
             driver.switch_to.window(handle)
-            _draw_lasso(driver, _map_canvas(driver), scale=0.08 + 0.025 * k)
+            _draw_lasso(driver, map_canvas(driver), scale=0.08 + 0.025 * k)
         counts: dict[int, str] = {}
         for k, handle in enumerate(tabs):
             driver.switch_to.window(handle)
@@ -241,7 +224,7 @@ def test_ten_concurrent_sessions(browser, make_bundle, tmp_path, screenshot_dir)
             assert _selected_object_id(driver) == obj, f"tab {k}: the detail panel changed to another session's object"
             assert _neighbour_ids(driver) == neighbours, f"tab {k}: the neighbour gallery changed"
             assert _selection_count(driver) == counts[k], f"tab {k}: the selection count changed"
-            assert _inked(_pixels(_map_canvas(driver))).sum() > 200, f"tab {k}: the map is gone"
+            assert inked(_pixels(map_canvas(driver))).sum() > 200, f"tab {k}: the map is gone"
         driver.save_screenshot(str(screenshot_dir / "soak-last-tab.png"))
         rss_peak = _rss_mb(server)
 
