@@ -34,7 +34,7 @@ def _finite(image, vdim):
 
 # ------------------------------------------------------------------------------------------------ selection layer
 def test_selection_layer_draws_only_the_selected_rows(view):
-    x, y = view.data.frame["x"].to_numpy(), view.data.frame["y"].to_numpy()
+    x = view.data.frame["x"].to_numpy()
     left = np.flatnonzero(x < np.median(x))
     view.state.selection_ids = left
     x0, x1, y0, y1 = view._extent
