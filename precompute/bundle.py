@@ -106,7 +106,7 @@ def write_bundle(
     out: str | Path,
     *,
     catalog: pd.DataFrame,
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | str | Path,
     thumbnails: Sequence[bytes] | tuple[bytes, np.ndarray],
     manifest: dict,
     encoder_dir: str | Path | None = None,
@@ -120,17 +120,24 @@ def write_bundle(
     source); the writer fills in format_version, n_objects, embedding_dim/dtype, created, software and the
     checkpoint hash. ``index`` is a faiss index over ``embeddings``; when None one is built by size.
     ``extra_dirs`` maps a bundle sub-folder name (e.g. "projection") to a folder to copy in.
+    ``embeddings`` is an array (a memory map is copied block by block, never loaded whole), a ``.npy`` path, or a
+    folder of embedding shards (``precompute.shards``), which are merged straight into the bundle.
     """
+    from precompute.shards import copy_to_npy, merge_embedding_shards
+
     out = Path(out)
     n = len(catalog)
-    emb = np.asarray(embeddings)
-    if emb.ndim != 2 or emb.shape[0] != n:
-        raise BundleError(f"embeddings have shape {emb.shape} but the catalogue has {n} rows")
+    shard_dir = Path(embeddings) if isinstance(embeddings, (str, Path)) and Path(embeddings).is_dir() else None
+    emb = None
+    if shard_dir is None:
+        emb = np.load(embeddings, mmap_mode="r") if isinstance(embeddings, (str, Path)) else embeddings
+        emb = emb if isinstance(emb, np.ndarray) else np.asarray(emb)
+        if emb.ndim != 2 or emb.shape[0] != n:
+            raise BundleError(f"embeddings have shape {emb.shape} but the catalogue has {n} rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in catalog.columns]
     if missing:
         raise BundleError(f"catalogue is missing required columns {missing}")
-    if emb.dtype not in (np.float16, np.float32):
-        emb = emb.astype(np.float32)
+    emb_dtype = None if emb is None or emb.dtype in (np.float16, np.float32) else np.float32
     if isinstance(thumbnails, tuple):
         blob, offsets = thumbnails
     else:
@@ -142,7 +149,11 @@ def write_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         catalog.reset_index(drop=True).to_parquet(tmp / "catalog.parquet", index=False)
-        np.save(tmp / "embeddings.npy", emb)
+        if shard_dir is not None:
+            merge_embedding_shards(shard_dir, tmp / "embeddings.npy", n)
+        else:
+            copy_to_npy(emb, tmp / "embeddings.npy", emb_dtype)
+        emb = np.load(tmp / "embeddings.npy", mmap_mode="r")
         (tmp / "thumbnails").mkdir()
         (tmp / "thumbnails" / "blob.bin").write_bytes(blob)
         np.save(tmp / "thumbnails" / "offsets.npy", np.asarray(offsets, dtype=np.int64))
