@@ -9,6 +9,7 @@ A stage command runs the pipeline up to that stage; every stage is cached in the
     python -m precompute build --survey first --catalog ../shared/data/first_mirabest/catalog.csv --out bundles/mirabest
     python -m precompute build --survey sdss --images sim/images.h5 --gz2 sim/gz2.csv --out bundles/sdss
     python -m precompute train --survey first --catalog ... --out bundles/mirabest   # stops after training
+    torchrun --standalone --nproc_per_node 4 -m precompute embed --survey first --catalog ... --out bundles/mirabest
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from precompute.inputs import InputError
+from precompute.shards import world_from_env
 from precompute.stages import Config, WorkDir, log, run_pipeline
 
 # Defaults sized for a CPU: the survey's paper settings need a GPU; --epochs/--arch override them.
@@ -56,6 +58,8 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--queue-size", type=int, help="MoCo queue length (default ~5%% of the data)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--rows-per-shard", type=int, default=4096,
+                        help="rows per embedding shard file; under torchrun each rank embeds whole shards")
     parser.add_argument("--pca-dim", type=int, default=50)
     parser.add_argument("--n-neighbors", type=int, default=15)
     parser.add_argument("--min-dist", type=float, default=0.1)
@@ -71,7 +75,7 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
         sources=sources, method=args.method, arch=pick("arch"), stem=pick("stem"), width=args.width,
         epochs=pick("epochs"), batch_size=pick("batch_size"), lr=args.lr, optimizer=args.optimizer,
         max_steps=args.max_steps, train_limit=pick("train_limit"), queue_size=args.queue_size, seed=args.seed,
-        device=args.device,
+        device=args.device, embed_rows_per_shard=args.rows_per_shard,
         num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
         progress=not args.no_progress, source_note=source_note or {})
 
@@ -110,7 +114,12 @@ def run(args) -> int:
     else:
         cfg = config_from_args(args, args.survey, survey_sources(args), SURVEY_DEFAULTS[args.survey])
         until = "bundle" if args.command == "build" else args.command
-    result = run_pipeline(cfg, until=until)
+    if until == "embed" and world_from_env()[1] > 1:  # under torchrun: every rank embeds its own shards
+        from precompute.shards import embed_distributed
+
+        result = embed_distributed(cfg)
+    else:
+        result = run_pipeline(cfg, until=until)
     seconds = time.perf_counter() - t0
     if isinstance(result, Path):
         log(f"ok: bundle {result} in {seconds:.1f} s; open it with `panel serve explorer --args --bundle {result}`")

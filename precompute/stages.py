@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from precompute.bundle import BundleError, assign_splits, l2_normalise, validate_bundle
-from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint_files
+from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint_files, stage_key
 from precompute.inputs import InputError, skipped_frame
 from precompute.surveys.base import get_survey
 
@@ -50,6 +50,7 @@ class Config:
     device: str | None = None
     num_workers: int = 0
     embed_batch_size: int = 256
+    embed_rows_per_shard: int = 4096  # rows per embedding shard file (keep a multiple of embed_batch_size)
     pca_dim: int = 50
     n_neighbors: int = 15
     min_dist: float = 0.1
@@ -205,23 +206,48 @@ def _jsonable(obj):
 
 
 # ------------------------------------------------------------------------------------------------- embed
+def _embed_spec(cfg: Config, ing: StageResult, trained: StageResult) -> tuple[dict, dict]:
+    """The embed stage's (params, inputs). The shard size is not a parameter: the vectors do not depend on it."""
+    return {"batch_size": cfg.embed_batch_size, "dtype": "float16"}, {"ingest": ing.key, "train": trained.key}
+
+
+def embed_shard_dir(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> Path | None:
+    """Where the embed stage's shards go (``<work>/embed-<key>.shards/rows<R>/``, kept until the merge is in
+    place so a killed run resumes), or None when the stage is already done."""
+    key = stage_key("embed", *_embed_spec(cfg, ing, trained))
+    if (wd.path("embed", key) / "done.json").is_file():
+        return None
+    return wd.root / f"embed-{key}.shards" / f"rows{cfg.embed_rows_per_shard}"
+
+
 def embed(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> StageResult:
+    """Embed every image shard by shard (``precompute.shards``), then merge the shards into one memory-mappable
+    ``embeddings.npy``. Under torchrun the ranks have written the shards already and this only merges."""
+    from precompute.shards import merge_embedding_shards, write_embedding_shards
+
+    params, inputs = _embed_spec(cfg, ing, trained)
+    shard_dir = embed_shard_dir(wd, cfg, ing, trained)
+
     def build(tmp: Path, key: str) -> None:
         from precompute.encoder import load_embedder
 
         _, images = load_ingest(ing)
-        embedder = load_embedder(trained.path / "encoder", device=cfg.device, batch_size=cfg.embed_batch_size)
-        chunk = 4096
-        starts = range(0, len(images), chunk)
-        if cfg.progress:
-            from tqdm import tqdm
-            starts = tqdm(starts, desc="embed", unit="chunk")
-        parts = [embedder(images[s : s + chunk]) for s in starts]
-        emb = l2_normalise(np.concatenate(parts), dtype=np.float16)
-        np.save(tmp / "embeddings.npy", emb)
+        loaded = []
 
-    return wd.run("embed", {"batch_size": cfg.embed_batch_size, "dtype": "float16"},
-                  {"ingest": ing.key, "train": trained.key}, build)
+        def embedder(batch: np.ndarray) -> np.ndarray:  # the encoder is loaded only if a shard is missing
+            if not loaded:
+                loaded.append(load_embedder(trained.path / "encoder", device=cfg.device,
+                                            batch_size=cfg.embed_batch_size))
+            return loaded[0](batch)
+
+        write_embedding_shards(embedder, images, shard_dir, rows_per_shard=cfg.embed_rows_per_shard,
+                               progress=cfg.progress)
+        merge_embedding_shards(shard_dir, tmp / "embeddings.npy", len(images))
+
+    res = wd.run("embed", params, inputs, build)
+    if shard_dir is not None:
+        shutil.rmtree(shard_dir.parent, ignore_errors=True)  # merged and renamed into place: no longer needed
+    return res
 
 
 # ------------------------------------------------------------------------------------------------- project
@@ -357,7 +383,7 @@ def write(cfg: Config, results: dict[str, StageResult]) -> Path:
     manifest = manifest_for(cfg, survey, cat, results["train"], umap_params, skipped, keys)
     thumbs = results["thumbnails"].path
     out = write_bundle(
-        cfg.out, catalog=cat, embeddings=np.load(results["embed"].path / "embeddings.npy"),
+        cfg.out, catalog=cat, embeddings=np.load(results["embed"].path / "embeddings.npy", mmap_mode="r"),
         thumbnails=((thumbs / "blob.bin").read_bytes(), np.load(thumbs / "offsets.npy")), manifest=manifest,
         encoder_dir=results["train"].path / "encoder", index=faiss.read_index(str(results["index"].path / "index.faiss")),
         extra_dirs={"projection": results["project"].path / "projection"}, thumbnail_format="webp")
