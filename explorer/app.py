@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 
 from explorer import colour
-from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data, resolve_bundle_path
+from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data, resolve_bundle_path, resolve_map_engine
 from explorer.labels_ui import attach_map_selection, build_labels_section, build_probe_section
 from explorer.links import archive_links, sky_position
 from explorer.plot import MapView, colour_layer
@@ -22,6 +22,7 @@ from explorer.search import find_neighbours
 from explorer.skyquery_ui import build_sky_search_section, query_marker
 from explorer.state import ExplorerState
 from precompute.bundle import BundleError
+from precompute.points import PointsError, points_command
 
 TITLE = "Latent-space explorer"
 ACCENT = "#1f6f8b"
@@ -197,8 +198,17 @@ def build_summary(data: ExplorerData, state: ExplorerState):
     return pn.pane.Markdown(
         f"**{data.survey}** · {data.n:,} objects · {m.get('embedding_dim')}-d embedding  \n"
         f"<span class='muted'>model: {html.escape(str(model.get('method', '?')))} "
-        f"{html.escape(str(model.get('architecture', '')))} · bundle: {html.escape(data.bundle.path.name)}</span>",
+        f"{html.escape(str(model.get('architecture', '')))} · bundle: {html.escape(data.bundle.path.name)}</span>  \n"
+        f"<span class='muted map-engine'>{map_engine_note(data)}</span>",
         margin=(0, 10))
+
+
+def map_engine_note(data: ExplorerData) -> str:
+    """Which engine draws the map, so users know why a recolour takes the time it does."""
+    if data.points is None:
+        return "map engine: memory (colour columns held in the server)"
+    return (f"map engine: dask (colours read from points/, {data.points.npartitions} partitions, "
+            f"local threaded scheduler)")
 
 
 def colour_options(data: ExplorerData, state: ExplorerState) -> dict[str, str]:
@@ -305,12 +315,12 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     return template
 
 
-def build_error_page(path: Path, message: str):
-    """What a visitor sees when the bundle cannot be used: the reason and the command that makes one."""
+def build_error_page(path: Path, message: str, fix: str = MAKE_ONE):
+    """What a visitor sees when the bundle cannot be used: the reason and the command that makes one (``fix``)."""
     pn.extension(raw_css=[CSS])
     body = pn.pane.Alert(
         f"### No usable bundle\n\nThe explorer could not open the bundle at `{html.escape(str(path))}`:\n\n"
-        f"> {html.escape(message)}\n\nMake one with:\n\n```\n{MAKE_ONE}\n```\n\nor point the app at another bundle: "
+        f"> {html.escape(message)}\n\nMake one with:\n\n```\n{fix}\n```\n\nor point the app at another bundle: "
         f"`panel serve explorer --args --bundle DIR` (or set `EXPLORER_BUNDLE=DIR`).",
         alert_type="danger", css_classes=["bundle-error"], sizing_mode="stretch_width")
     return pn.template.FastListTemplate(title=TITLE, main=[body], accent=ACCENT, theme_toggle=False)
@@ -320,7 +330,9 @@ def create_page(argv: list[str] | None = None, environ: dict | None = None):
     """Resolve the bundle, load it (once per process) and build this session's page, or the error page."""
     path = resolve_bundle_path(argv, environ)
     try:
-        data = load_explorer_data(path)
+        data = load_explorer_data(path, resolve_map_engine(argv, environ))
+    except PointsError as e:
+        return build_error_page(path, str(e), fix=points_command(path))
     except BundleError as e:
         return build_error_page(path, str(e))
     return build_page(data)

@@ -5,6 +5,12 @@
 browser session of a ``panel serve`` process shares one copy) and prepares what the page needs: the map frame
 (x, y and one float32 column per colour-by choice), the KD-tree for hover/click, the similarity searcher over the
 memory-mapped embeddings, and the packed thumbnails.
+
+The map engine (``resolve_map_engine``: ``--map-engine``, else ``$EXPLORER_MAP_ENGINE``, else ``memory``) decides
+where the bundle's colour columns live. ``memory``: in the map frame, as above. ``dask``: in the bundle's
+``points/`` (partitioned Parquet written by ``python -m precompute points``), read lazily by Dask at each render, so
+only x/y (float32, for the hover tree, lasso and selection) stay in memory; ``auto``: ``dask`` when the bundle has
+``points/`` and more than ``AUTO_DASK_ABOVE`` objects, else ``memory``.
 """
 from __future__ import annotations
 
@@ -26,6 +32,11 @@ from precompute.bundle import Bundle, BundleError
 DEFAULT_BUNDLE = "bundles/demo"
 ENV_VAR = "EXPLORER_BUNDLE"
 MAKE_ONE = "make demo   (or: python -m precompute demo --out bundles/demo)"
+MAP_ENGINES = ("memory", "dask", "auto")
+ENGINE_ENV_VAR = "EXPLORER_MAP_ENGINE"
+# Above this many objects ``auto`` reads colours from points/: the in-memory colour columns pass ~100 MB each
+# (4 B x N) and a full render ~1 s on 2 cores either way (docs/SCALING.md).
+AUTO_DASK_ABOVE = 5_000_000
 
 _MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 
@@ -39,6 +50,55 @@ def resolve_bundle_path(argv: list[str] | None = None, environ: dict | None = No
     return Path(args.bundle or env.get(ENV_VAR) or DEFAULT_BUNDLE)
 
 
+def resolve_map_engine(argv: list[str] | None = None, environ: dict | None = None) -> str:
+    """``--map-engine`` in argv, else $EXPLORER_MAP_ENGINE, else ``memory``; one of MAP_ENGINES (unresolved auto)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--map-engine", default=None)
+    args, _ = parser.parse_known_args(list(argv or []))
+    env = os.environ if environ is None else environ
+    engine = (args.map_engine or env.get(ENGINE_ENV_VAR) or "memory").strip().lower()
+    if engine not in MAP_ENGINES:
+        raise BundleError(f"unknown map engine {engine!r} (from --map-engine or ${ENGINE_ENV_VAR}); "
+                          f"choose one of {', '.join(MAP_ENGINES)}")
+    return engine
+
+
+def choose_map_engine(engine: str, bundle: Bundle) -> str:
+    """Resolve ``auto``: dask when the bundle has points/ and more than AUTO_DASK_ABOVE objects."""
+    from precompute.points import POINTS_DIR
+
+    if engine != "auto":
+        return engine
+    return "dask" if bundle.n > AUTO_DASK_ABOVE and (bundle.path / POINTS_DIR).is_dir() else "memory"
+
+
+class MapPoints:
+    """The bundle's points/ as a lazy Dask dataframe: per colour column, a frame of x, y and that column as "v".
+
+    Only the chosen column (plus x, y) is read from Parquet at each render; nothing is persisted (see SCALING.md:
+    persisted partitions would hold the colour columns in memory again, and render slower than the memory engine).
+    """
+
+    def __init__(self, folder: Path, meta: dict):
+        from precompute.scale import load_points_dask
+
+        self.folder, self.meta = Path(folder), meta
+        self.ddf = load_points_dask(self.folder)
+        self._frames: dict[str, object] = {}
+
+    @property
+    def npartitions(self) -> int:
+        return self.ddf.npartitions
+
+    def frame_for(self, value_column: str):
+        """Lazy frame with columns x, y, v (a fixed name: one compiled Datashader kernel per reduction)."""
+        if value_column not in self._frames:
+            x, y = self.meta["xy"]
+            names = {x: "x", y: "y", value_column: "v"}
+            self._frames[value_column] = self.ddf[list(names)].rename(columns=names)
+        return self._frames[value_column]
+
+
 @dataclass(eq=False)
 class ExplorerData:
     """Everything sessions share, read-only."""
@@ -50,6 +110,8 @@ class ExplorerData:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # default colour limits per column
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # full value range per column
     null_fractions: dict[str, float] = field(default_factory=dict)
+    map_engine: str = "memory"  # "memory" or "dask" (auto already resolved)
+    points: MapPoints | None = None  # the lazy colour columns in dask mode
 
     @property
     def n(self) -> int:
@@ -145,10 +207,15 @@ class FileRows:
         return os.pread(self._fd, int(stop - start), self.offset + int(start))
 
 
-def prepare(bundle: Bundle) -> ExplorerData:
+def prepare(bundle: Bundle, map_engine: str = "memory") -> ExplorerData:
+    """The shared data for ``map_engine`` ("memory", "dask" or "auto"); dask mode raises ``PointsError`` when the
+    bundle's points/ is missing or does not match it."""
     catalog = bundle.catalog
     specs = colour.specs_from_manifest(bundle.colour_by, catalog)
     cols = {"x": catalog["umap_x"].to_numpy(np.float32), "y": catalog["umap_y"].to_numpy(np.float32)}
+    engine = choose_map_engine(map_engine, bundle)
+    if engine == "dask":
+        return _prepare_dask(bundle, catalog, specs, cols)
     ranges, bounds, nulls = {}, {}, {}
     for name, spec in specs.items():
         if spec.kind == colour.DENSITY:
@@ -163,19 +230,35 @@ def prepare(bundle: Bundle) -> ExplorerData:
                         null_fractions=nulls)
 
 
-_CACHE: dict[Path, ExplorerData] = {}
+def _prepare_dask(bundle: Bundle, catalog: pd.DataFrame, specs: dict, xy: dict) -> ExplorerData:
+    """Dask mode: x/y in memory, colour columns and their ranges from points/ (checked against the bundle)."""
+    from precompute.points import POINTS_DIR, check_points
+
+    meta = check_points(bundle.path, bundle.n, bundle.manifest.get("created"), specs)
+    columns = {name: meta["columns"][name] for name, spec in specs.items() if spec.kind != colour.DENSITY}
+    return ExplorerData(
+        bundle=bundle, catalog=catalog, frame=pd.DataFrame(xy, copy=False), specs=specs,
+        ranges={k: tuple(c["range"]) for k, c in columns.items()},
+        bounds={k: tuple(c["bounds"]) for k, c in columns.items()},
+        null_fractions={k: float(c["null_fraction"]) for k, c in columns.items()},
+        map_engine="dask", points=MapPoints(bundle.path / POINTS_DIR, meta))
+
+
+_CACHE: dict[tuple[Path, str], ExplorerData] = {}
 _LOCK = threading.Lock()
 
 
-def load_explorer_data(path: str | Path) -> ExplorerData:
-    """Open, validate and prepare the bundle at ``path`` once per process; raises ``BundleError``."""
-    key = Path(path).resolve()
+def load_explorer_data(path: str | Path, map_engine: str = "memory") -> ExplorerData:
+    """Open, validate and prepare the bundle at ``path`` once per process and engine; raises ``BundleError`` (a
+    ``PointsError`` when dask mode finds no usable points/)."""
+    key = (Path(path).resolve(), map_engine)
     with _LOCK:
         if key not in _CACHE:
             from explorer.plot import warm_kernels
 
-            _CACHE[key] = prepare(Bundle.open(key, validate=True)).warm()
-            warm_kernels()
+            data = prepare(Bundle.open(key[0], validate=True), map_engine).warm()
+            warm_kernels(dask_points=data.points)
+            _CACHE[key] = data
         return _CACHE[key]
 
 
@@ -184,4 +267,5 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["BundleError", "ExplorerData", "load_explorer_data", "resolve_bundle_path", "MAKE_ONE", "prepare"]
+__all__ = ["BundleError", "ExplorerData", "MapPoints", "load_explorer_data", "resolve_bundle_path",
+           "resolve_map_engine", "MAKE_ONE", "MAP_ENGINES", "prepare"]

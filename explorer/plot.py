@@ -11,6 +11,11 @@ Why not ``rasterize(points) * rasterize(points)``: both layers come from ONE Dat
 session's colour parameters. Measured at 1 M objects on the shared 2-core box (CPU time per pan/zoom): two
 ``rasterize`` + ``dynspread`` layers 130-170 ms, this 80-110 ms (benchmarks/bench_explorer.py).
 
+Map engines (``ExplorerData.map_engine``): ``memory`` aggregates the in-memory frame; ``dask`` aggregates the
+bundle's colour columns from a lazy Dask dataframe over ``points/`` (Dask's local threaded scheduler; the same
+single ``ds.summary`` pass), while density and this session's own layers (in-memory arrays) use the in-memory
+x/y as in memory mode.
+
 Hover and click are PointerXY / Tap streams resolved with the KD-tree in ``explorer.hover``; the same RangeXY /
 PlotSize streams give the pixel scale for the pointer radius.
 """
@@ -49,8 +54,10 @@ def colour_layer(data: ExplorerData, state: ExplorerState, name: str | None = No
     spec = data.specs.get(name, data.specs[colour.DENSITY])
     if spec.kind == colour.DENSITY:
         return colour.ColourLayer(spec, None, (np.nan, np.nan), (np.nan, np.nan), 0.0)
-    return colour.ColourLayer(spec, data.frame[spec.value_column].to_numpy(), data.ranges[spec.column],
-                              data.bounds[spec.column], data.null_fractions.get(spec.column, 0.0))
+    # dask engine: the values stay on disk (points/), the layer carries only their ranges
+    values = data.frame[spec.value_column].to_numpy() if spec.value_column in data.frame else None
+    return colour.ColourLayer(spec, values, data.ranges[spec.column], data.bounds[spec.column],
+                              data.null_fractions.get(spec.column, 0.0))
 
 
 def empty_image(vdim: str, x_range, y_range) -> hv.Image:
@@ -66,15 +73,21 @@ def log_counts(counts: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, np.log10(counts), np.nan).astype(np.float32)
 
 
-def warm_kernels(background: bool = True) -> None:
+def warm_kernels(background: bool = True, dask_points=None) -> None:
     """Compile the map's Datashader/Numba kernels once per process (seconds of JIT) before a visitor needs them.
 
     The density kernels (the first view) compile now; the colour-by kernels (mean, max) in a background thread
-    unless ``background`` is False.
+    unless ``background`` is False. With ``dask_points`` (dask engine) the colour kernels are compiled on a small
+    Dask frame of the same columns too (Datashader's Dask path has its own combine step).
     """
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({c: rng.random(64).astype(np.float32) for c in ("x", "y", "v")})
     cvs = ds.Canvas(plot_width=16, plot_height=16, x_range=(0, 1), y_range=(0, 1))
+    frames = [frame]
+    if dask_points is not None:
+        import dask.dataframe as dd
+
+        frames.append(dd.from_pandas(frame, npartitions=2))
 
     def spread_all(arr):
         tf.dynspread(arr, **SPREAD)
@@ -82,8 +95,10 @@ def warm_kernels(background: bool = True) -> None:
             tf.spread(arr, px, how=SPREAD["how"])
 
     def colour_kernels():
-        for reduction in (ds.mean("v"), ds.max("v")):
-            spread_all(cvs.points(frame, "x", "y", ds.summary(n=ds.count(), v=reduction))["v"].astype(np.float32))
+        for source in frames:
+            for reduction in (ds.mean("v"), ds.max("v")):
+                agg = aggregate_summary(cvs, source, reduction)
+                spread_all(agg["v"].astype(np.float32))
 
     counts = cvs.points(frame, "x", "y", ds.count())
     spread_all(counts.astype(np.float32).where(counts > 0))
@@ -91,6 +106,18 @@ def warm_kernels(background: bool = True) -> None:
         threading.Thread(target=colour_kernels, name="warm-datashader", daemon=True).start()
     else:
         colour_kernels()
+
+
+def aggregate_summary(cvs: ds.Canvas, frame, reduction):
+    """One Datashader pass over x, y[, v] of ``frame`` (pandas, or Dask on the local threaded scheduler): the
+    per-pixel count "n" and ``reduction`` as "v"."""
+    agg = ds.summary(n=ds.count(), v=reduction)
+    if isinstance(frame, pd.DataFrame):
+        return cvs.points(frame, "x", "y", agg)
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        return cvs.points(frame, "x", "y", agg)
 
 
 class MapView(param.Parameterized):
@@ -137,15 +164,24 @@ class MapView(param.Parameterized):
             self._frame, self._frame_values = pd.DataFrame(cols, copy=False), values
         return self._frame
 
+    def points_frame(self):
+        """The lazy Dask frame (x, y, v) of the colour layer on show, or None when it is drawn from memory (memory
+        engine, density, or this session's own layers)."""
+        points = self.data.points
+        if points is None or self.state.colour_by in self.state.session_colours or self.spec.kind == colour.DENSITY:
+            return None
+        return points.frame_for(self.spec.value_column)
+
     def aggregate(self, x_range, y_range, width: int, height: int):
         """One Datashader pass: per-pixel object count and the colour aggregate (None for density)."""
         spec = self.spec
         cvs = ds.Canvas(plot_width=int(width), plot_height=int(height), x_range=tuple(x_range),
                         y_range=tuple(y_range))
-        frame = self.view_frame()
         if spec.kind == colour.DENSITY:
-            return cvs.points(frame, "x", "y", ds.count()), None
-        agg = cvs.points(frame, "x", "y", ds.summary(n=ds.count(), v=colour.aggregator_for(spec, "v")))
+            return cvs.points(self.view_frame(), "x", "y", ds.count()), None
+        lazy = self.points_frame()
+        frame = self.view_frame() if lazy is None else lazy
+        agg = aggregate_summary(cvs, frame, colour.aggregator_for(spec, "v"))
         return agg["n"], agg["v"]
 
     def render(self, x_range=None, y_range=None, width=None, height=None, **_):

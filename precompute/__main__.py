@@ -25,6 +25,7 @@ COMMANDS = {
     "bundle": ("precompute.pipeline", "stage: assemble and write the bundle"),
     "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (FIRST, SDSS) into a resumable cache"),
     "validate": ("precompute.validate", "check a bundle against the format contract"),
+    "points": ("precompute.points", "add points/ (partitioned Parquet map points) to a bundle for the Dask map engine"),
 }
 
 
