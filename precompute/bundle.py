@@ -130,6 +130,9 @@ def write_bundle(
     shard_dir = Path(embeddings) if isinstance(embeddings, (str, Path)) and Path(embeddings).is_dir() else None
     emb = None
     if shard_dir is None:
+        if isinstance(embeddings, (str, Path)) and not Path(embeddings).is_file():
+            raise BundleError(f"{embeddings}: no embeddings .npy or shard folder here; run `python -m precompute "
+                              f"embed ...` to write them")
         emb = np.load(embeddings, mmap_mode="r") if isinstance(embeddings, (str, Path)) else embeddings
         emb = emb if isinstance(emb, np.ndarray) else np.asarray(emb)
         if emb.ndim != 2 or emb.shape[0] != n:

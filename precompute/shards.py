@@ -12,6 +12,7 @@ own device and rank 0 merging::
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from contextlib import contextmanager
@@ -158,10 +159,18 @@ def _open_shard(path: Path, rows: int, dim: int | None) -> np.ndarray:
     return arr
 
 
+def _squared_norms(rows: np.ndarray, step: int = 256) -> np.ndarray:
+    """Row sums of squares in float32, a few rows at a time (einsum casts its float16 inputs whole)."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for s in range(0, len(rows), step):
+        out[s : s + step] = np.einsum("ij,ij->i", rows[s : s + step], rows[s : s + step], dtype=np.float32)
+    return out
+
+
 def _unit_rows(block: np.ndarray, path: Path, first_row: int) -> np.ndarray:
     """float16 rows of unit length: rows already within NORM_TOLERANCE are kept bit for bit, others renormalised."""
     out = np.array(block, dtype=np.float16)  # a copy: the shard is mapped read-only
-    squared = np.einsum("ij,ij->i", out, out, dtype=np.float32)  # NaN/inf in a row make its sum non-finite
+    squared = _squared_norms(out)  # NaN/inf in a row make its sum non-finite
     if not np.isfinite(squared).all():
         bad = first_row + int(np.flatnonzero(~np.isfinite(squared))[0])
         raise BundleError(f"{path}: row {bad} has NaN or infinite values; {RERUN}")
@@ -216,17 +225,41 @@ def merge_embedding_shards(shard_dir: str | Path, out_path: str | Path, n_rows: 
     return out_path
 
 
+def _file_backed(array: np.ndarray) -> bool:
+    """A whole memory-mapped .npy as ``np.load(mmap_mode=...)`` returns it (not a slice or view of one)."""
+    return (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.filename is not None
+            and array.flags.c_contiguous)
+
+
+def _blocks(array: np.ndarray, step: int):
+    """``array`` in blocks of ``step`` rows. A file-backed memory map is read with plain file reads, so the pages
+    already copied do not stay mapped (and counted) in this process the way the caller's mapping would keep them."""
+    if not _file_backed(array):
+        for s in range(0, len(array), step):
+            yield array[s : s + step]
+        return
+    buffer = np.empty((min(step, len(array)),) + array.shape[1:], dtype=array.dtype)  # reused: one block alive
+    with open(array.filename, "rb") as f:
+        f.seek(array.offset)
+        for s in range(0, len(array), step):
+            block = buffer[: min(step, len(array) - s)]
+            if f.readinto(block) != block.nbytes:
+                raise BundleError(f"{array.filename}: ends before row {s + len(block)} (truncated); rewrite it")
+            yield block
+
+
 def copy_to_npy(array: np.ndarray, out_path: str | Path, dtype=None) -> Path:
     """Write ``array`` (an in-memory or memory-mapped (N, D) matrix) to ``out_path`` as .npy block by block, so a
     memory-mapped input is never read into memory whole."""
     out_path = Path(out_path)
     dtype = np.dtype(dtype or array.dtype)
     offset = _create_npy(out_path, tuple(array.shape), dtype)
-    step = _rows_per_block(int(np.prod(array.shape[1:], dtype=np.int64)) or 1, dtype.itemsize)
+    step = _rows_per_block(int(np.prod(array.shape[1:], dtype=np.int64)) or 1, max(dtype.itemsize,
+                                                                                   array.dtype.itemsize))
     with open(out_path, "r+b") as f:
         f.seek(offset)
-        for s in range(0, len(array), step):
-            f.write(np.ascontiguousarray(array[s : s + step], dtype=dtype))
+        for block in _blocks(array, step):
+            f.write(np.ascontiguousarray(block, dtype=dtype))
     return out_path
 
 

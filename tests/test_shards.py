@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from precompute.bundle import BundleError, assign_splits, l2_normalise, validate_bundle, write_bundle
-from precompute.shards import (check_tiling, merge_embedding_shards, rank_rows, shard_name, shard_ranges,
+from precompute.shards import (check_tiling, copy_to_npy, merge_embedding_shards, rank_rows, shard_name, shard_ranges,
                                write_embedding_shards)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,6 +197,16 @@ def test_merge_memory_stays_far_below_the_matrix(tmp_path):
     assert emb.shape == (n, dim)
     assert np.array_equal(emb[12_345], np.load(tmp_path / "shards" / shard_name(12_288, 16_384))[57])
 
+    tracemalloc.start()  # write_bundle's copy of a memory-mapped matrix streams too
+    try:
+        copy_to_npy(emb, tmp_path / "copy.npy")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < matrix / 8, f"copy peaked at {peak / 2**20:.0f} MB for a {matrix / 2**20:.0f} MB matrix"
+    copy = np.load(tmp_path / "copy.npy", mmap_mode="r")
+    assert np.array_equal(copy[-100:], emb[-100:]) and np.array_equal(copy[:100], emb[:100])
+
 
 # ----------------------------------------------------------------------------------------------- write_bundle
 def bundle_inputs(n: int) -> dict:
@@ -236,6 +246,8 @@ def test_write_bundle_from_a_memory_map_and_a_path(tmp_path):
     with pytest.raises(BundleError, match=r"shape \(200, 32\) but the catalogue has 199 rows"):
         inputs = bundle_inputs(199)
         write_bundle(tmp_path / "bad", embeddings=mm, **inputs)
+    with pytest.raises(BundleError, match="no embeddings .npy or shard folder here"):
+        write_bundle(tmp_path / "bad", embeddings=tmp_path / "nowhere", **bundle_inputs(200))
 
 
 def test_write_bundle_converts_other_dtypes_to_float32(tmp_path):
