@@ -161,6 +161,9 @@ def median_ms(fn, repeats: int) -> float:
 
 def time_renders(bundle: Path, engine: str, repeats: int) -> dict:
     """``MapView.render`` at the full view and 10x zoom for each colour in COLOURS, with this process' RSS."""
+    import holoviews as hv
+
+    hv.extension("bokeh")  # MapView.render styles its images (as the served app does)
     from explorer.data import clear_cache, load_explorer_data
     from explorer.plot import MapView
     from explorer.state import ExplorerState
