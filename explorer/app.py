@@ -330,7 +330,11 @@ def create_page(argv: list[str] | None = None, environ: dict | None = None):
     """Resolve the bundle, load it (once per process) and build this session's page, or the error page."""
     path = resolve_bundle_path(argv, environ)
     try:
-        data = load_explorer_data(path, resolve_map_engine(argv, environ))
+        engine = resolve_map_engine(argv, environ)
+    except BundleError as e:
+        return build_error_page(path, str(e), fix=f"panel serve explorer --args --bundle {path} --map-engine memory")
+    try:
+        data = load_explorer_data(path, engine)
     except PointsError as e:
         return build_error_page(path, str(e), fix=points_command(path))
     except BundleError as e:

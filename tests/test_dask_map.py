@@ -116,8 +116,11 @@ def test_engine_from_argument_environment_and_auto(small_bundle, points_bundle, 
     assert resolve(["--bundle", "x", "--map-engine", "auto"], {"EXPLORER_MAP_ENGINE": "dask"}) == "auto"
     with pytest.raises(BundleError, match="unknown map engine 'gpu'"):
         resolve(["--map-engine", "gpu"], {})
+    from explorer.app import create_page
+
+    assert "unknown map engine" in create_page(["--bundle", str(small_bundle), "--map-engine", "gpu"]).main[0].object
     assert explorer_data.choose_map_engine("auto", Bundle.open(points_bundle)) == "memory"  # small
-    monkeypatch.setattr(explorer_data, "AUTO_DASK_ABOVE", 1000)
+    monkeypatch.setattr(explorer_data, "AUTO_DASK_ABOVE_BYTES", 4 * 2500 * 5 - 1)  # 2,500 objects x 5 columns
     assert explorer_data.choose_map_engine("auto", Bundle.open(points_bundle)) == "dask"
     assert explorer_data.choose_map_engine("auto", Bundle.open(small_bundle)) == "memory"  # no points/
 
