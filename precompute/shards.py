@@ -289,7 +289,7 @@ def _single_process_env():
 
 def _start_group(device: str | None, wait: timedelta):
     """Join torchrun's process group (nccl on CUDA, gloo on CPU) with a timeout long enough for rank 0 to train
-    while the others wait, then pick this rank's device with ``models.train.Processes``."""
+    while the others wait to join, then pick this rank's device with ``models.train.Processes``."""
     import torch
     import torch.distributed as dist
 
@@ -316,11 +316,12 @@ def embed_distributed(cfg, wait: timedelta = timedelta(hours=48)) -> dict:
     from precompute.stages import WorkDir, embed, embed_shard_dir, load_ingest, log, run_pipeline
 
     cfg = cfg.resolved()
-    procs, started = _start_group(cfg.device, wait)
+    if world_from_env()[0] == 0:
+        # before the group exists: MoCo all-gathers across ranks whenever a process group is initialised
+        with _single_process_env():
+            run_pipeline(cfg, until="train")
+    procs, started = _start_group(cfg.device, wait)  # the other ranks wait here for rank 0
     try:
-        if procs.main:
-            with _single_process_env():
-                run_pipeline(cfg, until="train")
         dist.barrier()
         results = run_pipeline(cfg, until="train")  # cached now: every rank gets the same stage results
         wd = WorkDir(cfg.work, log=log)

@@ -262,8 +262,9 @@ def finished_embed_stages(work: Path) -> list[Path]:
 
 
 def test_two_process_torchrun_embed_equals_one_process(tmp_path):
-    """`torchrun --nproc_per_node 2 -m precompute embed` (gloo, CPU): each rank embeds its own shards, rank 0
-    merges; the vectors equal a single-process embed of the same trained encoder bit for bit."""
+    """`torchrun --nproc_per_node 2 -m precompute embed` (gloo, CPU) from scratch: rank 0 ingests and trains alone
+    (MoCo must not see the process group), each rank embeds its own shards, rank 0 merges. A single-process embed
+    with the same (cached) encoder gives the same vectors bit for bit."""
     import shutil
 
     from tests.test_surveys import write_sdss_h5
@@ -274,20 +275,22 @@ def test_two_process_torchrun_embed_equals_one_process(tmp_path):
             "--work", str(work), "--arch", "small", "--width", "4", "--stem", "standard", "--epochs", "1",
             "--batch-size", "32", "--max-steps", "1", "--no-progress", "--rows-per-shard", "16", "--device", "cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    single = subprocess.run([sys.executable, "-m", "precompute", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=240)
-    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
-    (stage,) = finished_embed_stages(work)
-    one = np.load(stage / "embeddings.npy")
-    shutil.rmtree(stage)  # train and ingest stay cached: the torchrun run only embeds
-
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "precompute", *args]
     run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("[train] running") == 1
     assert "[embed] rank 0/2: rows 0:48 on cpu" in run.stdout and "[embed] rank 1/2: rows 48:96 on cpu" in run.stdout
-    (stage2,) = finished_embed_stages(work)
-    two = np.load(stage2 / "embeddings.npy")
-    assert stage2.name == stage.name and one.shape == (96, 32)
-    assert np.array_equal(one.view(np.uint16), two.view(np.uint16))
     assert not list(work.glob("embed-*.shards"))  # merged, then removed
+    (stage,) = finished_embed_stages(work)
+    two = np.load(stage / "embeddings.npy")
+    shutil.rmtree(stage)  # ingest and train stay cached: the single-process run only embeds
+
+    single = subprocess.run([sys.executable, "-m", "precompute", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=240)
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+    assert "[train] cached" in single.stdout
+    (stage1,) = finished_embed_stages(work)
+    one = np.load(stage1 / "embeddings.npy")
+    assert stage1.name == stage.name and one.shape == (96, 32)
+    assert np.array_equal(one.view(np.uint16), two.view(np.uint16))
