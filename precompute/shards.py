@@ -15,10 +15,10 @@ from __future__ import annotations
 import mmap
 import os
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -215,8 +215,7 @@ def merge_embedding_shards(shard_dir: str | Path, out_path: str | Path, n_rows: 
             for a, b, path in table:
                 shard = _open_shard(path, b - a, dim)
                 f.seek(offset + a * row_bytes)
-                for s in range(0, b - a, step):
-                    f.write(_unit_rows(shard[s : s + step], path, a + s))
+                f.writelines(_unit_rows(shard[s : s + step], path, a + s) for s in range(0, b - a, step))
                 del shard
         os.replace(tmp, out_path)
     except BaseException:
@@ -258,8 +257,7 @@ def copy_to_npy(array: np.ndarray, out_path: str | Path, dtype=None) -> Path:
                                                                                    array.dtype.itemsize))
     with open(out_path, "r+b") as f:
         f.seek(offset)
-        for block in _blocks(array, step):
-            f.write(np.ascontiguousarray(block, dtype=dtype))
+        f.writelines(np.ascontiguousarray(block, dtype=dtype) for block in _blocks(array, step))
     return out_path
 
 
@@ -313,7 +311,14 @@ def embed_distributed(cfg, wait: timedelta = timedelta(hours=48)) -> dict:
     import torch.distributed as dist
 
     from precompute.encoder import load_embedder
-    from precompute.stages import WorkDir, embed, embed_shard_dir, load_ingest, log, run_pipeline
+    from precompute.stages import (
+        WorkDir,
+        embed,
+        embed_shard_dir,
+        load_ingest,
+        log,
+        run_pipeline,
+    )
 
     cfg = cfg.resolved()
     if world_from_env()[0] == 0:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.bundle import BundleError, assign_splits, l2_normalise, validate_bundle
+from precompute.bundle import BundleError, assign_splits, validate_bundle
 from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint_files, stage_key
 from precompute.inputs import InputError, skipped_frame
 from precompute.surveys.base import get_survey

@@ -14,9 +14,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precompute.bundle import BundleError, assign_splits, l2_normalise, validate_bundle, write_bundle
-from precompute.shards import (check_tiling, copy_to_npy, merge_embedding_shards, rank_rows, shard_name, shard_ranges,
-                               write_embedding_shards)
+from precompute.bundle import (
+    BundleError,
+    assign_splits,
+    l2_normalise,
+    validate_bundle,
+    write_bundle,
+)
+from precompute.shards import (
+    check_tiling,
+    copy_to_npy,
+    merge_embedding_shards,
+    rank_rows,
+    shard_name,
+    shard_ranges,
+    write_embedding_shards,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +110,7 @@ def test_merged_ranks_equal_the_single_process_embedding_bit_for_bit(tmp_path):
     torch.set_num_threads(1)
     encoder = build_encoder("small", 3, width=4)
     images = np.random.default_rng(0).normal(size=(300, 3, 32, 32)).astype(np.float32)
-    embedder = lambda x: embed(encoder, x, batch_size=32, device="cpu")  # noqa: E731
+    embedder = lambda x: embed(encoder, x, batch_size=32, device="cpu")
     old = l2_normalise(np.concatenate([embedder(images[s : s + 4096]) for s in range(0, 300, 4096)]), np.float16)
 
     for rank in range(3):
@@ -294,3 +307,37 @@ def test_two_process_torchrun_embed_equals_one_process(tmp_path):
     one = np.load(stage1 / "embeddings.npy")
     assert stage1.name == stage.name and one.shape == (96, 32)
     assert np.array_equal(one.view(np.uint16), two.view(np.uint16))
+
+
+def test_killed_embed_stage_resumes_at_shard_granularity(tmp_path, monkeypatch):
+    """The embed stage keeps its shards outside the stage's temporary folder: a rerun embeds only what is missing."""
+    from precompute import shards
+    from precompute.__main__ import main
+    from tests.test_surveys import write_sdss_h5
+
+    write_sdss_h5(tmp_path / "images.h5", n=96, nan_row=None)
+    work = tmp_path / "work"
+    args = ["--survey", "sdss", "--images", str(tmp_path / "images.h5"), "--out", str(tmp_path / "b"), "--work",
+            str(work), "--arch", "small", "--width", "4", "--stem", "standard", "--epochs", "1", "--batch-size",
+            "32", "--max-steps", "1", "--no-progress", "--rows-per-shard", "16", "--device", "cpu"]
+    assert main(["train", *args]) == 0
+    saved, save = [], shards._save_atomically
+
+    def counting_save(path, array):
+        if len(saved) == 2 and kill:
+            raise KeyboardInterrupt
+        saved.append(path.name)
+        save(path, array)
+
+    kill = True
+    monkeypatch.setattr(shards, "_save_atomically", counting_save)
+    with pytest.raises(KeyboardInterrupt):
+        main(["embed", *args])
+    assert not finished_embed_stages(work) and len(list(work.glob("embed-*.shards/rows16/rows-*.npy"))) == 2
+    kill, saved[:] = False, []
+    assert main(["embed", *args]) == 0
+    assert saved == [shard_name(a, b) for a, b in shard_ranges(96, 16)][2:]
+    (stage,) = finished_embed_stages(work)
+    emb = np.load(stage / "embeddings.npy", mmap_mode="r")
+    assert emb.shape == (96, 32) and np.allclose(np.linalg.norm(emb.astype(np.float32), axis=1), 1, atol=2e-3)
+    assert not list(work.glob("embed-*.shards"))
