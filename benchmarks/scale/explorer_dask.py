@@ -9,7 +9,8 @@ disk instead of ~10 GB, then runs ``python -m precompute points`` on it. ``measu
 (``memory``, ``dask``): the server cold start (``panel serve explorer --args --bundle B --map-engine E`` until the
 first page is served) and the server's RSS after that page, then, in this process, ``MapView.render`` (the app's
 own callback) at the full view and at 10x zoom for density, a continuous and a categorical colour (median of
-``--repeats`` after one warm-up). The load average is recorded before and after: the box is shared.
+``--repeats`` after one warm-up); with ``--breakdown``, the RSS after each start-up step and page part (two
+sessions) in a fresh interpreter. The load average is recorded before and after: the box is shared.
 """
 from __future__ import annotations
 
@@ -188,6 +189,37 @@ def time_renders(bundle: Path, engine: str, repeats: int) -> dict:
     return out
 
 
+def rss_breakdown(bundle: Path, engine: str, sessions: int = 2) -> dict:
+    """This process' RSS (MB) after each step of a served start: open + validate, prepare, warm, then each page part
+    of ``sessions`` sessions (which parts cost per process and which per session). Run it in a fresh process."""
+    import holoviews as hv
+
+    hv.extension("bokeh")
+    from explorer import app
+    from explorer.data import prepare
+    from explorer.plot import MapView, warm_kernels
+    from explorer.state import ExplorerState
+    from precompute.bundle import Bundle
+
+    out = {"imports": rss_mb(os.getpid())}
+    b = Bundle.open(bundle, validate=True)
+    out["open_validate"] = rss_mb(os.getpid())
+    data = prepare(b, engine)
+    out["prepare"] = rss_mb(os.getpid())
+    data.warm()
+    warm_kernels(background=False, dask_points=data.points)
+    out["warm_tree_search_kernels"] = rss_mb(os.getpid())
+    keep = []
+    for session in range(sessions):
+        state = ExplorerState()
+        for build in app.SIDEBAR_SECTIONS:
+            keep.append(build(data, state))
+            out[f"session{session}_{build.__name__}"] = rss_mb(os.getpid())
+        keep.append(MapView(data, state))
+        out[f"session{session}_MapView"] = rss_mb(os.getpid())
+    return out
+
+
 def cmd_measure(a) -> dict:
     import dask
 
@@ -196,6 +228,12 @@ def cmd_measure(a) -> dict:
            "machine": f"shared {os.cpu_count()}-core box", "dask": dask.__version__,
            "scheduler": "dask threaded (local)", "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     for engine in a.engines:
+        if a.breakdown:  # a fresh interpreter per engine, so the figures do not include the other's heap
+            cmd = [sys.executable, "-c", "import json, sys; from benchmarks.scale.explorer_dask import rss_breakdown; "
+                   f"print(json.dumps(rss_breakdown({str(bundle)!r}, {engine!r})))"]
+            res[f"rss_breakdown_{engine}"] = json.loads(subprocess.run(cmd, capture_output=True, text=True,
+                                                                       check=True).stdout.strip().splitlines()[-1])
+            print(engine, res[f"rss_breakdown_{engine}"], flush=True)
         if not a.no_serve:
             res[f"serve_{engine}"] = serve_cold_start(bundle, engine)
             print(engine, res[f"serve_{engine}"], flush=True)
@@ -219,6 +257,7 @@ def main(argv=None):
     m.add_argument("--engines", nargs="+", default=["memory", "dask"])
     m.add_argument("--repeats", type=int, default=3)
     m.add_argument("--no-serve", action="store_true", help="skip the panel serve cold starts")
+    m.add_argument("--breakdown", action="store_true", help="also RSS after each start-up step and page part")
     for sp in (b, m):
         sp.add_argument("--json")
     a = p.parse_args(argv)
