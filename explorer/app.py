@@ -14,13 +14,23 @@ import numpy as np
 import panel as pn
 
 from explorer import colour
-from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data, resolve_bundle_path, resolve_map_engine
-from explorer.labels_ui import attach_map_selection, build_labels_section, build_probe_section
+from explorer.data import (
+    MAKE_ONE,
+    ExplorerData,
+    load_explorer_data,
+    resolve_bundle_path,
+    resolve_map_engine,
+)
+from explorer.labels_ui import (
+    attach_map_selection,
+    build_labels_section,
+    build_probe_section,
+)
 from explorer.links import archive_links, sky_position
 from explorer.plot import MapView, colour_layer
 from explorer.search import find_neighbours
 from explorer.skyquery_ui import build_sky_search_section, query_marker
-from explorer.state import ExplorerState
+from explorer.state import ExplorerState, track_session
 from precompute.bundle import BundleError
 from precompute.points import PointsError, points_command
 
@@ -218,6 +228,22 @@ def colour_options(data: ExplorerData, state: ExplorerState) -> dict[str, str]:
     return options
 
 
+def forget_js_callbacks_on_close(widget) -> None:
+    """Drop ``widget``'s (and its parts') entries in Panel's jscallback registry when this browser session ends.
+
+    Panel keeps jscallbacks in a WeakKeyDictionary keyed by the source widget, and each callback refers back to its
+    source, so an entry never dies. The editable range slider makes such callbacks internally; since our watchers on
+    the slider reach this session's state, map and plots, every closed session stayed in server memory (~55 MB each
+    in tests/test_soak.py) until this."""
+    from panel.links import Callback
+
+    def forget(_session_context):
+        for part in widget.select():
+            Callback.registry.pop(part, None)
+
+    pn.state.on_session_destroyed(forget)
+
+
 def build_colour(data: ExplorerData, state: ExplorerState):
     """Colour-by choice and, for continuous columns, a range slider (starts at the 1-99th percentile clip)."""
     select = pn.widgets.Select(name="Colour by", options=colour_options(data, state), value=state.colour_by,
@@ -251,6 +277,7 @@ def build_colour(data: ExplorerData, state: ExplorerState):
 
     select.param.watch(on_select, "value")
     slider.param.watch(on_slider, "value")
+    forget_js_callbacks_on_close(slider)
     state.param.watch(on_state_colour, ["colour_by", "session_colours"])
     on_state_colour()
     hint = pn.pane.HTML("<span class='muted'>continuous columns start clipped to the 1–99th percentile</span>",
@@ -298,6 +325,7 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     """The whole page for one session."""
     pn.extension(raw_css=[CSS])
     state = state or ExplorerState()
+    track_session(state)
     wire_search(data, state)
     view = MapView(data, state)
     plot = pn.pane.HoloViews(view.overlay(query_marker(state)), sizing_mode="stretch_width", min_height=400,

@@ -76,13 +76,15 @@ class LabelSession(param.Parameterized):
     probe_title = param.String(default="", doc="what probe_values are, e.g. 'P(gz2_smooth_fraction) probe'")
 
 
-_SESSIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def session_for(state) -> LabelSession:
-    if state not in _SESSIONS:
-        _SESSIONS[state] = LabelSession()
-    return _SESSIONS[state]
+    """This browser session's LabelSession, kept on its ExplorerState.
+
+    Not in a module-level WeakKeyDictionary keyed by the state: the LabelSession's watchers refer back to the state,
+    and a value that refers to its own key keeps the key alive for ever (every closed session stayed in memory)."""
+    session = getattr(state, "_label_session", None)
+    if session is None:
+        session = state._label_session = LabelSession()
+    return session
 
 
 # ============================================================================================ colour layers
@@ -106,7 +108,7 @@ _ROWS_BY_ID: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def rows_by_object_id(data) -> pd.Index:
     """object_id (as text, as the label store keeps it) -> bundle row, built once per bundle per process."""
     if data not in _ROWS_BY_ID:
-        _ROWS_BY_ID[data] = pd.Index(data.catalog["object_id"].astype(str).to_numpy())
+        _ROWS_BY_ID[data] = pd.Index(data.object_ids, copy=False)
     return _ROWS_BY_ID[data]
 
 
@@ -185,7 +187,7 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     except LabelStoreError as e:
         return pn.Column("### Labels", pn.pane.Alert(str(e), alert_type="danger"))
     catalog = data.catalog
-    object_ids = catalog["object_id"].astype(str).to_numpy()
+    object_ids = data.object_ids
 
     author = pn.widgets.TextInput(name="Your name", value=os.environ.get("USER", "anonymous"), css_classes=["label-author"])
     name = pn.widgets.TextInput(name="Label name", placeholder="e.g. ring galaxies", css_classes=["label-name-input"])
@@ -382,7 +384,7 @@ def build_probe_section(data, state, argv: list[str] | None = None):
 
     select_candidates.on_click(do_select_candidates)
     runner = probes.ProbeRunner()
-    split = data.catalog["split"].to_numpy()
+    split = data.split
     poll = {"cb": None, "kind": "fit"}  # kind: which job the runner holds, the fit or the trust after it
     trust_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-trust"])
 
