@@ -51,7 +51,7 @@ def matcher_for(data) -> CatalogueMatcher:
     key = Path(data.bundle.path).resolve()
     with _LOCK:
         if key not in _MATCHERS:
-            _MATCHERS[key] = CatalogueMatcher(data.ra, data.dec, data.catalog["object_id"].to_numpy())
+            _MATCHERS[key] = CatalogueMatcher(data.ra, data.dec, data.object_ids)  # the shared copy of the ids
         return _MATCHERS[key]
 
 
