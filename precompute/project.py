@@ -47,6 +47,24 @@ def fit_umap(x: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1, metric
     return reducer, np.asarray(coords, dtype=np.float32)
 
 
+# PCA is fitted on at most this many rows: 50 components of a 2048-d embedding are settled long before that, and the
+# float32 copy it needs (1.6 GB here) stays bounded however many objects there are (8 GB at 1 M x 2048 otherwise).
+PCA_FIT_ROWS = 200_000
+
+
+def reduce_with_pca(embeddings: np.ndarray, pca_dim: int, seed: int = 0, fit_rows: int = PCA_FIT_ROWS,
+                    chunk: int = 65_536):
+    """(fitted PCA, (N, pca_dim) float32 projections) of ``embeddings`` (array or memory map, any float dtype),
+    fitting on a seeded sample of ``fit_rows`` rows (all of them when fewer) and transforming chunk by chunk."""
+    n = len(embeddings)
+    rows = np.arange(n) if n <= fit_rows else np.sort(np.random.default_rng(seed).choice(n, fit_rows, replace=False))
+    pca = fit_pca(np.asarray(embeddings[rows], dtype=np.float32), pca_dim, seed)
+    reduced = np.empty((n, pca.n_components_), dtype=np.float32)
+    for start in range(0, n, chunk):
+        reduced[start:start + chunk] = pca.transform(np.asarray(embeddings[start:start + chunk], dtype=np.float32))
+    return pca, reduced
+
+
 def project(embeddings: np.ndarray, folder: str | Path, pca_dim: int = 50, n_neighbors: int = 15,
             min_dist: float = 0.1, metric: str = "euclidean", seed: int = 0) -> tuple[np.ndarray, dict]:
     """Fit PCA then UMAP on ``embeddings``; save ``pca.joblib``, ``umap.joblib`` and ``projection.json`` into
@@ -55,14 +73,12 @@ def project(embeddings: np.ndarray, folder: str | Path, pca_dim: int = 50, n_nei
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    x = np.asarray(embeddings, dtype=np.float32)
-    pca = fit_pca(x, pca_dim, seed)
-    reduced = pca.transform(x).astype(np.float32)
+    pca, reduced = reduce_with_pca(embeddings, pca_dim, seed)
     reducer, coords = fit_umap(reduced, n_neighbors, min_dist, metric, seed)
     if not np.isfinite(coords).all():
         raise RuntimeError("UMAP produced non-finite coordinates")
     params = {"pca_dim": int(pca.n_components_), "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
-              "n_neighbors": int(min(n_neighbors, len(x) - 1)), "min_dist": min_dist, "metric": metric, "seed": seed,
+              "pca_fit_rows": int(min(len(reduced), PCA_FIT_ROWS)), "n_neighbors": int(min(n_neighbors, len(reduced) - 1)), "min_dist": min_dist, "metric": metric, "seed": seed,
               "init": "pca", "low_memory": True, "backend": "cuml" if _cuml_available() else "umap-learn",
               "files": {"pca": "projection/pca.joblib", "umap": "projection/umap.joblib"}}
     joblib.dump(pca, folder / "pca.joblib")

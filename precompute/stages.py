@@ -257,7 +257,8 @@ def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
     def build(tmp: Path, key: str) -> None:
         from precompute.project import project as fit_projection
 
-        coords, used = fit_projection(np.load(emb.path / "embeddings.npy"), tmp / "projection", **params)
+        coords, used = fit_projection(np.load(emb.path / "embeddings.npy", mmap_mode="r"), tmp / "projection",
+                                      **params)
         np.save(tmp / "coords.npy", coords)
         (tmp / "umap.json").write_text(json.dumps(used, indent=2))
 
