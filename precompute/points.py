@@ -20,7 +20,6 @@ The bundle's own files are not touched (``points/`` is an optional extra the val
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.bundle import BundleError
+from precompute.bundle import BundleError, _replace_dir
 
 POINTS_DIR = "points"
 META_FILE = "points.json"
@@ -113,22 +112,11 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -
         meta = {"format": POINTS_FORMAT, "n_rows": n, "rows_per_partition": rows_per_partition,
                 "bundle_created": manifest.get("created"), "xy": list(XY_COLUMNS), "columns": columns}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _swap_in(tmp, out)
+        _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed only after the rename."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def parquet_rows(folder: Path) -> int:
