@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,9 @@ import pandas as pd
 
 from explorer import colour
 from explorer.hover import build_tree
-from precompute.bundle import Bundle, BundleError
+from precompute.bundle import Bundle, BundleError, validate_bundle
+
+log = logging.getLogger("explorer")
 
 DEFAULT_BUNDLE = "bundles/demo"
 ENV_VAR = "EXPLORER_BUNDLE"
@@ -39,6 +41,11 @@ ENGINE_ENV_VAR = "EXPLORER_MAP_ENGINE"
 # ``auto`` reads colours from points/ once the float32 colour columns would pass this (e.g. 10 M objects x 27
 # columns): below it memory mode is both faster and small next to the catalogue (docs/SCALING.md).
 AUTO_DASK_ABOVE_BYTES = 1 << 30
+
+# Embedding norms checked when a server opens a bundle: a spread sample, not the 100 k rows of `python -m precompute
+# validate` (those read most of a 4 GB embeddings file, ~3-6 s of a 1 M-object cold start). Every structural check
+# (files, manifest, shapes, dtypes, row counts, catalogue columns, index size) still runs in full.
+STARTUP_NORM_ROWS = 2_000
 
 _MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 
@@ -103,6 +110,27 @@ class MapPoints:
         return self._frames[value_column]
 
 
+class built_once:
+    """``functools.cached_property`` that builds at most once when threads race: a hover waiting for the KD-tree the
+    background warm-up is building gets that tree, not a second build (cached_property lost its lock in 3.12)."""
+
+    def __init__(self, build):
+        self.build, self.name, self.__doc__ = build, build.__name__, build.__doc__
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        if self.name in obj.__dict__:
+            return obj.__dict__[self.name]
+        with obj.build_lock(self.name):
+            if self.name not in obj.__dict__:
+                obj.__dict__[self.name] = self.build(obj)
+        return obj.__dict__[self.name]
+
+
 @dataclass(eq=False)
 class ExplorerData:
     """Everything sessions share, read-only."""
@@ -116,6 +144,14 @@ class ExplorerData:
     null_fractions: dict[str, float] = field(default_factory=dict)
     map_engine: str = "memory"  # "memory" or "dask" (auto already resolved)
     points: MapPoints | None = None  # the lazy colour columns in dask mode
+    _locks: dict = field(default_factory=dict, init=False, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def build_lock(self, name: str) -> threading.Lock:
+        """The lock that makes the shared structure ``name`` build once (one per structure: waiting for the tree
+        does not wait for the searcher)."""
+        with self._locks_guard:
+            return self._locks.setdefault(name, threading.Lock())
 
     @property
     def n(self) -> int:
@@ -125,46 +161,46 @@ class ExplorerData:
     def survey(self) -> str:
         return self.bundle.survey
 
-    @cached_property
+    @built_once
     def tree(self):
         return build_tree(self.frame["x"].to_numpy(), self.frame["y"].to_numpy())
 
-    @cached_property
+    @built_once
     def embedding_rows(self) -> FileRows:
         """The embeddings, row by row, without mapping the file (see FileRows)."""
         return FileRows.of_npy(self.bundle.embeddings)
 
-    @cached_property
+    @built_once
     def searcher(self):
         from precompute.index import SimilaritySearch
 
         return SimilaritySearch(self.bundle.index, self.embedding_rows)
 
-    @cached_property
+    @built_once
     def _thumb_blob(self) -> FileRows:
         return FileRows(self.bundle.path / "thumbnails" / "blob.bin")
 
-    @cached_property
+    @built_once
     def ra(self) -> np.ndarray:
         return self.catalog["ra"].to_numpy(dtype=np.float64)
 
-    @cached_property
+    @built_once
     def dec(self) -> np.ndarray:
         return self.catalog["dec"].to_numpy(dtype=np.float64)
 
     # Built once per process: made per session they cost 2 x 69 bytes per object for every open page (1.4 GB per
     # session at 10 M), since pandas' string columns convert to a fresh object array on every to_numpy().
-    @cached_property
+    @built_once
     def object_ids(self) -> np.ndarray:
         """object_id of every row as text (how the label store keeps them)."""
         return self.catalog["object_id"].astype(str).to_numpy()
 
-    @cached_property
+    @built_once
     def split(self) -> np.ndarray:
         """The train/val/test split of every row."""
         return self.catalog["split"].to_numpy()
 
-    @cached_property
+    @built_once
     def thumbnail_mime(self) -> str:
         fmt = str(self.bundle.manifest.get("thumbnails", {}).get("format", "webp")).lower()
         return _MIME.get(fmt, "image/webp")
@@ -183,6 +219,32 @@ class ExplorerData:
         _ = self.tree, self.searcher, self.ra, self.dec, self.bundle.thumbnails
         _ = self.embedding_rows, self._thumb_blob
         return self
+
+    def warm_in_background(self, after_request: bool = True) -> threading.Thread:
+        """Build what the first page does not need (hover KD-tree, similarity searcher, the Datashader kernels of
+        other views) in a daemon thread; a hover or click before it is done waits for that structure (``built_once``), and a failure
+        here is only logged: the first use builds again and raises where the page shows errors.
+
+        With ``after_request`` and a Tornado loop running in this thread (``panel serve`` loading the bundle inside
+        the first request), the thread starts once that request is answered: the warm-up holds the GIL for seconds
+        of Numba compilation, which would otherwise come out of the first page's time."""
+        thread = threading.Thread(target=self._warm_quietly, name="explorer-warm", daemon=True)
+        loop = _running_tornado_loop() if after_request else None
+        if loop is None:
+            thread.start()
+        else:
+            loop.add_callback(thread.start)
+        return thread
+
+    def _warm_quietly(self) -> None:
+        try:
+            self.warm()  # the hover tree first: the pointer is the first thing a visitor uses
+            from explorer.plot import warm_colour_kernels, warm_density_kernels
+
+            warm_density_kernels()
+            warm_colour_kernels(dask_points=self.points)
+        except Exception:  # noqa: BLE001 - the first hover/click rebuilds and reports it
+            log.exception("background warm-up of %s failed", self.bundle.path)
 
 
 class FileRows:
@@ -264,16 +326,43 @@ _CACHE: dict[tuple[Path, str], ExplorerData] = {}
 _LOCK = threading.Lock()
 
 
+def _running_tornado_loop():
+    """The Tornado IOLoop running in this thread (inside a ``panel serve`` request), else None."""
+    try:
+        import asyncio
+
+        asyncio.get_running_loop()
+        from tornado.ioloop import IOLoop
+
+        return IOLoop.current()
+    except (RuntimeError, ImportError):
+        return None
+
+
+def open_bundle_for_serving(path: Path, norm_rows: int = STARTUP_NORM_ROWS) -> Bundle:
+    """``Bundle.open`` with the server's validation: every structural check, embedding norms on ``norm_rows``
+    spread rows (``python -m precompute validate`` checks 100 k); the index read by validation is kept."""
+    loaded: dict = {}
+    validate_bundle(path, check_norms_rows=norm_rows, keep=loaded)
+    bundle = Bundle.open(path, validate=False)
+    if "index" in loaded:
+        bundle.__dict__["index"] = loaded["index"]  # as Bundle.open does: do not read the index twice
+    return bundle
+
+
 def load_explorer_data(path: str | Path, map_engine: str = "memory") -> ExplorerData:
     """Open, validate and prepare the bundle at ``path`` once per process and engine; raises ``BundleError`` (a
-    ``PointsError`` when dask mode finds no usable points/)."""
+    ``PointsError`` when dask mode finds no usable points/).
+
+    Only what the first page draws is built here (the map frame); the hover tree, the similarity searcher and the
+    Datashader kernels follow in a background thread (``warm_in_background``). The first page's own render compiles
+    the density kernels it uses: compiling them here first on a toy frame would not make that render faster, and the
+    spreading kernels it compiled too (~4 s) are needed only once a zoom thins the points out."""
     key = (Path(path).resolve(), map_engine)
     with _LOCK:
         if key not in _CACHE:
-            from explorer.plot import warm_kernels
-
-            data = prepare(Bundle.open(key[0], validate=True), map_engine).warm()
-            warm_kernels(dask_points=data.points)
+            data = prepare(open_bundle_for_serving(key[0]), map_engine)
+            data.warm_in_background()
             _CACHE[key] = data
         return _CACHE[key]
 
@@ -283,5 +372,5 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["BundleError", "ExplorerData", "MapPoints", "load_explorer_data", "resolve_bundle_path",
-           "resolve_map_engine", "MAKE_ONE", "MAP_ENGINES", "prepare"]
+__all__ = ["BundleError", "ExplorerData", "MapPoints", "load_explorer_data", "open_bundle_for_serving",
+           "resolve_bundle_path", "resolve_map_engine", "MAKE_ONE", "MAP_ENGINES", "STARTUP_NORM_ROWS", "prepare"]

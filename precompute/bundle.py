@@ -280,6 +280,11 @@ def _fail(path: Path, what: str, fix: str = "rebuild it with `python -m precompu
 def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dict | None = None) -> dict:
     """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file.
 
+    Every structural check (files, manifest, shapes, dtypes, row counts, catalogue columns, thumbnails, index size)
+    always runs in full; ``check_norms_rows`` is how many evenly spread embedding rows are checked to be finite and
+    unit-norm (all rows when the bundle has fewer). ``python -m precompute validate`` and the pipeline use the 100 k
+    default; a server opening a bundle passes a small sample (``explorer.data.STARTUP_NORM_ROWS``), since 100 k rows
+    of a 1 M x 2048 bundle read most of its 4 GB embeddings file.
     ``keep``, when given, receives the objects read while checking that a caller would read again (``"index"``)."""
     path = Path(path)
     if not path.is_dir():

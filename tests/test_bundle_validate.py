@@ -131,3 +131,55 @@ def test_command_line_exit_code_and_message(bundle):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "index.faiss" in proc.stderr and "is missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ server's sample
+def scale_embedding_rows(bundle: Path, rows, factor: float = 3.0) -> None:
+    emb = np.load(bundle / "embeddings.npy").astype(np.float32)
+    emb[rows] *= factor
+    np.save(bundle / "embeddings.npy", emb.astype(np.float16))
+
+
+def test_norm_sample_checks_spread_rows_and_every_row_of_a_small_bundle(bundle):
+    """check_norms_rows is the only check a server narrows: a bad row off a 10-row sample passes that sample, the
+    full check (the CLI default) and a sample as large as the bundle still name it."""
+    scale_embedding_rows(bundle, [7])
+    assert validate_bundle(bundle, check_norms_rows=10)["n_objects"] == 300  # rows 0, 33, 66, ... skip row 7
+    for rows in (100_000, 300, 5_000):
+        with pytest.raises(BundleError, match="not L2-normalised.*row 7"):
+            validate_bundle(bundle, check_norms_rows=rows)
+
+
+def test_norm_sample_still_catches_a_wholly_unnormalised_bundle(bundle):
+    scale_embedding_rows(bundle, slice(None), factor=0.5)
+    with pytest.raises(BundleError, match="embeddings.npy.*not L2-normalised"):
+        validate_bundle(bundle, check_norms_rows=3)
+
+
+@pytest.mark.parametrize("break_it", ["row count", "index missing", "blob truncated", "nan coordinates"])
+def test_server_validation_keeps_every_structural_check(bundle, break_it):
+    """The server's quick validation (explorer.data.open_bundle_for_serving) fails on each structural fault the
+    full validation finds, with the same message."""
+    from explorer.data import open_bundle_for_serving
+
+    if break_it == "row count":
+        rewrite_catalog(bundle, lambda cat: cat.drop(cat.index[-1], inplace=True))
+    elif break_it == "index missing":
+        (bundle / "index.faiss").unlink()
+    elif break_it == "blob truncated":
+        blob = (bundle / "thumbnails" / "blob.bin").read_bytes()
+        (bundle / "thumbnails" / "blob.bin").write_bytes(blob[:-100])
+    else:
+        rewrite_catalog(bundle, lambda cat: cat.__setitem__("umap_x", cat["umap_x"].where(cat.index != 42)))
+    with pytest.raises(BundleError) as full:
+        validate_bundle(bundle)
+    with pytest.raises(BundleError) as quick:
+        open_bundle_for_serving(bundle, norm_rows=3)
+    assert str(quick.value) == str(full.value)
+
+
+def test_server_validation_keeps_the_index_it_read(bundle):
+    from explorer.data import open_bundle_for_serving
+
+    opened = open_bundle_for_serving(bundle, norm_rows=3)
+    assert "index" in opened.__dict__ and opened.index.ntotal == 300
