@@ -144,31 +144,38 @@ def neighbour_card_html(data: ExplorerData, rank: int, i: int, sim: float) -> st
 
 
 class NeighbourGallery:
-    """A fixed pool of result cards (thumbnail, similarity, pivot / more / fewer buttons), filled in place.
+    """A pool of result cards (thumbnail, similarity, pivot / more / fewer buttons), filled in place.
 
-    Building Panel widgets costs ~1 ms each; re-filling existing cards keeps a click's UI update cheap.
+    Building Panel widgets costs ~1 ms each; re-filling existing cards keeps a click's UI update cheap. Cards are made
+    when a search first needs them, not all ``k``'s maximum (200) with the page: those 600 buttons and their Bokeh
+    models were ~7 s of a 1 M-object cold start (benchmarks/run.py cold start, 2-core box).
     """
 
     def __init__(self, data: ExplorerData, state: ExplorerState, size: int | None = None):
         self.data, self.state = data, state
+        self.size = size or state.param.k.bounds[1]
         self.ids: list[int] = []
         self.cards, self.images = [], []
-        for slot in range(size or state.param.k.bounds[1]):
-            img = pn.pane.HTML("", margin=(2, 2))
-            buttons = [pn.widgets.Button(name="≈", description="search from this object", width=34, margin=(0, 1)),
-                       pn.widgets.Button(name="+", description="more like this", width=34, margin=(0, 1),
-                                         button_type="success"),
-                       pn.widgets.Button(name="−", description="fewer like this", width=34, margin=(0, 1),
-                                         button_type="danger")]
-            for button, action in zip(buttons, (state.select, state.add_positive, state.add_negative)):
-                button.on_click(lambda _, slot=slot, action=action: self._act(slot, action))
-            self.images.append(img)
-            self.cards.append(pn.Column(img, pn.Row(*buttons, margin=0), width=THUMB_PX + 16, margin=4,
-                                        css_classes=["neighbour-card"], visible=False))
         self.empty = pn.pane.HTML('<span class="muted">Similar objects appear here after a click on the map.</span>')
-        self.panel = pn.Column(self.empty, pn.FlexBox(*self.cards, sizing_mode="stretch_width"),
-                               sizing_mode="stretch_width")
+        self.box = pn.FlexBox(sizing_mode="stretch_width")
+        self.panel = pn.Column(self.empty, self.box, sizing_mode="stretch_width")
         state.param.watch(self.update, ["neighbour_ids"])
+
+    def _new_card(self, slot: int):
+        state = self.state
+        img = pn.pane.HTML("", margin=(2, 2))
+        buttons = [pn.widgets.Button(name="≈", description="search from this object", width=34, margin=(0, 1)),
+                   pn.widgets.Button(name="+", description="more like this", width=34, margin=(0, 1),
+                                     button_type="success"),
+                   pn.widgets.Button(name="−", description="fewer like this", width=34, margin=(0, 1),
+                                     button_type="danger")]
+        for button, action in zip(buttons, (state.select, state.add_positive, state.add_negative)):
+            button.on_click(lambda _, slot=slot, action=action: self._act(slot, action))
+        self.images.append(img)
+        card = pn.Column(img, pn.Row(*buttons, margin=0), width=THUMB_PX + 16, margin=4,
+                         css_classes=["neighbour-card"], visible=False)
+        self.cards.append(card)
+        return card
 
     def _act(self, slot: int, action) -> None:
         if slot < len(self.ids):
@@ -176,12 +183,15 @@ class NeighbourGallery:
 
     def update(self, *_):
         ids, sims = self.state.neighbour_ids, self.state.neighbour_sims
-        self.ids = [int(i) for i in ids]
+        self.ids = [int(i) for i in ids][: self.size]
+        new = [self._new_card(slot) for slot in range(len(self.cards), len(self.ids))]
         for slot, card in enumerate(self.cards):
             if slot < len(self.ids):
                 self.images[slot].object = neighbour_card_html(self.data, slot + 1, self.ids[slot], float(sims[slot]))
             if card.visible != (slot < len(self.ids)):
                 card.visible = slot < len(self.ids)
+        if new:
+            self.box.extend(new)  # one change to the page for all new cards
         self.empty.visible = not self.ids
 
 

@@ -120,3 +120,25 @@ def test_load_explorer_data_serves_before_the_hover_structures_exist(small_bundl
     finally:
         release.set()
         clear_cache()
+
+
+def test_gallery_cards_are_made_when_a_search_needs_them(small_bundle):
+    """The page starts with no result cards (they were most of its Bokeh models); a search makes k of them, a smaller
+    k hides the rest, and a card's pivot button searches from its object."""
+    from explorer.app import NeighbourGallery, wire_search
+    from explorer.state import ExplorerState
+
+    data, state = load_explorer_data(small_bundle), ExplorerState()
+    wire_search(data, state)
+    gallery = NeighbourGallery(data, state)
+    assert gallery.cards == [] and gallery.empty.visible
+    state.select(5)
+    assert len(gallery.cards) == len(gallery.box.objects) == state.k == len(state.neighbour_ids)
+    assert all(card.visible for card in gallery.cards) and not gallery.empty.visible
+    assert "nb-thumb" in gallery.images[0].object
+    state.k = 4
+    assert len(gallery.cards) == 12 and [c.visible for c in gallery.cards].count(True) == 4
+    pivot = gallery.cards[1].objects[1].objects[0]
+    target = gallery.ids[1]
+    pivot.clicks += 1
+    assert state.selected == target
