@@ -20,11 +20,15 @@ import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
+
+# torch is imported inside the functions that fit and score: importing it here cost ~2 s of every server start
+# (the labels section imports this module for its page), long before anyone fits a probe.
+if TYPE_CHECKING:
+    import torch
 
 # Read-only memory-mapped embeddings are wrapped without copying and only ever read.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -197,11 +201,13 @@ class LinearProbe:
 
 
 def _device() -> torch.device:
+    import torch
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def gather_rows(embeddings: np.ndarray, rows: np.ndarray, device=None, chunk: int = 32_768) -> torch.Tensor:
     """float32 copy of the given rows (read in sorted order, so the memory map is read forwards)."""
+    import torch
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     in_order = bool(np.all(order == np.arange(len(rows))))
@@ -223,6 +229,7 @@ def column_moments(X: torch.Tensor, max_rows: int = 8192) -> tuple[torch.Tensor,
     on 8 k rows the standard deviations are good to ~2 %, and the full-data pass cost as much as the whole fit
     (torch's X.std(0) is a strided reduction on CPU: 17 s at 100 k x 2048 on this box).
     """
+    import torch
     n = X.shape[0]
     rows = torch.linspace(0, n - 1, min(n, max_rows), device=X.device).long()
     sample = X[rows].cpu().numpy()  # numpy reduces along axis 0 row by row; torch's dim-0 std is strided
@@ -238,6 +245,7 @@ def _loss_and_grad(X, Y, V, b, mu, sd, link: str, l2: float, chunk: int = 1024):
     On CPU the rows go in cache-sized chunks, each used for its outputs and its gradient while it is still in
     cache (one trip through memory per evaluation instead of two: ~30 % faster measured at 100 k x 2048).
     """
+    import torch
     W = V / sd[:, None]
     offset = b - mu @ W
     n = X.shape[0]
@@ -271,6 +279,7 @@ def fit_linear(X: torch.Tensor, Y: torch.Tensor, link: str, *, l2: float = 1e-3,
 
     Returns (weight (D, C), bias (C,)) for the raw features, and the number of loss evaluations it took.
     """
+    import torch
     mu, sd = column_moments(X)
     sd = sd.clamp_min(1e-6)
     V = torch.zeros((X.shape[1], Y.shape[1]), device=X.device, requires_grad=True)
@@ -333,6 +342,7 @@ def fit_probe(embeddings: np.ndarray, target: ProbeTarget, split: np.ndarray, *,
               n_train: int | None = None, l2: float = 1e-3, max_iter: int = 30, seed: int = 0,
               progress: Progress | None = None, cancel: threading.Event | None = None) -> LinearProbe:
     """Fit a probe on labelled train rows and evaluate it on labelled test rows."""
+    import torch
     method = method or ("one-vs-rest" if target.positive else DEFAULT_METHOD[target.kind])
     _check_method(target, method)
     t0 = time.perf_counter()
@@ -406,11 +416,13 @@ def evaluate(probe: LinearProbe, embeddings: np.ndarray, target: ProbeTarget, sp
 # ============================================================================================ scoring
 def raw_outputs(probe: LinearProbe, x: np.ndarray) -> np.ndarray:
     """Probe outputs after the link for a float block of embeddings: (n, 1) probability/value or (n, C) probs."""
+    import torch
     z = torch.from_numpy(np.asarray(x, np.float32)) @ torch.from_numpy(probe.weight) + torch.from_numpy(probe.bias)
     return _apply_link(probe, z).numpy()
 
 
 def _apply_link(probe: LinearProbe, z: torch.Tensor) -> torch.Tensor:
+    import torch
     if probe.link == "sigmoid":
         return torch.sigmoid(z)
     if probe.link == "softmax":
@@ -445,6 +457,7 @@ def score_all(probe: LinearProbe, embeddings: np.ndarray, chunk: int = 65_536, p
     One output column on CPU: float16 matrix-vector product straight on the stored rows (no float32 copy; torch
     accumulates in float32). Several columns, or a GPU: each chunk is converted to float32 then multiplied.
     """
+    import torch
     n = embeddings.shape[0]
     value = np.empty(n, np.float32)
     unc = np.empty(n, np.float32)
@@ -572,6 +585,8 @@ class ProbeRunner:
         self.current: ProbeJob | None = None
 
     def submit(self, fn: Callable, *args, **kwargs) -> ProbeJob:
+        import torch
+
         if self.current is not None and not self.current.done:
             self.current.cancel()
         job = ProbeJob(Future(), threading.Event())
