@@ -18,6 +18,7 @@ Fixtures (all reusable by any test module):
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +85,13 @@ def map_canvas(driver):
     """The largest canvas on the page: the Bokeh plot (None until it is drawn)."""
     canvases = [c for c in deep_query_all(driver, "canvas") if c.size["width"] > 200 and c.size["height"] > 200]
     return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
+
+
+def pixels(element) -> np.ndarray:
+    """RGB screenshot of a page element as an int16 array (differences between two stay signed)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
 
 
 def inked(img):

@@ -4,21 +4,22 @@ One screenshot per step goes to the session's screenshot folder (printed at the 
 """
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
 import pytest
-
-from conftest import map_canvas, inked, move_to, deep_query_all, deep_text, start_explorer_server, wait_for
+from conftest import (
+    deep_query_all,
+    deep_text,
+    inked,
+    map_canvas,
+    move_to,
+    pixels,
+    start_explorer_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.browser
-
-
-def _pixels(element) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
 
 
 def _densest_point(img: np.ndarray, box: int = 9) -> tuple[int, int]:
@@ -34,14 +35,14 @@ def _densest_point(img: np.ndarray, box: int = 9) -> tuple[int, int]:
 def page(browser, explorer_server, screenshot_dir):
     browser.get(explorer_server.url)
     canvas = wait_for(lambda: map_canvas(browser), timeout=60, message="the map canvas")
-    wait_for(lambda: inked(_pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
+    wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
     time.sleep(1.0)
     browser.save_screenshot(str(screenshot_dir / "01-loaded.png"))
     return browser
 
 
 def test_map_is_not_blank(page):
-    img = _pixels(map_canvas(page))
+    img = pixels(map_canvas(page))
     mask = inked(img)
     assert mask.sum() > 500, "the map shows almost no coloured pixels"
     assert len(np.unique(img[mask].reshape(-1, 3), axis=0)) > 5, "the map is one flat colour"
@@ -50,12 +51,12 @@ def test_map_is_not_blank(page):
 def test_colour_by_changes_the_image(page, screenshot_dir):
     from selenium.webdriver.support.ui import Select
 
-    before = _pixels(map_canvas(page))
+    before = pixels(map_canvas(page))
     select = wait_for(lambda: deep_query_all(page, "select"), message="the colour-by select")[0]
     Select(select).select_by_visible_text("Morphology (truth)")
 
     def changed():
-        after = _pixels(map_canvas(page))
+        after = pixels(map_canvas(page))
         return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
 
     wait_for(changed, timeout=30, message="the map to recolour")
@@ -69,7 +70,7 @@ def test_colour_by_changes_the_image(page, screenshot_dir):
 
 def test_hover_then_click_shows_neighbours(page, screenshot_dir):
     canvas = map_canvas(page)
-    x, y = _densest_point(_pixels(canvas))
+    x, y = _densest_point(pixels(canvas))
     wiggle = iter(np.tile([0, 1, 0, -1], 200))
 
     def hover_card():  # keep the pointer moving by a pixel: each move is one PointerXY event

@@ -4,15 +4,22 @@ Serves the explorer over the session's small fixture bundle with its own label s
 """
 from __future__ import annotations
 
-import io
 import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import inked, map_canvas, ServerInfo, start_explorer_server, deep_query_all, deep_text, wait_for
+from conftest import (
+    ServerInfo,
+    deep_query_all,
+    deep_text,
+    inked,
+    map_canvas,
+    pixels,
+    start_explorer_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -22,21 +29,12 @@ def start_labels_server(bundle: Path, labels: Path, workdir: Path) -> ServerInfo
 
 
 def _inked_pixels(element) -> int:
-    from PIL import Image
-
-    img = np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
-    return int(inked(img).sum())
-
-
-def _pixels(element) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
+    return int(inked(pixels(element)).sum())
 
 
 def _selection_pixels(element) -> int:
     """Pixels tinted by the magenta selection layer: strong red and blue, little green (no map palette does that)."""
-    r, g, b = np.moveaxis(_pixels(element), 2, 0)
+    r, g, b = np.moveaxis(pixels(element), 2, 0)
     return int(((r > 150) & (b - g > 60) & (r - g > 60)).sum())
 
 
@@ -99,9 +97,9 @@ def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_di
 
     colour_select = wait_for(lambda: [s for s in deep_query_all(driver, "select") if "User labels" in s.text],
                              timeout=30, message="'User labels' in the colour-by select")[0]
-    before = _pixels(canvas)
+    before = pixels(canvas)
     Select(colour_select).select_by_visible_text("User labels")
-    wait_for(lambda: np.abs(_pixels(canvas) - before).max(axis=2).mean() > 0.01 * 255, timeout=30,
+    wait_for(lambda: np.abs(pixels(canvas) - before).max(axis=2).mean() > 0.01 * 255, timeout=30,
              message="the map to recolour by user labels")
     driver.save_screenshot(str(screenshot_dir / "labels-02b-coloured-by-labels.png"))
 

@@ -6,10 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-
-from conftest import ServerInfo, start_explorer_server, deep_query_all, deep_text, wait_for
-from recorded.first_bundle import build_first_bundle, original_answer, original_centre, real_data_present
+from conftest import (
+    ServerInfo,
+    deep_query_all,
+    deep_text,
+    map_canvas,
+    pixels,
+    start_explorer_server,
+    wait_for,
+)
+from recorded.first_bundle import (
+    build_first_bundle,
+    original_answer,
+    original_centre,
+    real_data_present,
+)
 from recorded.replay import ReplayServer, recorded
 
 pytestmark = pytest.mark.browser
@@ -39,19 +52,8 @@ def status_text(driver) -> str:
 
 
 def orange_pixels(canvas) -> int:
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    img = np.asarray(Image.open(io.BytesIO(canvas.screenshot_as_png)).convert("RGB")).astype(int)
-    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    r, g, b = np.moveaxis(pixels(canvas), 2, 0)
     return int(((r > 220) & (g > 80) & (g < 140) & (b < 60)).sum())
-
-
-def map_canvas(driver):
-    canvases = [c for c in deep_query_all(driver, "canvas") if c.size["width"] > 200 and c.size["height"] > 200]
-    return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 and one browser check that a dask-mode page draws and recolours."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import time
@@ -10,8 +9,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
-from conftest import deep_query_all, deep_text, inked, map_canvas, start_explorer_server, wait_for
+from conftest import (
+    deep_query_all,
+    deep_text,
+    inked,
+    map_canvas,
+    pixels,
+    start_explorer_server,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +166,6 @@ def test_session_layers_stay_in_memory_in_dask_mode(views):
 
 
 # ------------------------------------------------------------------------------------------------ in a browser
-def _pixels(element) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
-
-
 @pytest.mark.browser
 def test_dask_mode_page_draws_and_recolours(browser, points_bundle, tmp_path, screenshot_dir):
     from selenium.webdriver.support.ui import Select
@@ -174,14 +174,14 @@ def test_dask_mode_page_draws_and_recolours(browser, points_bundle, tmp_path, sc
     try:
         browser.get(server.url)
         canvas = wait_for(lambda: map_canvas(browser), timeout=60, message="the map canvas")
-        wait_for(lambda: inked(_pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
+        wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
         assert "map engine: dask" in deep_text(browser)
-        before = _pixels(map_canvas(browser))
+        before = pixels(map_canvas(browser))
         select = wait_for(lambda: deep_query_all(browser, "select"), message="the colour-by select")[0]
         Select(select).select_by_visible_text("Morphology (truth)")
 
         def changed():
-            after = _pixels(map_canvas(browser))
+            after = pixels(map_canvas(browser))
             return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
 
         wait_for(changed, timeout=30, message="the dask-mode map to recolour")

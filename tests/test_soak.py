@@ -15,7 +15,6 @@ referred to their keys pinned the labels state (each held the session's map, plo
 """
 from __future__ import annotations
 
-import io
 import re
 import time
 
@@ -28,6 +27,7 @@ from conftest import (
     inked,
     map_canvas,
     move_to,
+    pixels,
     start_explorer_server,
     wait_for,
 )
@@ -54,12 +54,6 @@ LIVE_SESSIONS = re.compile(r"(\d+) explorer sessions still in memory")
 
 
 # ------------------------------------------------------------------------------------------------ page helpers
-def _pixels(element) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
-
-
 def _densest_point(img: np.ndarray, x_lo: float, x_hi: float, box: int = 9) -> tuple[int, int]:
     """(x, y) pixel with the most coloured pixels around it, within the horizontal band [x_lo, x_hi) of the width."""
     from scipy.ndimage import uniform_filter
@@ -74,7 +68,7 @@ def _densest_point(img: np.ndarray, x_lo: float, x_hi: float, box: int = 9) -> t
 
 def _wait_for_map(driver, tab: int):
     canvas = wait_for(lambda: map_canvas(driver), timeout=120, interval=1.0, message=f"tab {tab}: the map canvas")
-    wait_for(lambda: inked(_pixels(canvas)).sum() > 200, timeout=60, interval=1.0,
+    wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=60, interval=1.0,
              message=f"tab {tab}: the map to draw")
     return canvas
 
@@ -155,7 +149,7 @@ def test_concurrent_sessions(n_tabs, browser, make_bundle, tmp_path, screenshot_
         # Warm-up: one full session (page, click, search) so imports and caches are in memory, then let it go.
         driver.get(server.url)
         canvas = _wait_for_map(driver, 0)
-        x, y = _densest_point(_pixels(canvas), 0.0, 1.0)
+        x, y = _densest_point(pixels(canvas), 0.0, 1.0)
         move_to(driver, canvas, x, y, click=True)
         wait_for(lambda: len(_neighbour_ids(driver)) == 12, timeout=60, message="warm-up: 12 neighbours")
         mark = len(server.log())
@@ -178,7 +172,7 @@ def test_concurrent_sessions(n_tabs, browser, make_bundle, tmp_path, screenshot_
         # Hover: pointer moves over the densest spot; one tab at a time (only the focused tab gets pointer events).
         for k, handle in enumerate(tabs):
             driver.switch_to.window(handle)
-            x, y = _densest_point(_pixels(canvases[k]), 0.0, 1.0)
+            x, y = _densest_point(pixels(canvases[k]), 0.0, 1.0)
             wiggle = iter(np.tile([0, 2, 0, -2], 100))
 
             def hover_card():
@@ -205,7 +199,7 @@ def test_concurrent_sessions(n_tabs, browser, make_bundle, tmp_path, screenshot_
         for k, handle in enumerate(tabs):
             driver.switch_to.window(handle)
             canvas = map_canvas(driver)
-            targets[k] = _densest_point(_pixels(canvas), 0.2 + 0.06 * k, 0.2 + 0.06 * (k + 1))
+            targets[k] = _densest_point(pixels(canvas), 0.2 + 0.06 * k, 0.2 + 0.06 * (k + 1))
             move_to(driver, canvas, *targets[k], click=True)
         chosen: dict[int, tuple[str, list[str]]] = {}
         for k, handle in enumerate(tabs):
@@ -243,7 +237,7 @@ def test_concurrent_sessions(n_tabs, browser, make_bundle, tmp_path, screenshot_
             assert _selected_object_id(driver) == obj, f"tab {k}: the detail panel changed to another session's object"
             assert _neighbour_ids(driver) == neighbours, f"tab {k}: the neighbour gallery changed"
             assert _selection_count(driver) == counts[k], f"tab {k}: the selection count changed"
-            assert inked(_pixels(map_canvas(driver))).sum() > 200, f"tab {k}: the map is gone"
+            assert inked(pixels(map_canvas(driver))).sum() > 200, f"tab {k}: the map is gone"
         driver.save_screenshot(str(screenshot_dir / "soak-last-tab.png"))
         rss_peak = _rss_mb(server)
 
