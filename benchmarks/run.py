@@ -41,6 +41,21 @@ def timed(fn, repeats: int, warmup: int = 2) -> np.ndarray:
     return np.array(out)
 
 
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    """Median milliseconds of ``repeats`` calls of ``fn()`` after ``warmup`` calls, to 0.1 ms."""
+    return round(float(np.median(timed(fn, repeats, warmup))), 1)
+
+
+def finish(results: dict, json_path: str | None) -> dict:
+    """Stamp the load average at the end, print ``results`` and write them to ``json_path`` when given."""
+    results["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    text = json.dumps(results, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text)
+    return results
+
+
 def figure(value, unit: str, source: str, **detail) -> dict:
     return {"value": None if value is None else round(float(value), 4), "unit": unit, "source": source, **detail}
 

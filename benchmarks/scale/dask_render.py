@@ -11,7 +11,6 @@ comparison, on one in-memory pandas frame (``--no-pandas`` to skip).
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from pathlib import Path
@@ -19,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.scale import load_points_dask, points_extent, render_points, write_points_parquet
+from benchmarks.run import finish, median_ms
+from precompute.scale import (
+    load_points_dask,
+    points_extent,
+    render_points,
+    write_points_parquet,
+)
 
 
 def synthetic_points(n: int, partition_rows: int = 1_000_000, n_clusters: int = 60, seed: int = 0):
@@ -38,16 +43,6 @@ def synthetic_points(n: int, partition_rows: int = 1_000_000, n_clusters: int = 
             "colour": np.clip(level[lab] + rng.normal(0, 0.1, m), 0, 1).astype(np.float32),
             "cls": (lab % 8).astype(np.int8),
         })
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(ts))
 
 
 def zoom_ranges(xr, yr, zoom: float):
@@ -81,32 +76,26 @@ def main(argv=None):
     xr, yr = points_extent(ddf)
     res["extent_s"] = round(time.perf_counter() - t, 2)
     zx, zy = zoom_ranges(xr, yr, 10)
-    res["render_full_count_ms"] = round(median_ms(lambda: render_points(ddf, xr, yr), a.repeats), 1)
-    res["render_zoom10_count_ms"] = round(median_ms(lambda: render_points(ddf, zx, zy), a.repeats), 1)
-    res["render_full_mean_ms"] = round(median_ms(lambda: render_points(ddf, xr, yr, column="colour"), a.repeats), 1)
+    res["render_full_count_ms"] = median_ms(lambda: render_points(ddf, xr, yr), a.repeats)
+    res["render_zoom10_count_ms"] = median_ms(lambda: render_points(ddf, zx, zy), a.repeats)
+    res["render_full_mean_ms"] = median_ms(lambda: render_points(ddf, xr, yr, column="colour"), a.repeats)
     # Persisted partitions (when the points fit in RAM but one wants the partition-parallel path).
     t = time.perf_counter()
     held = ddf.persist(scheduler="threads")
     res["persist_s"] = round(time.perf_counter() - t, 1)
-    res["persisted_render_full_count_ms"] = round(median_ms(lambda: render_points(held, xr, yr), a.repeats), 1)
-    res["persisted_render_zoom10_count_ms"] = round(median_ms(lambda: render_points(held, zx, zy), a.repeats), 1)
+    res["persisted_render_full_count_ms"] = median_ms(lambda: render_points(held, xr, yr), a.repeats)
+    res["persisted_render_zoom10_count_ms"] = median_ms(lambda: render_points(held, zx, zy), a.repeats)
     del held
     print(res, flush=True)
     if not a.no_pandas:
         t = time.perf_counter()
         frame = ddf.compute()
         res["pandas_load_s"] = round(time.perf_counter() - t, 1)
-        res["pandas_render_full_count_ms"] = round(median_ms(lambda: render_points(frame, xr, yr), a.repeats), 1)
-        res["pandas_render_zoom10_count_ms"] = round(median_ms(lambda: render_points(frame, zx, zy), a.repeats), 1)
+        res["pandas_render_full_count_ms"] = median_ms(lambda: render_points(frame, xr, yr), a.repeats)
+        res["pandas_render_zoom10_count_ms"] = median_ms(lambda: render_points(frame, zx, zy), a.repeats)
         del frame
     res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    import os
-
-    res["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(res, indent=2))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
-    return res
+    return finish(res, a.json)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.run import finish, median_ms
+
 COLOURS = ("density", "redshift", "morph_class")
 
 
@@ -150,16 +152,6 @@ def serve_cold_start(bundle: Path, engine: str, timeout: float = 900.0) -> dict:
         log.close()
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return round(float(np.median(ts)), 1)
-
-
 def time_renders(bundle: Path, engine: str, repeats: int) -> dict:
     """``MapView.render`` at the full view and 10x zoom for each colour in COLOURS, with this process' RSS."""
     import holoviews as hv
@@ -261,12 +253,7 @@ def main(argv=None):
     for sp in (b, m):
         sp.add_argument("--json")
     a = p.parse_args(argv)
-    res = cmd_build(a) if a.cmd == "build" else cmd_measure(a)
-    res["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(res, indent=2))
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
-    return res
+    return finish(cmd_build(a) if a.cmd == "build" else cmd_measure(a), a.json)
 
 
 if __name__ == "__main__":
