@@ -94,6 +94,21 @@ def pixels(element) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")).astype(np.int16)
 
 
+def colour_by(driver, label: str, message: str = "the map to recolour") -> None:
+    """Choose ``label`` in the colour-by select and wait until the map image changes (> 0.5 % of its pixels)."""
+    from selenium.webdriver.support.ui import Select
+
+    before = pixels(map_canvas(driver))
+    select = wait_for(lambda: deep_query_all(driver, "select"), message="the colour-by select")[0]
+    Select(select).select_by_visible_text(label)
+
+    def changed():
+        after = pixels(map_canvas(driver))
+        return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
+
+    wait_for(changed, timeout=30, message=message)
+
+
 def inked(img):
     """Mask of coloured (data) pixels of an RGB array: saturated, i.e. not white, grey or black axis ink."""
     return (img.max(axis=2) - img.min(axis=2)) > 60

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from conftest import (
+    colour_by,
     deep_query_all,
     deep_text,
     inked,
@@ -49,20 +50,10 @@ def test_map_is_not_blank(page):
 
 
 def test_colour_by_changes_the_image(page, screenshot_dir):
-    from selenium.webdriver.support.ui import Select
-
-    before = pixels(map_canvas(page))
-    select = wait_for(lambda: deep_query_all(page, "select"), message="the colour-by select")[0]
-    Select(select).select_by_visible_text("Morphology (truth)")
-
-    def changed():
-        after = pixels(map_canvas(page))
-        return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
-
-    wait_for(changed, timeout=30, message="the map to recolour")
+    colour_by(page, "Morphology (truth)")
     wait_for(lambda: "edge-on" in deep_text(page), message="the categorical legend")
     page.save_screenshot(str(screenshot_dir / "02-colour-morphology.png"))
-    Select(select).select_by_visible_text("Redshift")
+    colour_by(page, "Redshift")
     wait_for(lambda: "Colour range" in deep_text(page), message="the range slider for a continuous column")
     time.sleep(1.0)
     page.save_screenshot(str(screenshot_dir / "03-colour-redshift.png"))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import (
-    deep_query_all,
+    colour_by,
     deep_text,
     inked,
     map_canvas,
@@ -168,7 +168,6 @@ def test_session_layers_stay_in_memory_in_dask_mode(views):
 # ------------------------------------------------------------------------------------------------ in a browser
 @pytest.mark.browser
 def test_dask_mode_page_draws_and_recolours(browser, points_bundle, tmp_path, screenshot_dir):
-    from selenium.webdriver.support.ui import Select
 
     server = start_explorer_server(points_bundle, tmp_path, extra_args=["--map-engine", "dask"])
     try:
@@ -176,15 +175,7 @@ def test_dask_mode_page_draws_and_recolours(browser, points_bundle, tmp_path, sc
         canvas = wait_for(lambda: map_canvas(browser), timeout=60, message="the map canvas")
         wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
         assert "map engine: dask" in deep_text(browser)
-        before = pixels(map_canvas(browser))
-        select = wait_for(lambda: deep_query_all(browser, "select"), message="the colour-by select")[0]
-        Select(select).select_by_visible_text("Morphology (truth)")
-
-        def changed():
-            after = pixels(map_canvas(browser))
-            return after.shape == before.shape and np.abs(after - before).sum(axis=2).astype(bool).mean() > 0.005
-
-        wait_for(changed, timeout=30, message="the dask-mode map to recolour")
+        colour_by(browser, "Morphology (truth)", message="the dask-mode map to recolour")
         time.sleep(0.5)
         browser.save_screenshot(str(screenshot_dir / "dask-01-morphology.png"))
         assert "Traceback" not in server.log()
