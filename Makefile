@@ -22,8 +22,9 @@ $(BUNDLE)/manifest.json: | venv
 
 bundle: $(BUNDLE)/manifest.json
 
+# localhost only: the explorer has no login (README "Security" says how to expose it on purpose)
 serve: bundle
-	$(VENV)/bin/panel serve explorer --port $(PORT) --address 0.0.0.0 --allow-websocket-origin='*' --args --bundle $(BUNDLE)
+	$(VENV)/bin/panel serve explorer --port $(PORT) --address 127.0.0.1 --allow-websocket-origin=localhost:$(PORT) --allow-websocket-origin=127.0.0.1:$(PORT) --args --bundle $(BUNDLE)
 
 demo: serve
 

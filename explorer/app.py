@@ -14,6 +14,7 @@ import numpy as np
 import panel as pn
 
 from explorer import colour
+from explorer.about import build_about_section
 from explorer.data import (
     MAKE_ONE,
     ExplorerData,
@@ -33,6 +34,19 @@ from explorer.skyquery_ui import build_sky_search_section, query_marker
 from explorer.state import ExplorerState, track_session
 from precompute.bundle import BundleError
 from precompute.points import PointsError, points_command
+
+from panel.theme.fast import Fast
+
+
+class OfflineFast(Fast):
+    """Panel's Fast design without its Google web font: the page loads nothing the server does not serve (the font
+    request failed offline and told a third party of every visit)."""
+
+    _resources = {kind: files for kind, files in Fast._resources.items() if kind != "font"}
+
+
+OfflineFast.__name__ = "Fast"   # Panel finds a design's bundled files (fast/js/...) by its lower-cased class name
+
 
 TITLE = "Latent-space explorer"
 ACCENT = "#1f6f8b"
@@ -136,11 +150,20 @@ def wire_search(data: ExplorerData, state: ExplorerState) -> None:
                       ["positives", "negatives", "k", "duplicate_arcsec", "negative_weight"])
 
 
+def rank_text(percentile: float) -> str:
+    """'top 0.3 %' for a score above 99.7 % of random pairs (never 'top 0 %': the reference resolves 0.01 %)."""
+    top = max(100.0 - float(percentile), 0.01)
+    return f"top {top:.2g} %" if top < 10 else f"top {top:.0f} %"
+
+
 def neighbour_card_html(data: ExplorerData, rank: int, i: int, sim: float) -> str:
     row = data.row(i)
+    pct = float(data.similarity_percentile(sim))
+    title = (f"cosine {sim:.3f}: more similar than {pct:.2f} % of random pairs of objects in this bundle")
     return (f'<div class="nb-card"><img class="nb-thumb" src="{data.thumbnail_uri(i)}" width="{THUMB_PX}" '
-            f'height="{THUMB_PX}" alt="neighbour {rank}"><div><span class="nb-sim">{sim:.3f}</span> · '
-            f'{html.escape(str(row["object_id"]))}</div></div>')
+            f'height="{THUMB_PX}" alt="neighbour {rank}"><div title="{html.escape(title)}"><span class="nb-sim">'
+            f'{rank_text(pct)}</span> · {sim:.3f}</div><div class="nb-id">{html.escape(str(row["object_id"]))}</div>'
+            f'</div>')
 
 
 class NeighbourGallery:
@@ -201,8 +224,8 @@ def build_gallery(data: ExplorerData, state: ExplorerState):
     def heading(ids, positives, negatives, dropped, ms):
         if len(ids) == 0:
             return "### Similar objects"
-        return (f"### {len(ids)} most similar objects  \n<span class='muted'>cosine similarity in the full "
-                f"embedding · query: {len(positives)} positive, {len(negatives)} negative · {dropped} sky duplicates "
+        return (f"### {len(ids)} most similar objects  \n<span class='muted'>rank of each score among random "
+                f"pairs of objects, then its cosine in the full embedding · query: {len(positives)} positive, {len(negatives)} negative · {dropped} sky duplicates "
                 f"dropped · {ms:.0f} ms</span>")
 
     p = state.param
@@ -216,7 +239,7 @@ def build_summary(data: ExplorerData, state: ExplorerState):
     m = data.bundle.manifest
     model = m.get("model", {})
     return pn.pane.Markdown(
-        f"**{data.survey}** · {data.n:,} objects · {m.get('embedding_dim')}-d embedding  \n"
+        f"**{html.escape(str(data.survey))}** · {data.n:,} objects · {m.get('embedding_dim')}-d embedding  \n"
         f"<span class='muted'>model: {html.escape(str(model.get('method', '?')))} "
         f"{html.escape(str(model.get('architecture', '')))} · bundle: {html.escape(data.bundle.path.name)}</span>  \n"
         f"<span class='muted map-engine'>{map_engine_note(data)}</span>",
@@ -317,7 +340,7 @@ def build_detail(data: ExplorerData, state: ExplorerState):
                                                          sizing_mode="stretch_width"))
 
 
-SIDEBAR_SECTIONS = [build_summary, build_sky_search_section, build_colour, build_search, build_detail,
+SIDEBAR_SECTIONS = [build_summary, build_about_section, build_sky_search_section, build_colour, build_search, build_detail,
                     build_labels_section, build_probe_section]
 
 
@@ -347,8 +370,9 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), build_gallery(data, state),
                      sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
-    template = pn.template.FastListTemplate(title=f"{TITLE} — {data.survey}", sidebar=sidebar, main=[main],
-                                            sidebar_width=380, accent=ACCENT, theme_toggle=False)
+    template = pn.template.FastListTemplate(title=f"{TITLE} — {html.escape(str(data.survey))}", sidebar=sidebar, main=[main],
+                                            sidebar_width=380, accent=ACCENT, theme_toggle=False,
+                                            design=OfflineFast)
     template.explorer_state, template.explorer_view = state, view  # handles for tests and later features
     return template
 
@@ -361,7 +385,8 @@ def build_error_page(path: Path, message: str, fix: str = MAKE_ONE):
         f"> {html.escape(message)}\n\nMake one with:\n\n```\n{fix}\n```\n\nor point the app at another bundle: "
         f"`panel serve explorer --args --bundle DIR` (or set `EXPLORER_BUNDLE=DIR`).",
         alert_type="danger", css_classes=["bundle-error"], sizing_mode="stretch_width")
-    return pn.template.FastListTemplate(title=TITLE, main=[body], accent=ACCENT, theme_toggle=False)
+    return pn.template.FastListTemplate(title=TITLE, main=[body], accent=ACCENT, theme_toggle=False,
+                                        design=OfflineFast)
 
 
 def create_page(argv: list[str] | None = None, environ: dict | None = None):

@@ -12,6 +12,8 @@ Objects whose value is null are drawn by a grey density layer underneath, so the
 """
 from __future__ import annotations
 
+import html
+
 from dataclasses import dataclass, field
 
 import colorcet
@@ -164,12 +166,14 @@ def _fmt(v: float) -> str:
 
 def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 0.0) -> str:
     """A colour bar (continuous / fraction / density) or swatch legend (categorical) with the title and units."""
-    parts = [f'<div class="cb-legend"><div class="cb-title"><b>{spec.label}</b></div>']
+    # every name here can come from a user (label names) or a shared catalogue: escape it (stored XSS otherwise)
+    parts = [f'<div class="cb-legend"><div class="cb-title"><b>{html.escape(str(spec.label))}</b></div>']
     pal = palette_for(spec)
     if spec.kind == "categorical":
         for name, colour in zip(spec.categories, pal):
-            parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{colour}"></span>{name}</div>')
-        parts.append('<div class="cb-note">mixed pixels show the highest code (ds.max)</div>')
+            parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{html.escape(colour)}">'
+                         f'</span>{html.escape(str(name))}</div>')
+        parts.append('<div class="cb-note">where classes overlap, a pixel shows the one listed last</div>')
     else:
         stops = ", ".join(pal[:: max(1, len(pal) // 16)] + [pal[-1]])
         lo, hi = ("low", "high") if spec.kind == DENSITY else (_fmt(clim[0]), _fmt(clim[1]))

@@ -201,6 +201,30 @@ class ExplorerData:
         return self.catalog["split"].to_numpy()
 
     @built_once
+    def report(self) -> dict | None:
+        """The bundle's report.json (what the embedding knows; checked by validation), or None."""
+        from precompute.report import read_report
+
+        return read_report(self.bundle.path / "report.json")
+
+    @built_once
+    def similarity_reference(self) -> dict:
+        """Quantiles of the cosine between random pairs of objects: from the report, or measured on a sample of the
+        embeddings for bundles made before reports existed."""
+        if self.report is not None:
+            return self.report["similarity_reference"]
+        from precompute.knowledge import similarity_reference
+
+        rows = np.sort(np.random.default_rng(0).choice(self.n, min(self.n, 20_000), replace=False))
+        return similarity_reference(np.asarray(self.embedding_rows[rows], dtype=np.float32))
+
+    def similarity_percentile(self, cosine) -> np.ndarray:
+        """Percentile (0-100) of ``cosine`` among random pairs: 99.9 means closer than 99.9 % of random pairs."""
+        from precompute.knowledge import percentile
+
+        return percentile(self.similarity_reference, cosine)
+
+    @built_once
     def thumbnail_mime(self) -> str:
         fmt = str(self.bundle.manifest.get("thumbnails", {}).get("format", "webp")).lower()
         return _MIME.get(fmt, "image/webp")

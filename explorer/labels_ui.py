@@ -193,7 +193,7 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     name = pn.widgets.TextInput(name="Label name", placeholder="e.g. ring galaxies", css_classes=["label-name-input"])
     add = pn.widgets.Button(name="Label selection", button_type="primary", css_classes=["label-add"])
     remove = pn.widgets.Button(name="Remove selection from label", button_type="light")
-    undo = pn.widgets.Button(name="Undo last", button_type="light")
+    undo = pn.widgets.Button(name="Undo my last", button_type="light")
     listing = pn.pane.HTML(_labels_html(store), css_classes=["labels-pane"], sizing_mode="stretch_width")
     status = pn.pane.HTML("", sizing_mode="stretch_width")
 
@@ -218,9 +218,14 @@ def build_labels_section(data, state, argv: list[str] | None = None):
                        f"removed {len(ids):,} objects from '{html.escape(name.value.strip())}'")[1])
 
     def do_undo(_):
-        def action():
-            undone = store.undo_last(author=author.value)
-            return "nothing to undo" if undone is None else f"undid event {undone}"
+        def action():   # only this author's own changes: undo must never reach into someone else's work
+            undone = store.undo_last(author=author.value, only_by=author.value)
+            if undone is None:
+                return f"nothing of yours ({html.escape(author.value)}) to undo"
+            ev = store.events().set_index("id").loc[undone]
+            verb = "added to" if ev["kind"] == "add" else "removed from"
+            return (f"undid your last change: {int(ev['n_objects']):,} objects {verb} "
+                    f"'{html.escape(str(ev['label']))}'")
 
         write(action)
 

@@ -6,9 +6,9 @@
 
 The cutout is put on the bundle's grid (pixel scale from the manifest, cutout size and bands from the encoder
 config or the survey), passed through the encoder's own preprocessing (``precompute.encoder.load_embedder``), then
-searched with ``precompute.index.SimilaritySearch``. Its map position comes from the bundle's saved PCA + UMAP
-(``projection/``, via ``precompute.project.load_projector``) when present; otherwise it is put at its nearest
-neighbour and marked approximate. Everything here blocks: the UI calls it off the Bokeh thread.
+searched with ``precompute.index.SimilaritySearch``. Its map position is the UMAP-weighted mean of its neighbours'
+positions (``precompute.project.place_by_neighbours``): no fitted reducer is unpickled from a bundle. Everything here
+blocks: the UI calls it off the Bokeh thread.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from astropy.io import fits
 
 from precompute.surveys import online
 
-PLACED_BY_UMAP = "UMAP transform of the saved reducer"
-PLACED_AT_NEIGHBOUR = "approximate: at its nearest neighbour (this bundle has no saved projection)"
+PLACED_BY_NEIGHBOURS = "among its nearest neighbours on the map (UMAP-weighted mean of their positions)"
+MAX_UPLOAD_PIXELS = 16 * 2**20   # 4096 x 4096 (64 MB as float32): any cutout, refusing survey tiles and bombs
 
 
 class QueryError(Exception):
@@ -44,21 +44,14 @@ class QueryResult:
     coord: SkyCoord | None = None
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def approximate(self) -> bool:
-        return self.placement == PLACED_AT_NEIGHBOUR
-
 
 class QueryEmbedder:
-    """Embeds and searches new cutouts for one bundle. Thread-safe; the encoder and reducer load on first use."""
+    """Embeds and searches new cutouts for one bundle. Thread-safe; the encoder loads on first use."""
 
     def __init__(self, bundle, *, embedder: Callable[[np.ndarray], np.ndarray] | None = None,
-                 projector: Callable[[np.ndarray], np.ndarray] | None = None, cache_dir: str | Path | None = None,
-                 timeout: float = 20.0, fetch: Callable = online.fetch_cutout):
+                 cache_dir: str | Path | None = None, timeout: float = 20.0, fetch: Callable = online.fetch_cutout):
         self.bundle = bundle
         self._embedder = embedder
-        self._projector = projector
-        self._projector_loaded = projector is not None
         self.cache_dir = None if cache_dir is None else Path(cache_dir).expanduser()
         self.timeout = timeout
         self.fetch = fetch
@@ -110,18 +103,6 @@ class QueryEmbedder:
                 self._search = SimilaritySearch(self.bundle.index, self.bundle.embeddings)
             return self._search
 
-    @property
-    def projector(self):
-        with self._lock:
-            if not self._projector_loaded:
-                folder = self.bundle.path / "projection"
-                if (folder / "pca.joblib").is_file() and (folder / "umap.joblib").is_file():
-                    from precompute.project import load_projector
-
-                    self._projector = load_projector(folder)
-                self._projector_loaded = True
-            return self._projector
-
     # -- queries ------------------------------------------------------------------------------------
     def from_position(self, coord: SkyCoord, k: int = 12) -> QueryResult:
         """Fetch the survey's cutout at ``coord`` (disk-cached), embed it and search. Raises FetchError/QueryError."""
@@ -160,22 +141,25 @@ class QueryEmbedder:
         vec /= max(float(np.linalg.norm(vec)), 1e-12)
         sims, ids = self.search.search(vec[None], k=k)
         ids, sims = ids[0][ids[0] >= 0], sims[0][ids[0] >= 0]
-        xy, placement = self.place(vec, ids)
+        xy, placement = self.place(vec, ids, sims)
         return QueryResult(image=np.asarray(image, dtype=np.float32),
                            header=header if header is not None else fits.Header(),
                            embedding=vec, neighbour_ids=ids, similarities=sims, map_xy=xy, placement=placement,
                            coord=coord, notes=list(notes or []))
 
-    def place(self, vec: np.ndarray, neighbour_ids: np.ndarray) -> tuple[tuple[float, float], str]:
-        projector = self.projector
-        if projector is not None:
-            xy = np.asarray(projector(vec[None]), dtype=np.float64)[0]
-            if np.isfinite(xy).all():
-                return (float(xy[0]), float(xy[1])), PLACED_BY_UMAP
+    def place(self, vec: np.ndarray, neighbour_ids: np.ndarray,
+              similarities: np.ndarray | None = None) -> tuple[tuple[float, float], str]:
+        """Map position from the neighbours' positions (nothing fitted is unpickled: precompute.project)."""
+        from precompute.project import place_by_neighbours
+
         if len(neighbour_ids) == 0:
             raise QueryError("the similarity search returned no neighbours; is the bundle's index empty?")
-        row = self.bundle.catalog.iloc[int(neighbour_ids[0])]
-        return (float(row["umap_x"]), float(row["umap_y"])), PLACED_AT_NEIGHBOUR
+        cat = self.bundle.catalog
+        rows = np.asarray(neighbour_ids, dtype=np.int64)
+        xy_nb = np.stack([cat["umap_x"].to_numpy()[rows], cat["umap_y"].to_numpy()[rows]], axis=1)
+        sims = np.ones(len(rows)) if similarities is None else np.asarray(similarities)
+        xy = place_by_neighbours(xy_nb, sims)
+        return (float(xy[0]), float(xy[1])), PLACED_BY_NEIGHBOURS
 
     def thumbnail_png(self, image: np.ndarray) -> bytes:
         """The query cutout drawn the way the bundle's thumbnails are (the survey's own stretch)."""
@@ -201,6 +185,7 @@ def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Head
         raise QueryError(f"{name} is not a FITS file; upload a FITS image with a celestial WCS.")
     try:
         with fits.open(io.BytesIO(content), memmap=False) as hdul:
+            _check_pixel_budget(hdul, name)   # before any .data: tile compression reached 1000:1 (a bomb)
             hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2), None)
             if hdu is None:
                 raise QueryError(f"{name} holds no image; upload a FITS image with a celestial WCS.")
@@ -213,6 +198,26 @@ def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Head
                          "upload a FITS file with a WCS.")
     data = data.reshape((-1,) + data.shape[-2:])  # degenerate radio axes and band cubes alike -> (C, H, W)
     return list(data), header
+
+
+def header_pixels(header) -> int:
+    """Pixels an image HDU will decompress to, from its header alone (ZNAXISn for tile-compressed HDUs)."""
+    prefix = "ZNAXIS" if "ZNAXIS" in header else "NAXIS"
+    naxis = int(header.get(prefix, 0) or 0)
+    n = 1 if naxis else 0
+    for i in range(1, naxis + 1):
+        n *= max(0, int(header.get(f"{prefix}{i}", 0) or 0))
+    return n
+
+
+def _check_pixel_budget(hdul, name: str) -> None:
+    total = 0
+    for h in hdul:
+        if h.is_image:
+            total += header_pixels(h._header if hasattr(h, "_header") else h.header)
+    if total > MAX_UPLOAD_PIXELS:
+        raise QueryError(f"{name} would decompress to {total:,} pixels (more than {MAX_UPLOAD_PIXELS:,}); upload a "
+                         f"cutout around the object, not a survey tile.")
 
 
 def _image_centre(header: fits.Header, shape, name: str) -> SkyCoord:

@@ -30,6 +30,9 @@ from astropy.coordinates import Angle, SkyCoord
 DEFAULT_MATCH_RADIUS = 3 * u.arcsec
 NAME_RESOLVE_TIMEOUT_S = 5.0
 SESAME_ENV = "SKYQUERY_SESAME_URL"
+# Longer than any position, J-name, object name or archive URL; a bound on the text the parsers (and Sesame) see, so a
+# pasted page cannot hold the server's event loop (a 40 k-character paste took 38 s before this).
+MAX_QUERY_CHARS = 500
 EXAMPLE = "e.g. '201.42 +23.38', '13:25:41.2 +23:22:53' or 'J132541.2+232253'"
 
 
@@ -71,6 +74,11 @@ def parse_position(text: str, *, resolve_names: bool = True, timeout: float = NA
     raw = (text or "").strip()
     if not raw:
         return ParsedPosition(raw, None, "empty", f"Type a position or an object name, {EXAMPLE}.")
+    if len(raw) > MAX_QUERY_CHARS:
+        return ParsedPosition(raw[:80] + "…", None, "too long",
+                              f"That is {len(raw):,} characters; a position, name or archive URL fits in "
+                              f"{MAX_QUERY_CHARS}. Paste just the position, {EXAMPLE}.")
+    raw = " ".join(raw.split())   # one space between tokens: no run of blanks for the patterns to split many ways
     for how, parser in _PARSERS:
         try:
             coord = parser(raw)

@@ -69,7 +69,6 @@ class QueryMarker(param.Parameterized):
     """Where the last off-catalogue query sits on the UMAP map (None: nothing to mark)."""
 
     xy = param.Tuple(default=None, allow_None=True, length=2)
-    approximate = param.Boolean(default=False)
 
 
 def marker_for(state) -> QueryMarker:
@@ -85,18 +84,17 @@ def marker_for(state) -> QueryMarker:
 
 def query_marker(state):
     """A map layer marking the off-catalogue query: overlay it on the explorer's map, e.g.
-    ``pn.pane.HoloViews(view.overlay() * query_marker(state))``. Hollow when the position is approximate."""
+    ``pn.pane.HoloViews(view.overlay() * query_marker(state))``."""
     import holoviews as hv
 
     marker = marker_for(state)
 
-    def points(xy, approximate):
+    def points(xy):
         data = ([], []) if xy is None else ([xy[0]], [xy[1]])
         return hv.Points(data, kdims=["x", "y"]).opts(
-            size=20, marker="diamond", line_color="#ff6d00", line_width=3,
-            fill_color=None if approximate else "#ff6d00", fill_alpha=0.0 if approximate else 0.9)
+            size=20, marker="diamond", line_color="#ff6d00", line_width=3, fill_color="#ff6d00", fill_alpha=0.9)
 
-    return hv.DynamicMap(pn.bind(points, marker.param.xy, marker.param.approximate))
+    return hv.DynamicMap(pn.bind(points, marker.param.xy))
 
 
 # --------------------------------------------------------------------------------------------- html
@@ -108,8 +106,7 @@ def query_card_html(result: QueryResult, thumbnail_png: bytes, data) -> str:
     if len(result.neighbour_ids):
         row = data.row(int(result.neighbour_ids[0]))
         best = (f"best match {html.escape(str(row['object_id']))} (cosine {float(result.similarities[0]):.3f})")
-    placed = (f"map position ({result.map_xy[0]:.2f}, {result.map_xy[1]:.2f})"
-              + (" — approximate: at its nearest neighbour" if result.approximate else " — UMAP transform"))
+    placed = f"map position ({result.map_xy[0]:.2f}, {result.map_xy[1]:.2f}), {html.escape(result.placement)}"
     notes = " · ".join(html.escape(n) for n in result.notes)
     return (f'<div class="sky-query-card"><img class="sky-query-thumb" src="{uri}" width="{THUMB_PX}" '
             f'height="{THUMB_PX}" alt="query cutout"><div class="muted">{where}</div>'
@@ -253,9 +250,8 @@ class SkySearch:
         sims = np.asarray(result.similarities, dtype=np.float32)
         self.state.select(None)  # the query is not a bundle object: no positives, then its own neighbours
         self.state.param.update(neighbour_ids=ids, neighbour_sims=sims, dropped_duplicates=0)
-        marker_for(self.state).param.update(xy=tuple(result.map_xy), approximate=result.approximate)
-        self.status.object = _status("ok", f"{len(ids)} most similar objects to the query cutout"
-                                           + (" (placed approximately)" if result.approximate else "") + ".")
+        marker_for(self.state).param.update(xy=tuple(result.map_xy))
+        self.status.object = _status("ok", f"{len(ids)} most similar objects to the query cutout.")
 
 
 def build_sky_search_section(data, state):

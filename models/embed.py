@@ -13,11 +13,34 @@ def resolve_device(device=None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+VIEWS = ("identity", "d4")
+
+
+def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 exact rotations by multiples of 90 degrees and their mirror images (no interpolation)."""
+    turns = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return turns + [t.flip(-1) for t in turns]
+
+
+def represent(encoder: nn.Module, x: torch.Tensor, views: str = "identity") -> torch.Tensor:
+    """The encoder's features of ``x``; with ``views="d4"`` the mean of the L2-normalised features of the 8 dihedral
+    views. Sky images have no preferred orientation, and averaging over it removes the part of the representation
+    that only tracks orientation (BENCHMARKS.md: it helps the untrained twin as much as the trained encoder, so both are embedded this way)."""
+    if views == "identity":
+        return encoder(x).float()
+    if views != "d4":
+        raise ValueError(f"unknown views {views!r}; choose one of {VIEWS}")
+    return torch.stack([F.normalize(encoder(v).float(), dim=1) for v in dihedral(x)]).mean(dim=0)
+
+
 @torch.no_grad()
-def embed(encoder: nn.Module, images, batch_size: int = 256, device=None, dtype=np.float16) -> np.ndarray:
+def embed(encoder: nn.Module, images, batch_size: int = 256, device=None, dtype=np.float16,
+          views: str = "identity", centre=None) -> np.ndarray:
     """L2-normalised representations (N, out_dim) of ``images``, (N, C, crop, crop) float32 already preprocessed
     (numpy, memory-mapped numpy or tensor). Moves ``encoder`` to ``device`` and puts it in eval mode.
-    Uses bf16 autocast and channels_last on CUDA. N = 1 embeds a single cutout."""
+    Uses bf16 autocast and channels_last on CUDA. N = 1 embeds a single cutout. ``views``: see ``represent``.
+    ``centre``: a vector subtracted from the L2-normalised representation before normalising again (the mean
+    representation of the training images, so that cosine measures differences from the typical object)."""
     if images.ndim != 4:
         raise ValueError(f"embed expects (N, C, H, W) images, got shape {tuple(images.shape)}; "
                          f"add a leading axis for a single cutout")
@@ -29,12 +52,15 @@ def embed(encoder: nn.Module, images, batch_size: int = 256, device=None, dtype=
     layout = torch.channels_last if use_channels_last(encoder, device) else torch.contiguous_format
     encoder = encoder.to(memory_format=layout)
     out = np.empty((len(images), encoder.out_dim), dtype=dtype)
+    centre_t = None if centre is None else torch.as_tensor(np.asarray(centre, np.float32), device=device)
     for start in range(0, len(images), batch_size):
         chunk = images[start: start + batch_size]
         x = torch.as_tensor(np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk,
                             dtype=torch.float32)
         x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            features = encoder(x)
-        out[start: start + len(x)] = F.normalize(features.float(), dim=1).cpu().numpy().astype(dtype)
+            features = F.normalize(represent(encoder, x, views).float(), dim=1)
+        if centre_t is not None:
+            features = F.normalize(features - centre_t, dim=1)
+        out[start: start + len(x)] = features.cpu().numpy().astype(dtype)
     return out

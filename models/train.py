@@ -30,11 +30,13 @@ from .byol import BYOL
 from .embed import resolve_device
 from .encoders import build_encoder, use_channels_last
 from .moco import MoCo, plain_batchnorm
+from .simclr import SimCLR
 
-METHODS = ("moco", "byol")
+METHODS = ("moco", "byol", "simclr")
 OPTIMIZERS = ("sgd", "lars", "adamw")
-BASE_LR = {"moco": 0.03, "byol": 0.2}           # per 256 images (Hayat et al.; Slijepcevic et al. Table 3)
-WEIGHT_DECAY = {"moco": 1e-4, "byol": 1.5e-6}
+# per 256 images (Hayat et al.; Slijepcevic et al. Table 3; SimCLR with SGD as in Chen et al.'s small-batch runs)
+BASE_LR = {"moco": 0.03, "byol": 0.2, "simclr": 0.3}
+WEIGHT_DECAY = {"moco": 1e-4, "byol": 1.5e-6, "simclr": 1e-6}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -152,6 +154,8 @@ def build_method(method: str, encoder: nn.Module, n_images: int, global_batch: i
         # the paper's 4096-wide heads are for 512-d ResNets; scale them down with narrow encoders
         cfg.setdefault("hidden_dim", min(4096, 8 * encoder.out_dim))
         return BYOL(encoder, **cfg)
+    if method == "simclr":
+        return SimCLR(encoder, **cfg)
     raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
 
 
@@ -205,14 +209,21 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 # checkpoints
 # ----------------------------------------------------------------------------------------------------------------
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state as tensors and plain numbers, so checkpoints load with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    random.setstate((state["python_version"], tuple(state["python"]), None))
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -230,7 +241,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path, run_key: dict) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:   # tensors and plain containers only: a checkpoint file never runs code
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} cannot be read as plain tensors ({str(e).splitlines()[0][:160]}); "
+                         f"delete it to train from the start") from e
     if state.get("run_key") != run_key:
         raise ValueError(f"checkpoint {path} is from a different run ({state.get('run_key')}, now {run_key}); "
                          f"use another checkpoint_dir or resume=False")
@@ -271,7 +286,7 @@ def train(images, *, method: str, encoder_cfg: dict, augment: nn.Module, epochs:
           num_workers: int = 0, seed: int = 0, progress: bool = True, knn_monitor=None, max_steps=None,
           queue_size=None, method_cfg: dict | None = None, weight_decay: float | None = None,
           warmup_epochs: float | None = None, compile: bool = False) -> tuple[nn.Module, list[dict]]:
-    """Train ``method`` ("moco" / "byol") on ``images`` (N, C, H, W) float32 (normalised, full stored size: the
+    """Train ``method`` ("moco" / "byol" / "simclr") on ``images`` (N, C, H, W) float32 (normalised, full stored size: the
     augmentations crop) and return (the trained backbone in eval mode on CPU, per-epoch history).
 
     History rows: epoch, loss (mean over the epoch and processes), images_per_s, lr (at the epoch's end), knn_acc

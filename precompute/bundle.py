@@ -9,7 +9,7 @@ Layout (format version 1, see DESIGN.md section 2)::
     thumbnails/blob.bin    all thumbnails (JPEG/WebP bytes) back to back
     thumbnails/offsets.npy (N + 1,) int64 byte offsets into blob.bin
     encoder/               weights + config.json (architecture and exact preprocessing)
-    projection/            optional: fitted PCA + UMAP reducer to place new points
+    projection/            optional: projection.json, the map's PCA + UMAP parameters (no pickles)
 
 A bundle is written into a temporary sibling folder and renamed into place at the end, so a reader never sees
 a half-written one.
@@ -112,6 +112,7 @@ def write_bundle(
     encoder_dir: str | Path | None = None,
     index=None,
     extra_dirs: dict[str, str | Path] | None = None,
+    extra_files: dict[str, str | Path] | None = None,
     thumbnail_format: str = "webp",
 ) -> Path:
     """Write a complete bundle atomically and return its path.
@@ -119,7 +120,8 @@ def write_bundle(
     ``manifest`` holds the survey-specific fields (survey, bands, pixel_scale_arcsec, model, umap, colour_by,
     source); the writer fills in format_version, n_objects, embedding_dim/dtype, created, software and the
     checkpoint hash. ``index`` is a faiss index over ``embeddings``; when None one is built by size.
-    ``extra_dirs`` maps a bundle sub-folder name (e.g. "projection") to a folder to copy in.
+    ``extra_dirs`` maps a bundle sub-folder name (e.g. "projection") to a folder to copy in, ``extra_files`` a
+    file name (e.g. "report.json") to a file.
     ``embeddings`` is an array (a memory map is copied block by block, never loaded whole), a ``.npy`` path, or a
     folder of embedding shards (``precompute.shards``), which are merged straight into the bundle.
     """
@@ -176,6 +178,8 @@ def write_bundle(
             model["sha256"] = sha256_of(tmp / ckpt)
         for name, src in (extra_dirs or {}).items():
             shutil.copytree(src, tmp / name)
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, tmp / name)
         man.update(
             format_version=FORMAT_VERSION,
             n_objects=int(n),
@@ -387,5 +391,21 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
             _fail(man_path, f"colour_by names column '{col}' that catalog.parquet does not have")
         if spec.get("kind") not in COLOUR_KINDS:
             _fail(man_path, f"colour_by['{col}'] has kind {spec.get('kind')!r}; expected one of {COLOUR_KINDS}")
+    _check_report(path, man)
     return man
+
+
+def _check_report(path: Path, man: dict) -> None:
+    """report.json is optional (bundles from before it existed), but one that is named or present must parse."""
+    from precompute.report import read_report
+
+    name = man.get("report")
+    if name is not None and name != "report.json":
+        _fail(path / "manifest.json", f"'report' must be \"report.json\", not {name!r}")
+    try:
+        read_report(path / "report.json")
+    except ValueError as e:
+        raise BundleError(f"{e}; rebuild it with `python -m precompute build ...` (the report stage)") from e
+    if name is not None and not (path / "report.json").is_file():
+        _fail(path / "report.json", "is named in manifest.json but missing")
 

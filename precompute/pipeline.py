@@ -20,11 +20,6 @@ from precompute.inputs import InputError
 from precompute.shards import world_from_env
 from precompute.stages import Config, WorkDir, log, run_pipeline
 
-# Defaults sized for a CPU: the survey's paper settings need a GPU; --epochs/--arch override them.
-SURVEY_DEFAULTS = {
-    "first": {"epochs": 20, "batch_size": 128},
-    "sdss": {"epochs": 10, "batch_size": 256},
-}
 # The demo must finish in ~10 min on 2 CPU cores including simulating 20k galaxies: a narrow ResNet with the
 # standard (strided) stem, trained on a 6,000-image subset (SSL does not need every image to learn the features;
 # all 20k are embedded). Measured: ~23 ms CPU per image-epoch for this encoder vs ~33 ms with the Hayat stem at
@@ -39,11 +34,16 @@ def add_arguments(parser, command: str) -> None:
     else:
         parser.add_argument("--survey", required=True, choices=("first", "sdss"))
         parser.add_argument("--out", required=True, help="bundle folder to write")
-        parser.add_argument("--catalog", help="FIRST: catalogue CSV (file, ra, dec, labels); paths relative to it")
+        parser.add_argument("--catalog", nargs="+", action="extend",
+                            help="FIRST: catalogue CSV(s) (file, ra, dec, labels; FITS paths relative to each); "
+                                 "several are joined, e.g. MiraBest and FRDEEP")
         parser.add_argument("--images", help="SDSS: HDF5 of cutouts (Hayat et al. layout)")
         parser.add_argument("--gz2", help="SDSS: Galaxy Zoo 2 CSV (Hart et al. 2016 columns), joined within 2\"")
         parser.add_argument("--truth", help="SDSS: simulator truth.parquet (optional)")
     parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
+    if command in ("demo", "build"):
+        parser.add_argument("--stop-after", choices=("ingest", "train", "embed", "report"),
+                            help="run the stages up to this one and stop (e.g. report: compare training settings)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: survey's CPU default)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
@@ -51,10 +51,17 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke tests)")
     parser.add_argument("--train-limit", type=int,
                         help="train on a random subset of at most this many images (all are embedded)")
-    parser.add_argument("--method", choices=("moco", "byol"), help="default: the survey's")
+    parser.add_argument("--method", choices=("moco", "byol", "simclr"),
+                        help="default: the survey's recipe (CPU: what learns on 2 cores; GPU: the paper's)")
     parser.add_argument("--arch", choices=("small", "resnet18", "resnet50"), help="default: the survey's")
     parser.add_argument("--stem", choices=("hayat", "standard"))
     parser.add_argument("--width", type=int, help="encoder width (small arch)")
+    parser.add_argument("--bin", type=int, help="average bin x bin pixels before the encoder (default: recipe's)")
+    parser.add_argument("--crop", type=int, help="encoder input side in (binned) pixels (default: recipe's)")
+    parser.add_argument("--views", choices=("identity", "d4"),
+                        help="d4: average each embedding over the 8 rotations/flips (default: recipe's)")
+    parser.add_argument("--centre", choices=("yes", "no"),
+                        help="centre embeddings on the training mean before normalising (default: recipe's)")
     parser.add_argument("--queue-size", type=int, help="MoCo queue length (default ~5%% of the data)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--num-workers", type=int, default=0)
@@ -72,8 +79,10 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
     pick = lambda name: getattr(args, name, None) if getattr(args, name, None) is not None else defaults.get(name)
     return Config(
         survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
-        sources=sources, method=args.method, arch=pick("arch"), stem=pick("stem"), width=args.width,
+        sources=sources, method=args.method, arch=pick("arch"), stem=pick("stem"), width=pick("width"),
         epochs=pick("epochs"), batch_size=pick("batch_size"), lr=args.lr, optimizer=args.optimizer,
+        bin=args.bin, crop=args.crop, views=pick("views"),
+        centre=None if args.centre is None else args.centre == "yes",
         max_steps=args.max_steps, train_limit=pick("train_limit"), queue_size=args.queue_size, seed=args.seed,
         device=args.device, embed_rows_per_shard=args.rows_per_shard,
         num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
@@ -84,7 +93,7 @@ def survey_sources(args) -> dict:
     if args.survey == "first":
         if not args.catalog:
             raise InputError("--survey first needs --catalog CSV (columns file, ra, dec; FITS paths relative to it)")
-        return {"catalog": args.catalog}
+        return {"catalog": args.catalog[0] if len(args.catalog) == 1 else list(args.catalog)}
     if not args.images:
         raise InputError("--survey sdss needs --images H5 (Hayat et al. layout: images, ra, dec, ObjID ...)")
     return {"images": args.images, "gz2": args.gz2, "truth": args.truth}
@@ -110,10 +119,10 @@ def run(args) -> int:
         sources = {k: v for k, v in sources.items() if v.is_file()}
         note = {"simulated": f"precompute.surveys.simulate.simulate_sdss(n={args.n}, seed={args.seed})"}
         cfg = config_from_args(args, "sdss", sources, DEMO, note)
-        until = "bundle"
+        until = args.stop_after or "bundle"
     else:
-        cfg = config_from_args(args, args.survey, survey_sources(args), SURVEY_DEFAULTS[args.survey])
-        until = "bundle" if args.command == "build" else args.command
+        cfg = config_from_args(args, args.survey, survey_sources(args), {})
+        until = (args.stop_after or "bundle") if args.command == "build" else args.command
     if until == "embed" and world_from_env()[1] > 1:  # under torchrun: every rank embeds its own shards
         from precompute.shards import embed_distributed
 

@@ -1,6 +1,10 @@
-"""2-D map of the embeddings: PCA to ~50 dimensions, then UMAP (DESIGN.md section 4: n_neighbors 15,
-low_memory, init="pca"; cuML's UMAP when a GPU and cuml are present). The fitted PCA and UMAP reducer are saved
-so the explorer can place a new cutout on the same map.
+"""2-D map of the embeddings: PCA to ~50 dimensions, then UMAP (n_neighbors 15, low_memory, init="pca"; cuML's
+UMAP when a GPU and cuml are present).
+
+Nothing fitted is saved as a pickle: bundles travel between people, and unpickling one runs whatever it holds. A new
+cutout is placed on the map from its neighbours' map positions (``place_by_neighbours``), weighted the way UMAP
+weighs a point's neighbours when it starts ``transform`` (benchmarks/bench_placement.py measures how close that
+lands to ``umap.transform``).
 """
 from __future__ import annotations
 
@@ -67,36 +71,47 @@ def reduce_with_pca(embeddings: np.ndarray, pca_dim: int, seed: int = 0, fit_row
 
 def project(embeddings: np.ndarray, folder: str | Path, pca_dim: int = 50, n_neighbors: int = 15,
             min_dist: float = 0.1, metric: str = "euclidean", seed: int = 0) -> tuple[np.ndarray, dict]:
-    """Fit PCA then UMAP on ``embeddings``; save ``pca.joblib``, ``umap.joblib`` and ``projection.json`` into
-    ``folder``; return (coords (N, 2) float32, the parameters used)."""
-    import joblib
-
+    """Fit PCA then UMAP on ``embeddings``; write ``projection.json`` (the parameters) into ``folder``; return
+    (coords (N, 2) float32, the parameters used)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pca, reduced = reduce_with_pca(embeddings, pca_dim, seed)
-    reducer, coords = fit_umap(reduced, n_neighbors, min_dist, metric, seed)
+    _, coords = fit_umap(reduced, n_neighbors, min_dist, metric, seed)
     if not np.isfinite(coords).all():
         raise RuntimeError("UMAP produced non-finite coordinates")
     params = {"pca_dim": int(pca.n_components_), "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
-              "pca_fit_rows": int(min(len(reduced), PCA_FIT_ROWS)), "n_neighbors": int(min(n_neighbors, len(reduced) - 1)), "min_dist": min_dist, "metric": metric, "seed": seed,
-              "init": "pca", "low_memory": True, "backend": "cuml" if _cuml_available() else "umap-learn",
-              "files": {"pca": "projection/pca.joblib", "umap": "projection/umap.joblib"}}
-    joblib.dump(pca, folder / "pca.joblib")
-    joblib.dump(reducer, folder / "umap.joblib")
+              "pca_fit_rows": int(min(len(reduced), PCA_FIT_ROWS)),
+              "n_neighbors": int(min(n_neighbors, len(reduced) - 1)), "min_dist": min_dist, "metric": metric,
+              "seed": seed, "init": "pca", "low_memory": True,
+              "backend": "cuml" if _cuml_available() else "umap-learn",
+              "placement": "new objects: UMAP-weighted mean of their neighbours' map positions"}
     (folder / "projection.json").write_text(json.dumps(params, indent=2))
     return coords, params
 
 
-def load_projector(folder: str | Path):
-    """The saved PCA + UMAP as one callable: embeddings (N, D) -> map coordinates (N, 2)."""
-    import joblib
+def neighbour_weights(similarities: np.ndarray, n_iter: int = 64) -> np.ndarray:
+    """UMAP's membership strengths of a point's k neighbours (smooth_knn_dist): w_i = exp(-(d_i - rho) / sigma),
+    d = 1 - cosine, rho the nearest distance, sigma such that the weights sum to log2(k); normalised to sum 1."""
+    d = 1.0 - np.asarray(similarities, dtype=np.float64)
+    k = len(d)
+    if k == 1:
+        return np.ones(1)
+    excess = np.maximum(d - d.min(), 0.0)
+    target = np.log2(k)
+    lo, hi = 1e-12, 1e6
+    for _ in range(n_iter):     # bisection in log space: the sum rises monotonically with sigma
+        sigma = np.sqrt(lo * hi)
+        if np.exp(-excess / sigma).sum() > target:
+            hi = sigma
+        else:
+            lo = sigma
+    w = np.exp(-excess / np.sqrt(lo * hi))
+    return w / w.sum()
 
-    folder = Path(folder)
-    pca = joblib.load(folder / "pca.joblib")
-    reducer = joblib.load(folder / "umap.joblib")
 
-    def place(embeddings: np.ndarray) -> np.ndarray:
-        reduced = pca.transform(np.atleast_2d(np.asarray(embeddings, dtype=np.float32))).astype(np.float32)
-        return np.asarray(reducer.transform(reduced), dtype=np.float32)
-
-    return place
+def place_by_neighbours(neighbour_xy: np.ndarray, similarities: np.ndarray, k: int = 15) -> np.ndarray:
+    """Map position (2,) of a new object from its nearest objects' positions (best first) and cosine similarities."""
+    xy = np.asarray(neighbour_xy, dtype=np.float64)[:k]
+    if len(xy) == 0:
+        raise ValueError("no neighbours to place the object by")
+    return neighbour_weights(np.asarray(similarities)[: len(xy)]) @ xy

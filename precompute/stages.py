@@ -23,7 +23,7 @@ from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint
 from precompute.inputs import InputError, skipped_frame
 from precompute.surveys.base import get_survey
 
-STAGES = ("ingest", "train", "embed", "project", "thumbnails", "index", "bundle")
+STAGES = ("ingest", "train", "embed", "report", "project", "thumbnails", "index", "bundle")
 SKIPPED_IN_MANIFEST = 1000  # the full list is in skipped.csv; the manifest keeps the first ones
 
 
@@ -39,8 +39,14 @@ class Config:
     arch: str | None = None
     stem: str | None = None
     width: int | None = None
-    epochs: int = 20
-    batch_size: int = 128
+    epochs: int | None = None
+    batch_size: int | None = None
+    bin: int | None = None      # pixel binning before the encoder (FIRST CPU recipe: 2)
+    crop: int | None = None     # encoder input side, in (binned) pixels
+    views: str | None = None    # "d4": embeddings averaged over the 8 rotations/flips (models.embed.represent)
+    centre: bool | None = None  # subtract the mean training representation before the final L2 normalisation
+    method_cfg: dict | None = None
+    augment: dict | None = None  # overrides of the survey's augmentation parameters (models.augment)
     lr: float | None = None
     optimizer: str = "sgd"
     max_steps: int | None = None
@@ -59,9 +65,28 @@ class Config:
     source_note: dict = field(default_factory=dict)  # extra provenance for the manifest (e.g. demo simulation)
 
     def resolved(self) -> "Config":
+        """Unset fields from the survey's recipe: the GPU one (the paper's) when training runs on CUDA or the paper's
+        architecture is asked for, else the CPU one."""
         s = get_survey(self.survey)
-        return Config(**{**asdict(self), "method": self.method or s.method, "arch": self.arch or s.arch,
-                         "stem": self.stem or s.stem})
+        paper = self.arch is not None and self.arch == s.gpu_recipe.get("arch") != s.cpu_recipe.get("arch")
+        recipe = dict(s.gpu_recipe if paper or _on_gpu(self.device) else s.cpu_recipe)
+        fallback = {"method": s.method, "arch": s.arch, "stem": s.stem, "epochs": 20, "batch_size": 128, "bin": 1,
+                    "crop": s.crop_size, "views": "identity", "centre": False, "method_cfg": {}, "augment": {}}
+        fields = asdict(self)
+        for name, default in fallback.items():
+            if fields[name] is None:
+                fields[name] = recipe.get(name, default)
+        if fields["width"] is None and fields["arch"] == "small":
+            fields["width"] = recipe.get("width")
+        return Config(**fields)
+
+
+def _on_gpu(device: str | None) -> bool:
+    if device is not None:
+        return str(device).startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def log(msg: str) -> None:
@@ -72,26 +97,35 @@ def log(msg: str) -> None:
 def source_fingerprints(cfg: Config) -> dict[str, str]:
     """Fingerprints of the raw inputs: the catalogue/HDF5 content and, for FIRST, every listed FITS file."""
     out = {}
-    for name, path in sorted(cfg.sources.items()):
-        if path is None:
+    for name, value in sorted(cfg.sources.items()):
+        if value is None:
             continue
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: {name} file not found; check the --{name} argument")
-        out[name] = fingerprint_file(path)
-    if cfg.survey == "first" and "catalog" in cfg.sources:
-        try:
-            files = pd.read_csv(cfg.sources["catalog"], usecols=["file"])["file"].astype(str)
-            folder = Path(cfg.sources["catalog"]).resolve().parent  # same key however the path was spelt
-            out["fits"] = fingerprint_files(folder / f for f in files)
-        except ValueError:
-            pass  # no 'file' column: read_local reports it with the file named
-    return out
+        paths = value if isinstance(value, (list, tuple)) else [value]
+        for i, path in enumerate(Path(p) for p in paths):
+            if not path.is_file():
+                raise InputError(f"{path}: {name} file not found; check the --{name} argument")
+            out[name if i == 0 else f"{name}_{i}"] = fingerprint_file(path)
+            if cfg.survey == "first" and name == "catalog":
+                out["fits" if i == 0 else f"fits_{i}"] = _fits_fingerprint(path)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _fits_fingerprint(catalog: Path) -> str | None:
+    try:
+        files = pd.read_csv(catalog, usecols=["file"])["file"].astype(str)
+    except ValueError:
+        return None  # no 'file' column: read_local reports it with the file named
+    folder = catalog.resolve().parent  # same key however the path was spelt
+    return fingerprint_files(folder / f for f in files)
+
+
+def _resolved(value):
+    return [str(Path(v).resolve()) for v in value] if isinstance(value, (list, tuple)) else str(Path(value).resolve())
 
 
 def ingest(wd: WorkDir, cfg: Config) -> StageResult:
     survey = get_survey(cfg.survey)
-    params = {"survey": cfg.survey, "sources": {k: str(Path(v).resolve()) for k, v in cfg.sources.items() if v}}
+    params = {"survey": cfg.survey, "sources": {k: _resolved(v) for k, v in cfg.sources.items() if v}}
 
     def build(tmp: Path, key: str) -> None:
         paths = {k: v for k, v in cfg.sources.items() if v}
@@ -125,14 +159,29 @@ def encoder_config(cfg: Config) -> dict:
     return {"arch": cfg.arch, "in_channels": s.n_channels, "stem": cfg.stem, "width": cfg.width}
 
 
-def augmentation_params(survey, normalised: np.ndarray) -> dict:
+def augmentation_params(survey, normalised: np.ndarray, cfg: Config) -> dict:
     from models.augment import compute_mad
 
     if survey.name == "sdss":
         sample = normalised[: min(len(normalised), 2048)]
-        return {"crop": survey.crop_size, "jitter": 7, "pixel_scale": survey.pixel_scale_arcsec,
-                "mad": np.asarray(compute_mad(np.asarray(sample)), dtype=np.float32).tolist()}
-    return {"crop": survey.crop_size}
+        params = {"crop": cfg.crop, "jitter": 7, "pixel_scale": survey.pixel_scale_arcsec,
+                  "mad": np.asarray(compute_mad(np.asarray(sample)), dtype=np.float32).tolist()}
+    else:
+        params = {"crop": cfg.crop}
+    return {**params, **(cfg.augment or {})}
+
+
+def representation_centre(encoder, normalised: np.ndarray, crop: int, views: str, max_rows: int = 4096,
+                          seed: int = 0) -> list[float]:
+    """The mean L2-normalised representation of (at most ``max_rows`` of) the training images, centre-cropped to
+    the encoder's input: what ``Config.centre`` subtracts so that cosine measures differences from the typical
+    object (on FIRST the raw median random-pair cosine is ~0.9 and every neighbour reads 0.99)."""
+    from models.embed import embed
+    from precompute.surveys.base import centre_crop
+
+    rows = training_rows(len(normalised), max_rows, seed)
+    crops = np.ascontiguousarray(centre_crop(np.asarray(normalised[rows]), crop), dtype=np.float32)
+    return embed(encoder, crops, dtype=np.float32, views=views).mean(axis=0).tolist()
 
 
 def training_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -145,7 +194,8 @@ def training_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
 def normalise_to(survey, images: np.ndarray, rows: np.ndarray, params: dict, path: Path,
                  chunk: int = 2048) -> np.ndarray:
     """Normalised full-size training images (``images[rows]``), written chunk by chunk to a memory-mapped .npy."""
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(rows),) + images.shape[1:])
+    shape = survey.normalise(np.asarray(images[:1]), params).shape[1:]   # binning changes the side
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(rows),) + shape)
     for s in range(0, len(rows), chunk):
         out[s : s + chunk] = survey.normalise(np.asarray(images[rows[s : s + chunk]]), params)
     out.flush()
@@ -156,7 +206,8 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
     survey = get_survey(cfg.survey)
     params = {"method": cfg.method, "encoder": encoder_config(cfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "optimizer": cfg.optimizer, "max_steps": cfg.max_steps, "queue_size": cfg.queue_size,
-              "seed": cfg.seed, "train_limit": cfg.train_limit}
+              "seed": cfg.seed, "train_limit": cfg.train_limit, "bin": cfg.bin, "crop": cfg.crop,
+              "views": cfg.views, "centre": cfg.centre, "method_cfg": cfg.method_cfg, "augment": cfg.augment}
 
     def build(tmp: Path, key: str) -> None:
         from models.augment import build_augmentations
@@ -166,21 +217,23 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
         _, images = load_ingest(ing)
         ckpt = wd.checkpoint_dir("train", key)
         rows = training_rows(len(images), cfg.train_limit, cfg.seed)
-        prep = survey.fit_preprocessing(images)
+        prep = survey.fit_preprocessing(images, bin=cfg.bin, crop=cfg.crop)
         normalised = normalise_to(survey, images, rows, prep, ckpt / "normalised.npy")
-        aug_params = augmentation_params(survey, normalised)
+        aug_params = augmentation_params(survey, normalised, cfg)
         augment = build_augmentations(survey.name, **aug_params)
         t0 = time.perf_counter()
         encoder, history = train_model(
             normalised, method=cfg.method, encoder_cfg=encoder_config(cfg), augment=augment, epochs=cfg.epochs,
             batch_size=min(cfg.batch_size, len(normalised)), lr=cfg.lr, optimizer=cfg.optimizer,
             checkpoint_dir=ckpt, resume=True, device=cfg.device, num_workers=cfg.num_workers, seed=cfg.seed,
-            progress=cfg.progress, max_steps=cfg.max_steps, queue_size=cfg.queue_size)
+            progress=cfg.progress, max_steps=cfg.max_steps, queue_size=cfg.queue_size, method_cfg=cfg.method_cfg)
+        train_seconds = round(time.perf_counter() - t0, 1)
+        centre = representation_centre(encoder, normalised, cfg.crop, cfg.views, seed=cfg.seed) if cfg.centre else None
         config = {**encoder_config(cfg), "survey": survey.name, "method": cfg.method, "preprocessing": prep,
-                  "augmentations": aug_params, "crop_size": survey.crop_size, "cutout_size": survey.cutout_size,
+                  "views": cfg.views, "centre": centre,
+                  "augmentations": aug_params, "crop_size": cfg.crop, "cutout_size": survey.cutout_size,
                   "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
-                  "epochs": cfg.epochs, "n_train_images": int(len(rows)),
-                  "train_seconds": round(time.perf_counter() - t0, 1)}
+                  "epochs": cfg.epochs, "n_train_images": int(len(rows)), "train_seconds": train_seconds}
         save_encoder(encoder, config, tmp / "encoder")
         (tmp / "history.json").write_text(json.dumps(_jsonable(history), indent=2))
         del normalised
@@ -250,6 +303,61 @@ def embed(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> S
     return res
 
 
+# ------------------------------------------------------------------------------------------------- report
+def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb: StageResult) -> StageResult:
+    """report.json: the embedding beside its untrained twin and pixel PCA on every labelled column
+    (``precompute.report``)."""
+    survey = get_survey(cfg.survey)
+
+    def build(tmp: Path, key: str) -> None:
+        from precompute.report import MAX_TASKS, build_report, evaluation_rows, format_table, write_report
+
+        catalog, images = load_ingest(ing)
+        embeddings = np.load(emb.path / "embeddings.npy", mmap_mode="r")
+        tasks = survey.report_tasks(catalog, colour_columns(survey, catalog))[:MAX_TASKS]
+        rows = evaluation_rows(tasks, len(catalog), cfg.seed)
+        features = {"embedding": np.asarray(embeddings[rows], dtype=np.float32)}
+        if len(rows):
+            features.update(baseline_features(survey, trained.path / "encoder", images, rows, cfg))
+        notes = {"untrained": "same architecture, random weights (seed + 1), same preprocessing, views and centring",
+                 "pixel_pca": "PCA-50 of the preprocessed encoder inputs of the evaluated objects"}
+        rep = build_report(tasks, features, rows, embeddings, notes, cfg.seed)
+        write_report(rep, tmp / "report.json")
+        log("[report]\n" + format_table(rep))
+
+    return wd.run("report", {"max_rows": 3000, "max_tasks": 8, "seed": cfg.seed, "format": 1},
+                  {"ingest": ing.key, "train": trained.key, "embed": emb.key}, build)
+
+
+def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.ndarray, cfg: Config) -> dict:
+    """The untrained twin's embedding and PCA of the pixels for ``rows``, preprocessed exactly as the bundle's."""
+    import torch
+    from sklearn.decomposition import PCA
+
+    from models.embed import embed
+    from models.encoders import build_encoder
+    from models.io import BUILD_KEYS
+    from precompute.surveys.base import centre_crop
+
+    config = json.loads((encoder_dir / "config.json").read_text())
+    prep = config["preprocessing"]
+    crops = survey.preprocess(np.asarray(images[rows]), prep)
+    torch.manual_seed(cfg.seed + 1)
+    twin = build_encoder(**{k: config[k] for k in BUILD_KEYS}).eval()
+    views = config.get("views", "identity")
+    centre = None
+    if config.get("centre") is not None:   # the twin's own mean over the same kind of images
+        sample = training_rows(len(images), 4096, cfg.seed)
+        normalised = survey.normalise(np.asarray(images[sample]), prep)
+        crop = np.ascontiguousarray(centre_crop(normalised, int(prep.get("crop", survey.crop_size))))
+        centre = embed(twin, crop, dtype=np.float32, views=views).mean(axis=0)
+    untrained = embed(twin, crops, dtype=np.float32, views=views, centre=centre)
+    pixels = crops.reshape(len(crops), -1)
+    dim = min(50, len(crops) - 1, pixels.shape[1])
+    pca = PCA(dim, random_state=cfg.seed, svd_solver="randomized").fit_transform(pixels).astype(np.float32)
+    return {"untrained": untrained, "pixel_pca": pca}
+
+
 # ------------------------------------------------------------------------------------------------- project
 def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
     params = {"pca_dim": cfg.pca_dim, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist, "seed": cfg.seed}
@@ -262,7 +370,8 @@ def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
         np.save(tmp / "coords.npy", coords)
         (tmp / "umap.json").write_text(json.dumps(used, indent=2))
 
-    return wd.run("project", params, {"embed": emb.key}, build)
+    # format 2: no pickled reducer in projection/ any more (an older cached result still holds one)
+    return wd.run("project", {**params, "format": 2}, {"embed": emb.key}, build)
 
 
 # ------------------------------------------------------------------------------------------------- thumbnails
@@ -311,29 +420,53 @@ def manifest_for(cfg: Config, survey, catalog: pd.DataFrame, train_res: StageRes
                  skipped: pd.DataFrame, keys: dict) -> dict:
     enc_cfg = json.loads((train_res.path / "encoder" / "config.json").read_text()) \
         if (train_res.path / "encoder" / "config.json").is_file() else {}
-    colour_by = {c: spec for c, spec in survey.colour_by.items() if c in catalog.columns and catalog[c].notna().any()}
-    for col in catalog.columns:  # simulator truth classes are worth colouring by too
-        if col.startswith("truth_") and col not in colour_by and _is_categorical(catalog[col]):
-            colour_by[col] = {"title": col.replace("truth_", "Truth: ").replace("_", " "), "kind": "categorical",
-                              "units": ""}
+    colour_by = colour_columns(survey, catalog)
     return {
         "survey": survey.name,
         "bands": list(survey.bands),
         "pixel_scale_arcsec": survey.pixel_scale_arcsec,
         "cutout_size": survey.cutout_size,
-        "crop_size": survey.crop_size,
+        "crop_size": cfg.crop,
         "model": {"method": cfg.method, "architecture": cfg.arch, "stem": cfg.stem, "width": cfg.width,
-                  "embedding": "encoder representation, L2-normalised", "epochs": cfg.epochs,
+                  "embedding": embedding_description(enc_cfg), "views": enc_cfg.get("views", "identity"),
+                  "centred": enc_cfg.get("centre") is not None, "bin": cfg.bin, "crop": cfg.crop,
+                  "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size, "n_train_images": enc_cfg.get("n_train_images"),
                   "checkpoint": _checkpoint_name(train_res.path / "encoder"),
                   "train_seconds": enc_cfg.get("train_seconds")},
         "umap": umap_params,
         "colour_by": colour_by,
-        "source": {**{k: str(v) for k, v in cfg.sources.items() if v}, **cfg.source_note,
+        "report": "report.json",
+        "source": {**{k: _source_text(v) for k, v in cfg.sources.items() if v}, **cfg.source_note,
                    "n_skipped": int(len(skipped)),
                    "skipped": skipped.head(SKIPPED_IN_MANIFEST).to_dict(orient="records"),
                    "skipped_report": str(cfg.work / "skipped.csv"), "stage_keys": keys},
     }
+
+
+def _source_text(value):
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value)
+
+
+def colour_columns(survey, catalog: pd.DataFrame) -> dict:
+    """The survey's colour-by columns present in ``catalog``, plus categorical simulator truth and sample columns."""
+    colour_by = {c: spec for c, spec in survey.colour_by.items() if c in catalog.columns and catalog[c].notna().any()}
+    for col in catalog.columns:  # simulator truth classes are worth colouring by too
+        if col.startswith("truth_") and col not in colour_by and _is_categorical(catalog[col]):
+            colour_by[col] = {"title": col.replace("truth_", "Truth: ").replace("_", " "), "kind": "categorical",
+                              "units": ""}
+    if "sample" in catalog.columns and catalog["sample"].nunique() > 1:
+        colour_by["sample"] = {"title": "Input catalogue", "kind": "categorical", "units": ""}
+    return colour_by
+
+
+def embedding_description(enc_cfg: dict) -> str:
+    parts = ["encoder representation"]
+    if enc_cfg.get("views") == "d4":
+        parts.append("averaged over the 8 rotations and flips of the input")
+    if enc_cfg.get("centre") is not None:
+        parts.append("centred on the training images' mean representation")
+    return ", ".join(parts) + ", L2-normalised"
 
 
 def _is_categorical(values: pd.Series) -> bool:
@@ -387,7 +520,8 @@ def write(cfg: Config, results: dict[str, StageResult]) -> Path:
         cfg.out, catalog=cat, embeddings=np.load(results["embed"].path / "embeddings.npy", mmap_mode="r"),
         thumbnails=((thumbs / "blob.bin").read_bytes(), np.load(thumbs / "offsets.npy")), manifest=manifest,
         encoder_dir=results["train"].path / "encoder", index=faiss.read_index(str(results["index"].path / "index.faiss")),
-        extra_dirs={"projection": results["project"].path / "projection"}, thumbnail_format="webp")
+        extra_dirs={"projection": results["project"].path / "projection"},
+        extra_files={"report.json": results["report"].path / "report.json"}, thumbnail_format="webp")
     validate_bundle(out)
     log(f"[bundle] wrote {out} ({len(cat)} objects, {len(skipped)} skipped)")
     return out
@@ -411,6 +545,9 @@ def run_pipeline(cfg: Config, until: str = "bundle") -> dict[str, StageResult] |
         return results
     results["embed"] = embed(wd, cfg, results["ingest"], results["train"])
     if until == "embed":
+        return results
+    results["report"] = report(wd, cfg, results["ingest"], results["train"], results["embed"])
+    if until == "report":
         return results
     if until in ("project", "bundle"):
         results["project"] = project(wd, cfg, results["embed"])

@@ -138,7 +138,7 @@ def test_off_catalogue_position_is_fetched_embedded_and_searched(first_page, scr
     wait_for(lambda: deep_query_all(driver, "img.sky-query-thumb"), timeout=120, message="the query thumbnail")
     wait_for(lambda: len(deep_query_all(driver, "img.nb-thumb")) > 0, timeout=20, message="the query's neighbours")
     assert "most similar objects to the query cutout" in status_text(driver)
-    assert "UMAP transform" in deep_text(driver)
+    assert "nearest neighbours" in deep_text(driver)
     assert replay.hits[("POST", FIRST_PATH)] == 1
     # The query's place on the map: the orange marker (#ff6d00) is drawn on the canvas.
     wait_for(lambda: orange_pixels(map_canvas(driver)) > 30, timeout=20, message="the query marker on the map")

@@ -198,8 +198,11 @@ def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
     np.testing.assert_array_equal(state.selection_ids, expected)
     buttons["Remove selection from label"].clicks += 1
     assert store.label_counts() == {}
-    buttons["Undo last"].clicks += 1
-    assert store.label_counts() == {"lower-left": len(expected)}
+    # another person's later change is not this author's to undo
+    store.add("theirs", [str(data.catalog["object_id"].iat[0])], author="someone-else", method="click")
+    buttons["Undo my last"].clicks += 1
+    assert store.label_counts() == {"lower-left": len(expected), "theirs": 1}
+    store.undo_last(author="someone-else", only_by="someone-else")
 
     download = next(iter(section.select(pn.widgets.FileDownload)))
     table = Table.read(_io.BytesIO(download.callback().getvalue()), format="ascii.csv")

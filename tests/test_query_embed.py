@@ -15,7 +15,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
 from benchmarks.fixture_bundle import make_fixture_bundle
-from explorer.query_embed import PLACED_AT_NEIGHBOUR, PLACED_BY_UMAP, QueryEmbedder, QueryError
+from explorer.query_embed import PLACED_BY_NEIGHBOURS, QueryEmbedder, QueryError
 from precompute.bundle import Bundle
 from precompute.surveys.online import FetchError
 from recorded.first_bundle import DATA, build_first_bundle, original_answer, original_centre, real_data_present
@@ -31,11 +31,10 @@ def need_real_data():
 
 @pytest.fixture(scope="module")
 def real_first(tmp_path_factory):
-    """(bundle with projection/, bundle without) over 40 real FIRST cutouts, each with a saved encoder/."""
+    """(bundle, a second bundle of the same objects) over 40 real FIRST cutouts, each with a saved encoder/."""
     need_real_data()
     root = tmp_path_factory.mktemp("bundles")
-    return (Bundle.open(build_first_bundle(root / "with")),
-            Bundle.open(build_first_bundle(root / "without", projection=False)))
+    return (Bundle.open(build_first_bundle(root / "one")), Bundle.open(build_first_bundle(root / "two")))
 
 
 @pytest.fixture
@@ -63,22 +62,41 @@ def test_fetched_bundle_object_lands_on_its_stored_embedding(real_first, first_s
     result = q.from_position(centre, k=5)
     assert cosine(result.embedding, bundle.embeddings[0]) >= 0.98
     assert result.neighbour_ids[0] == 0 and result.similarities[0] >= 0.98
-    assert result.placement == PLACED_BY_UMAP and not result.approximate
-    np.testing.assert_allclose(result.map_xy, bundle.catalog[["umap_x", "umap_y"]].iloc[0], atol=0.05)
+    assert result.placement == PLACED_BY_NEIGHBOURS
+    # placed among its neighbours: closer to the object itself than the typical distance between map points
+    xy = bundle.catalog[["umap_x", "umap_y"]].to_numpy()
+    spread = np.median(np.linalg.norm(xy - xy.mean(axis=0), axis=1))
+    assert np.linalg.norm(np.asarray(result.map_xy) - xy[0]) < 0.5 * spread
     assert "FIRST cutout server" in result.notes[0]
     # A second query for the same place is served from the disk cache.
     q.from_position(centre, k=5)
     assert first_server.hits[("POST", FIRST_PATH)] == 1
 
 
-def test_without_projection_the_query_sits_at_its_nearest_neighbour(real_first, first_server):
-    _, bundle = real_first
-    body, centre = original_bytes_and_centre()
-    first_server.route("POST", FIRST_PATH, body)
-    result = QueryEmbedder(bundle).from_position(centre, k=3)
-    assert result.approximate and result.placement == PLACED_AT_NEIGHBOUR
-    row = bundle.catalog.iloc[int(result.neighbour_ids[0])]
-    assert result.map_xy == (pytest.approx(row["umap_x"]), pytest.approx(row["umap_y"]))
+def test_a_pickle_in_the_bundle_is_never_loaded(real_first, first_server, tmp_path):
+    """projection/*.joblib from older (or tampered) bundles: placing a fetched object must not unpickle them."""
+    import pickle
+
+    bundle, _ = real_first
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    folder = bundle.path / "projection"
+    folder.mkdir(exist_ok=True)
+    for name in ("pca.joblib", "umap.joblib"):
+        (folder / name).write_bytes(pickle.dumps(Payload()))
+    try:
+        body, centre = original_bytes_and_centre()
+        first_server.route("POST", FIRST_PATH, body)
+        result = QueryEmbedder(bundle).from_position(centre, k=3)
+        assert np.isfinite(result.map_xy).all() and not marker.exists()
+    finally:
+        for name in ("pca.joblib", "umap.joblib"):
+            (folder / name).unlink()
 
 
 def test_uploaded_fits_with_wcs_is_cut_around_its_centre(real_first):
@@ -111,9 +129,10 @@ def test_query_path_on_a_synthetic_bundle(fixture_bundle):
     q = QueryEmbedder(fixture_bundle, embedder=lambda imgs: np.repeat(target[None], len(imgs), axis=0))
     result = q.from_image(np.zeros((3, 8, 8), np.float32), k=4)
     assert result.neighbour_ids[0] == 7 and result.similarities[0] == pytest.approx(1, abs=2e-3)
-    assert result.approximate
-    row = fixture_bundle.catalog.iloc[7]
-    assert result.map_xy == (pytest.approx(row["umap_x"]), pytest.approx(row["umap_y"]))
+    # placed by its neighbours' positions, weighted towards the identical row 7
+    xy = fixture_bundle.catalog[["umap_x", "umap_y"]].to_numpy()[result.neighbour_ids]
+    assert np.isfinite(result.map_xy).all()
+    assert np.linalg.norm(np.asarray(result.map_xy) - xy[0]) <= np.linalg.norm(xy - xy[0], axis=1).max()
     assert q.thumbnail_png(result.image).startswith(b"\x89PNG")
 
 
@@ -179,10 +198,10 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     while section.busy and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not section.busy, "the worker finished"
-    assert "sky-query-thumb" in section.card.object and "UMAP transform" in section.card.object
+    assert "sky-query-thumb" in section.card.object and "nearest neighbours" in section.card.object
     assert state.neighbour_ids[0] == 0 and state.selected is None
     marker = marker_for(state)
-    assert marker.xy is not None and not marker.approximate
+    assert marker.xy is not None
     layer = query_marker(state)[()]  # the DynamicMap's current element: one point at the query's map position
     assert len(layer) == 1 and tuple(layer.array()[0]) == pytest.approx(marker.xy)
     state.select(3)  # a click on a bundle object clears the query marker
@@ -240,3 +259,25 @@ def test_sdss_query_fetches_five_bands_in_order_and_finds_itself(tmp_path, monke
     assert srv.hits[("GET", "/hips2fits")] == 5
     np.testing.assert_allclose(result.image, images[0], atol=1e-6)
     assert result.neighbour_ids[0] == 0 and cosine(result.embedding, bundle.embeddings[0]) >= 0.98
+
+
+def test_a_decompression_bomb_is_refused_before_allocation():
+    """A ~0.5 MB tile-compressed upload that decompresses to 36 M pixels (144 MB) is refused from its header."""
+    import io
+    import tracemalloc
+
+    from astropy.io import fits
+
+    from explorer.query_embed import QueryError, _read_planes
+
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((6000, 6000), np.float32),
+                                                       compression_type="RICE_1")]).writeto(buf)
+    content = buf.getvalue()
+    assert len(content) < 2_000_000
+    tracemalloc.start()
+    with pytest.raises(QueryError, match="decompress to 36,000,000 pixels"):
+        _read_planes(content, "bomb.fits")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20 * 2**20

@@ -164,3 +164,22 @@ def test_sesame_mirror_from_the_environment(monkeypatch):
         monkeypatch.setenv("SKYQUERY_SESAME_URL", srv.url("/mirror/nph-sesame/"))
         p = parse_position("M 51", timeout=2)
     assert p.ok and srv.hits[("GET", "/mirror/nph-sesame/SNV")] == 1
+
+
+def test_a_pasted_page_is_refused_at_once():
+    """A 40 k-character paste froze every session for 38 s (quadratic regex backtracking on the event loop)."""
+    import time
+
+    for text in ("1" * 40_000, " ".join(["12"] * 20_000), "13h" + " " * 40_000 + "1"):
+        t0 = time.perf_counter()
+        parsed = parse_position(text, resolve_names=False)
+        assert time.perf_counter() - t0 < 0.05
+        assert not parsed.ok and "characters" in parsed.message
+
+
+def test_long_runs_of_blanks_inside_the_cap_parse_quickly():
+    import time
+
+    t0 = time.perf_counter()
+    parsed = parse_position("201.42" + " " * 480 + "+23.38", resolve_names=False)
+    assert parsed.ok and time.perf_counter() - t0 < 0.05

@@ -92,6 +92,6 @@ def test_bad_inputs_are_refused():
     images, _, augment = sdss_like(40)
     cfg = {"arch": "small", "in_channels": 5, "width": 4}
     with pytest.raises(ValueError, match="method"):
-        train(images, method="simclr", encoder_cfg=cfg, augment=augment, epochs=1, batch_size=8)
+        train(images, method="dino", encoder_cfg=cfg, augment=augment, epochs=1, batch_size=8)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(images, method="moco", encoder_cfg=cfg, augment=augment, epochs=1, batch_size=64)

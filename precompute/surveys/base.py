@@ -42,6 +42,12 @@ class Survey:
     cutout_size: int = 64          # stored image side, pixels
     crop_size: int = 64            # encoder input side, pixels (centre crop)
     method: str = "moco"           # default self-supervised method
+    arch: str = "small"
+    stem: str = "standard"
+    # Training recipes, as ``precompute.stages.Config`` fields: what learns in minutes on a CPU (chosen by the
+    # ablations in BENCHMARKS.md) and the paper's configuration, the default when a GPU is present.
+    cpu_recipe: dict = {}
+    gpu_recipe: dict = {}
     augmentations: tuple[str, ...] = ()
     colour_by: dict = {}
     thumbnail_size: int = 64
@@ -51,9 +57,10 @@ class Survey:
         return len(self.bands)
 
     # -- normalisation --------------------------------------------------------------------------------
-    def fit_preprocessing(self, images: np.ndarray) -> dict:
-        """Parameters of ``preprocess`` fitted on training images (JSON-serialisable)."""
-        return {}
+    def fit_preprocessing(self, images: np.ndarray, bin: int = 1, crop: int | None = None) -> dict:
+        """Parameters of ``preprocess`` fitted on training images (JSON-serialisable); ``bin`` and ``crop`` are
+        the recipe's pixel binning and encoder input side."""
+        return {"bin": int(bin), "crop": int(crop or self.crop_size)}
 
     def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
         """Stored pixels (N, C, H, W) -> normalised float32 at full stored size (training input, before
@@ -61,8 +68,17 @@ class Survey:
         raise NotImplementedError
 
     def preprocess(self, images: np.ndarray, params: dict) -> np.ndarray:
-        """Stored pixels (N, C, H, W) -> encoder input for embedding: normalise, then centre crop to crop_size."""
-        return np.ascontiguousarray(centre_crop(self.normalise(images, params), self.crop_size), dtype=np.float32)
+        """Stored pixels (N, C, H, W) -> encoder input for embedding: normalise, then centre crop to the encoder's
+        input size (``params["crop"]`` when the preprocessing fixed one, else the survey's ``crop_size``)."""
+        crop = int(params.get("crop", self.crop_size))
+        return np.ascontiguousarray(centre_crop(self.normalise(images, params), crop), dtype=np.float32)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
+        """Labelled tests for the report stage (``precompute.report``): by default every colour-by column."""
+        from precompute.report import catalogue_tasks
+
+        return catalogue_tasks(catalog, colour_by)
 
     # -- display --------------------------------------------------------------------------------------
     def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:

@@ -21,6 +21,8 @@ from precompute.surveys.base import Cutouts, Survey, register, sample_rows
 RENAME = {"z": "redshift", "las_arcsec": "angular_extent_arcsec"}
 NOISE_CLIP_SIGMA = 3.0
 MAD_TO_SIGMA = 1.4826
+STRETCHES = ("linear", "asinh")
+ASINH_SOFTENING = 0.05
 
 
 @register
@@ -33,6 +35,12 @@ class FIRST(Survey):
     method = "byol"
     arch = "resnet18"
     stem = "standard"
+    # CPU: SimCLR on a narrow ResNet at 2x2-binned 64 px learns in ~15 min where BYOL ResNet-18 did not (BENCHMARKS.md,
+    # "What the embedding knows"). GPU: Slijepcevic et al.'s BYOL ResNet-18 on 70 px centre crops.
+    cpu_recipe = {"method": "simclr", "arch": "small", "width": 32, "stem": "standard", "epochs": 100,
+                  "batch_size": 128, "bin": 2, "crop": 64, "views": "d4", "centre": True}
+    gpu_recipe = {"method": "byol", "arch": "resnet18", "stem": "standard", "epochs": 300, "batch_size": 256,
+                  "bin": 1, "crop": 70, "views": "d4", "centre": False}
     augmentations = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
     colour_by = {
         "angular_extent_arcsec": {"title": "Largest angular size", "kind": "continuous", "units": "arcsec"},
@@ -46,10 +54,18 @@ class FIRST(Survey):
     }
 
     # -- normalisation --------------------------------------------------------------------------------
-    def fit_preprocessing(self, images: np.ndarray) -> dict:
+    def fit_preprocessing(self, images: np.ndarray, bin: int = 1, crop: int | None = None,
+                          stretch: str = "linear") -> dict:
         """Per-image noise clipping and peak scaling are fixed; only the dataset mean/std of the result is
-        fitted, so the encoder sees zero-mean, unit-variance input."""
-        params = {"clip_sigma": NOISE_CLIP_SIGMA, "mean": 0.0, "std": 1.0}
+        fitted, so the encoder sees zero-mean, unit-variance input. ``bin`` averages bin x bin pixel blocks (2: 3.6"
+        pixels, still finer than FIRST's 5.4" beam, and a 64 px input then sees 230" instead of 115");
+        ``crop`` is the encoder's input side in binned pixels (default: the survey's). ``stretch="asinh"`` maps the
+        peak-scaled flux through asinh(x / 0.05) / asinh(1 / 0.05), lifting faint lobes and plumes (a few per cent
+        of the peak) to where the network sees them."""
+        if stretch not in STRETCHES:
+            raise ValueError(f"unknown stretch {stretch!r}; choose one of {STRETCHES}")
+        params = {"clip_sigma": NOISE_CLIP_SIGMA, "mean": 0.0, "std": 1.0, "bin": int(bin),
+                  "crop": int(crop or self.crop_size), "stretch": stretch}
         sample = sample_rows(images, 4096)
         scaled = self.normalise(sample, params)
         return {**params, "mean": float(scaled.mean()), "std": float(max(scaled.std(), 1e-6))}
@@ -57,7 +73,7 @@ class FIRST(Survey):
     def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
         """Clip everything below ``clip_sigma`` x the image's robust noise to zero, scale each image to a peak of
         1 (Slijepcevic et al.; FIRST fluxes span decades), then standardise with the fitted mean/std."""
-        x = np.asarray(images, dtype=np.float32)
+        x = bin_pixels(np.asarray(images, dtype=np.float32), int(params.get("bin", 1)))
         flat = x.reshape(len(x), -1)
         med = np.median(flat, axis=1)
         sigma = MAD_TO_SIGMA * np.median(np.abs(flat - med[:, None]), axis=1)
@@ -65,7 +81,23 @@ class FIRST(Survey):
         x = np.where(x > floor, x - floor, 0.0).astype(np.float32)
         peak = x.reshape(len(x), -1).max(axis=1)[:, None, None, None]
         x = x / np.maximum(peak, 1e-12)
+        if params.get("stretch", "linear") == "asinh":
+            x = np.arcsinh(x / ASINH_SOFTENING) / np.arcsinh(1 / ASINH_SOFTENING)
         return ((x - params["mean"]) / params["std"]).astype(np.float32)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
+        """The standard FR test first: confident FRI vs FRII (MiraBest; Slijepcevic et al. Table 6), then FRDEEP's
+        FRI/FRII without the objects also in MiraBest when both samples were built together."""
+        tasks = []
+        fr = catalog["fr_class"].astype(str) if "fr_class" in catalog.columns else None
+        if fr is not None and "confidence" in catalog.columns:
+            mask = (catalog["confidence"].astype(str).eq("confident") & fr.isin(["FRI", "FRII"])).to_numpy()
+            tasks.append(_fr_task("fr_confident", "FRI/FRII, confident (MiraBest)", mask, fr))
+        if fr is not None and "in_mirabest" in catalog.columns:
+            mask = (catalog["in_mirabest"].astype(str).eq("False") & fr.isin(["FRI", "FRII"])).to_numpy()
+            tasks.append(_fr_task("fr_frdeep", "FRI/FRII, FRDEEP not in MiraBest", mask, fr))
+        return [t for t in tasks if len(t["rows"]) >= 40] + super().report_tasks(catalog, colour_by)
 
     # -- display --------------------------------------------------------------------------------------
     def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
@@ -82,9 +114,13 @@ class FIRST(Survey):
         return np.repeat(grey[::-1, :, None], 3, axis=2)
 
     # -- data -----------------------------------------------------------------------------------------
-    def read_local(self, catalog: str | Path, progress: bool = False, **_) -> Cutouts:
-        """Catalogue CSV + FITS cutouts (paths relative to the CSV's folder) -> Cutouts. Unreadable, missing,
-        NaN or wrongly shaped cutouts are skipped and reported, not fatal."""
+    def read_local(self, catalog: str | Path | list, progress: bool = False, **_) -> Cutouts:
+        """Catalogue CSV(s) + FITS cutouts (paths relative to each CSV's folder) -> Cutouts. Unreadable, missing,
+        NaN or wrongly shaped cutouts are skipped and reported, not fatal. Several catalogues are read in order and
+        joined; the ``sample`` column names the folder each object came from, and an object id seen in an earlier
+        catalogue is skipped as a duplicate."""
+        if isinstance(catalog, (list, tuple)):
+            return self._read_many([Path(c) for c in catalog], progress)
         catalog = Path(catalog)
         df = read_catalog_csv(catalog, ("file", "ra", "dec"), what="FIRST catalogue")
         ids = _object_ids(df)
@@ -115,6 +151,19 @@ class FIRST(Survey):
             cat["peak_flux_mjy"] = stack.reshape(len(stack), -1).max(axis=1) * 1e3
         return Cutouts(catalog=cat, images=stack, skipped=skipped)
 
+    def _read_many(self, catalogs: list[Path], progress: bool) -> Cutouts:
+        parts, images, skipped, seen = [], [], [], set()
+        for path in catalogs:
+            cut = self.read_local(path, progress=progress)
+            dup = cut.catalog["object_id"].isin(seen).to_numpy()
+            skipped += cut.skipped + [(oid, f"{path}: duplicate object_id (already read from an earlier catalogue)")
+                                      for oid in cut.catalog["object_id"][dup]]
+            parts.append(cut.catalog[~dup].assign(sample=path.resolve().parent.name))
+            images.append(cut.images[~dup])
+            seen.update(cut.catalog["object_id"])
+        catalog = pd.concat(parts, ignore_index=True)
+        return Cutouts(catalog=catalog, images=np.concatenate(images), skipped=skipped)
+
     def _catalog_columns(self, df: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
         out = pd.DataFrame({"object_id": ids.astype(str).to_numpy(),
                             "ra": pd.to_numeric(df["ra"]).to_numpy(float),
@@ -130,6 +179,21 @@ class FIRST(Survey):
         return out
 
 
+
+
+def _fr_task(name: str, title: str, mask: np.ndarray, fr: pd.Series) -> dict:
+    return {"name": name, "column": "fr_class", "title": title, "kind": "categorical",
+            "rows": np.flatnonzero(mask), "labels": fr.to_numpy()[mask]}
+
+
+def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of factor x factor pixel blocks of (N, C, H, W) images (edges that do not fill a block are dropped)."""
+    if factor == 1:
+        return images
+    n, c, h, w = images.shape
+    h2, w2 = h // factor, w // factor
+    blocks = images[:, :, : h2 * factor, : w2 * factor].reshape(n, c, h2, factor, w2, factor)
+    return blocks.mean(axis=(3, 5))
 
 
 def _object_ids(df: pd.DataFrame) -> pd.Series:

@@ -23,6 +23,7 @@ GZ2_COLUMN = re.compile(r"^t\d\d_(?P<question>.+?)_a\d\d_(?P<answer>.+)_(?P<stat
 SIZE_COLUMNS = ("petroR90_r_arcsec", "petro_r90_arcsec", "petroR90_r", "r90_arcsec")
 H5_KEYS = ("images", "ra", "dec")
 THUMBNAIL_FIELD_PIX = 80
+SMOOTH_TYPES, FEATURED_TYPES = ("smooth",), ("spiral", "barred_spiral", "edge_on_disk")
 
 
 @register
@@ -35,6 +36,10 @@ class SDSS(Survey):
     method = "moco"
     arch = "resnet50"
     stem = "hayat"
+    cpu_recipe = {"method": "moco", "arch": "small", "stem": "standard", "epochs": 10, "batch_size": 256,
+                  "views": "d4"}
+    gpu_recipe = {"method": "moco", "arch": "resnet50", "stem": "hayat", "epochs": 200, "batch_size": 256,
+                  "views": "identity"}
     augmentations = ("reddening", "rotation", "jitter", "noise")  # names in models.augment; psf_blur off
     colour_by = {
         "gz2_smooth_or_features_smooth_fraction": {"title": "GZ2 smooth fraction", "kind": "fraction", "units": ""},
@@ -55,18 +60,39 @@ class SDSS(Survey):
     }
 
     # -- normalisation --------------------------------------------------------------------------------
-    def fit_preprocessing(self, images: np.ndarray) -> dict:
+    def fit_preprocessing(self, images: np.ndarray, bin: int = 1, crop: int | None = None) -> dict:
         """One linear scale per band: the 99th percentile of the central 32x32 pixels over a sample. A pure
         per-band scale keeps colours, so the reddening and noise augmentations act on physical ratios."""
+        if bin != 1:
+            raise ValueError("SDSS cutouts are not binned: the 0.396\" pixels already sample the 1.4\" seeing")
         sample = sample_rows(images, 2048)
         c = self.cutout_size // 2
         centre = np.asarray(sample[:, :, c - 16 : c + 16, c - 16 : c + 16], dtype=np.float32)
         scale = np.percentile(np.abs(centre.transpose(1, 0, 2, 3).reshape(self.n_channels, -1)), 99, axis=1)
-        return {"band_scale": [float(max(s, 1e-12)) for s in scale], "bands": list(self.bands)}
+        return {"band_scale": [float(max(s, 1e-12)) for s in scale], "bands": list(self.bands),
+                "crop": int(crop or self.crop_size)}
 
     def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
         scale = np.asarray(params["band_scale"], dtype=np.float32)[None, :, None, None]
         return (np.asarray(images, dtype=np.float32) / scale).astype(np.float32)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
+        """With simulator truth: its galaxy type, and smooth vs featured (the question GZ2 asks first); then the
+        colour-by columns (GZ2 fractions as > 0.8 vs < 0.2, redshift, size, ...)."""
+        tasks = []
+        if "truth_type" in catalog.columns:
+            kind = catalog["truth_type"].astype(str)
+            known = catalog["truth_type"].notna().to_numpy()
+            tasks.append({"name": "truth_type", "column": "truth_type", "title": "Galaxy type (simulator truth)",
+                          "kind": "categorical", "rows": np.flatnonzero(known), "labels": kind.to_numpy()[known]})
+            use = (kind.isin(SMOOTH_TYPES) | kind.isin(FEATURED_TYPES)).to_numpy()
+            tasks.append({"name": "smooth_vs_featured", "column": "truth_type",
+                          "title": "Smooth vs featured (simulator truth)", "kind": "categorical",
+                          "rows": np.flatnonzero(use),
+                          "labels": np.where(kind.isin(FEATURED_TYPES).to_numpy()[use], "featured", "smooth")})
+        skip = {"truth_type"}
+        return tasks + [t for t in super().report_tasks(catalog, colour_by) if t["column"] not in skip]
 
     # -- display --------------------------------------------------------------------------------------
     def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:

@@ -1,8 +1,7 @@
 """A small real FIRST bundle for the sky-query tests, built from shared/data/first_mirabest (read in place, never
 copied into the repository): N real cutouts, a small untrained ResNet saved with ``models.io.save_encoder`` and
 the FIRST survey's fitted preprocessing (so ``precompute.encoder.load_embedder`` embeds exactly as a pipeline
-bundle does), and a ``projection/`` with a PCA and a second PCA standing in for the UMAP reducer (same
-``transform`` interface as ``precompute.project``'s files, without a minute of numba JIT in a test).
+bundle does), and a 2-D PCA standing in for the UMAP map (without a minute of numba JIT in a test).
 """
 from __future__ import annotations
 
@@ -32,10 +31,9 @@ def original_centre():
     return SkyCoord(h["CRVAL1"], h["CRVAL2"], unit="deg", frame="fk5").icrs
 
 
-def build_first_bundle(out: Path, n: int = 40, skip_first: bool = False, projection: bool = True, width: int = 16):
+def build_first_bundle(out: Path, n: int = 40, skip_first: bool = False, width: int = 16):
     """Write the bundle to ``out`` and return its path. ``skip_first`` leaves catalogue row 0 out (its position
     is then off-catalogue, for the fetch path)."""
-    import joblib
     import torch
     from astropy.io import fits
     from sklearn.decomposition import PCA
@@ -60,12 +58,6 @@ def build_first_bundle(out: Path, n: int = 40, skip_first: bool = False, project
     pca = PCA(min(8, len(x) - 1), random_state=0).fit(x)
     reducer = PCA(2, random_state=0).fit(pca.transform(x))
     xy = reducer.transform(pca.transform(x)).astype(np.float32)
-    extra = {}
-    if projection:
-        (work / "projection").mkdir(parents=True, exist_ok=True)
-        joblib.dump(pca, work / "projection" / "pca.joblib")
-        joblib.dump(reducer, work / "projection" / "umap.joblib")
-        extra["projection"] = work / "projection"
     from PIL import Image
     import io
 
@@ -84,4 +76,4 @@ def build_first_bundle(out: Path, n: int = 40, skip_first: bool = False, project
                 "colour_by": {"fr_class": {"title": "FR class", "kind": "categorical", "units": ""}},
                 "source": {"test": "tests/recorded/first_bundle.py", "data": "shared/data/first_mirabest"}}
     return write_bundle(out, catalog=catalog, embeddings=emb, thumbnails=thumbs, manifest=manifest,
-                        encoder_dir=work / "encoder", extra_dirs=extra)
+                        encoder_dir=work / "encoder")

@@ -1,0 +1,216 @@
+"""The report stage: what the bundle's embedding knows, beside two baselines computed on the same objects.
+
+For every labelled column (``Survey.report_tasks``), the figures of ``precompute.knowledge`` for
+- ``embedding``: the bundle's own vectors;
+- ``untrained``: the same architecture with random weights, with the same preprocessing, views and centring;
+- ``pixel_pca``: PCA-50 of the preprocessed encoder inputs;
+plus each one's health and the quantiles of the bundle's random-pair cosine (the explorer turns a neighbour's
+score into a percentile with them). Written as ``report.json`` into the bundle.
+
+    python -m precompute report --survey first --catalog ... --out DIR   # the pipeline up to this stage
+    python -m precompute report --bundle DIR                              # health and embedding-only figures
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from precompute import knowledge as kn
+
+REPORT_FORMAT = 1
+MAX_EVAL_ROWS = 3000     # objects scored per report (a seeded sample of the labelled ones): minutes, not hours
+MAX_TASKS = 8            # the survey's own tests first, then its colour-by columns in order
+PCA_DIM = 50
+SOURCES = ("embedding", "untrained", "pixel_pca")
+NOT_TASKS = {"sample", "split"}   # bookkeeping columns, not properties of the objects
+SOURCE_TITLES = {"embedding": "this embedding", "untrained": "same network, untrained",
+                 "pixel_pca": f"PCA-{PCA_DIM} of the pixels"}
+
+
+def evaluation_rows(tasks: list[dict], n: int, seed: int = 0, limit: int = MAX_EVAL_ROWS) -> np.ndarray:
+    """Sorted rows scored by the report: all labelled rows, or a seeded sample of ``limit`` of them."""
+    labelled = np.zeros(n, bool)
+    for t in tasks:
+        labelled[t["rows"]] = True
+    rows = np.flatnonzero(labelled)
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+    return rows
+
+
+def score_task(task: dict, features: dict[str, np.ndarray], position: np.ndarray, seed: int = 0) -> dict | None:
+    """One task's figures for every feature source; None when too few rows are left to split."""
+    rows = task["rows"][np.isin(task["rows"], position)]
+    local = np.searchsorted(position, rows)
+    labels = task["labels"][np.isin(task["rows"], position)]
+    if task["kind"] == "categorical":
+        mask = kn.usable_categorical(labels)
+        local, labels = local[mask], np.asarray(labels[mask]).astype(str)
+        if len(local) < 4 * kn.MIN_PER_CLASS:
+            return None
+        splits, scorer = kn.stratified_splits(labels, seed=seed), kn.categorical_scores
+    else:
+        if len(local) < 40:
+            return None
+        splits, scorer = kn.plain_splits(len(local), seed=seed), kn.continuous_scores
+    scores = {name: scorer(f[local], labels, splits) for name, f in features.items()}
+    out = {k: v for k, v in task.items() if k not in ("rows", "labels")}
+    return {**out, "n": int(len(local)), "scores": scores, "beats": verdicts(task["kind"], scores)}
+
+
+def verdicts(kind: str, scores: dict) -> dict:
+    """Whether the embedding beats each baseline by more than 3 standard errors, metric by metric."""
+    metrics = {"categorical": (("knn_purity", True), ("probe_error", False)),
+               "continuous": (("knn_spearman", True), ("ridge_r2", True))}[kind]
+    out = {}
+    for base in ("untrained", "pixel_pca"):
+        if base in scores:
+            out[base] = {m: kn.beats(scores["embedding"][m], scores[base][m], hi) for m, hi in metrics}
+    return out
+
+
+def summary(tasks: list[dict], health: dict) -> dict:
+    """One verdict for the explorer's card: does the embedding know more than its untrained twin?"""
+    scored = [t for t in tasks if "untrained" in t["beats"]]
+    wins = sum(all(t["beats"]["untrained"].values()) for t in scored)
+    losses = [t["title"] for t in scored if not any(t["beats"]["untrained"].values())]
+    if not tasks:
+        message = "No labelled column to test this embedding on; only its health is known."
+        ok = None
+    elif not scored:
+        message = "Baselines were not computed (they need the build's images); figures are for the embedding alone."
+        ok = None
+    elif wins == len(scored):
+        message = f"Beats its untrained twin on all {len(scored)} labelled tests."
+        ok = True
+    else:
+        message = (f"Beats its untrained twin on {wins} of {len(scored)} labelled tests"
+                   + (f"; no better on: {', '.join(losses)}" if losses else "") + ".")
+        ok = wins * 2 > len(scored)
+    if health["flags"]:
+        message += " Warning: " + "; ".join(health["flags"]) + "."
+    return {"beats_untrained": ok, "message": message}
+
+
+def build_report(tasks: list[dict], features: dict[str, np.ndarray], position: np.ndarray,
+                 embeddings: np.ndarray, notes: dict | None = None, seed: int = 0) -> dict:
+    """The report dict. ``features[name]`` holds one row per entry of ``position`` (sorted bundle rows);
+    ``embeddings`` is the bundle's whole matrix (health and similarity reference)."""
+    t0 = time.perf_counter()
+    health = kn.health(embeddings, seed=seed)
+    scored = [r for t in tasks if (r := score_task(t, features, position, seed)) is not None]
+    return {
+        "format": REPORT_FORMAT, "k": kn.K, "n_splits": kn.N_SPLITS, "test_size": kn.TEST_SIZE,
+        "n_evaluated": int(len(position)),
+        "sources": {name: {"title": SOURCE_TITLES[name],
+                           "health": health if name == "embedding" else
+                           {k: v for k, v in kn.health(f, seed=seed).items()}}
+                    for name, f in features.items()},
+        "health": health,
+        "tasks": scored,
+        "summary": summary(scored, health),
+        "similarity_reference": kn.similarity_reference(embeddings, seed=seed),
+        "notes": notes or {},
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def format_table(report: dict) -> str:
+    """The report as a plain-text table (what the CLI prints)."""
+    lines = []
+    h = report["health"]
+    lines.append(f"health: first PC {h['first_pc_share']:.0%} of the variance, participation ratio "
+                 f"{h['participation_ratio']:.1f}, median random-pair cosine {h['median_random_cosine']:.3f}")
+    sources = list(report["sources"])
+    lines.append(f"{'task':52s} {'metric':14s} " + " ".join(f"{s:>16s}" for s in sources))
+    for t in report["tasks"]:
+        for metric, cell in t["scores"]["embedding"].items():
+            row = " ".join(_cell_text(t["scores"][s][metric]) for s in sources)
+            lines.append(f"{(t['title'] + f' (n={t[chr(110)]})')[:52]:52s} {metric:14s} {row}")
+    lines.append(report["summary"]["message"])
+    return "\n".join(lines)
+
+
+def _cell_text(score: dict) -> str:
+    if score["mean"] is None:
+        return f"{'—':>16s}"
+    se = "" if score["se"] is None else f"±{score['se']:.3f}"
+    return f"{score['mean']:>10.3f}{se:<6s}"
+
+
+def write_report(report: dict, path: Path) -> Path:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1, allow_nan=False, default=_plain))
+    tmp.replace(path)
+    return path
+
+
+def _plain(obj):
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def read_report(path: Path) -> dict | None:
+    """The report, or None when the file is absent; a malformed file raises ValueError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON report ({e})") from e
+    if not isinstance(report, dict) or not isinstance(report.get("summary"), dict) \
+            or not isinstance(report.get("health"), dict) or not isinstance(report.get("tasks"), list):
+        raise ValueError(f"{path}: not a report written by `python -m precompute report`")
+    if not _valid_reference(report.get("similarity_reference")):
+        raise ValueError(f"{path}: similarity_reference must hold increasing finite quantiles at increasing levels")
+    return report
+
+
+def _valid_reference(ref) -> bool:
+    if not isinstance(ref, dict):
+        return False
+    try:
+        q = np.asarray(ref.get("quantiles"), dtype=np.float64)
+        levels = np.asarray(ref.get("levels", np.linspace(0, 1, q.size)), dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return (q.ndim == 1 and len(q) >= 2 and levels.shape == q.shape and bool(np.isfinite(q).all())
+            and bool(np.isfinite(levels).all()) and bool((np.diff(q) >= 0).all()) and bool((np.diff(levels) > 0).all()))
+
+
+def catalogue_tasks(catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
+    """Default tasks: every categorical / continuous colour column, and each vote fraction as a high-quality
+    binary label (> 0.8 vs < 0.2, Hayat et al.). ``rows`` and ``labels`` are numpy arrays."""
+    tasks = []
+    for col, spec in colour_by.items():
+        if col not in catalog.columns or col in NOT_TASKS:
+            continue
+        values = catalog[col]
+        title = spec.get("title", col)
+        if spec.get("kind") == "categorical":
+            mask = kn.usable_categorical(values.to_numpy())
+            if mask.any():
+                tasks.append({"name": col, "column": col, "title": title, "kind": "categorical",
+                              "rows": np.flatnonzero(mask), "labels": values.astype(str).to_numpy()[mask]})
+        elif spec.get("kind") == "fraction":
+            v = pd.to_numeric(values, errors="coerce").to_numpy(float)
+            confident = (v > 0.8) | (v < 0.2)
+            if confident.sum() >= 40:
+                tasks.append({"name": f"{col}>0.8", "column": col, "title": f"{title} > 0.8 vs < 0.2",
+                              "kind": "categorical", "rows": np.flatnonzero(confident),
+                              "labels": np.where(v[confident] > 0.8, "high", "low")})
+        else:
+            v = pd.to_numeric(values, errors="coerce").to_numpy(float)
+            ok = np.isfinite(v)
+            if ok.sum() < 40:
+                continue
+            log = bool((v[ok] > 0).all() and v[ok].max() > 30 * v[ok].min())
+            tasks.append({"name": col, "column": col, "title": f"log10 {title}" if log else title,
+                          "kind": "continuous", "rows": np.flatnonzero(ok),
+                          "labels": np.log10(v[ok]) if log else v[ok]})
+    return tasks
