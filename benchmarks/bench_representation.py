@@ -181,5 +181,40 @@ def print_summary(row: dict) -> None:
               f"PR {h['participation_ratio']:.1f} cos {h['median_random_cosine']:.2f}")
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """BENCHMARKS.md's ablation table: one line per run, the trained encoder beside the mean of its untrained
+    twins (both embedded with the same views) and pixel PCA, all from that run."""
+    head = ("| run | method, net, epochs (steps) | train s | MiraBest 10-NN purity: trained / untrained / pixels "
+            "| MiraBest probe error: trained / untrained / pixels | FRDEEP purity / error | LAS ρ | PC1, PR |\n"
+            "|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for row in rows:
+        r, a = row["results"], row["args"]
+        trained = r.get("trained/d4/centred", r["trained/d4"])
+        twins = [v for k, v in r.items() if k.startswith("untrained") and k.endswith("/d4")]
+
+        def m(res, task, metric):
+            return res[task][metric]["mean"]
+
+        def twin(task, metric):
+            return float(np.mean([m(t, task, metric) for t in twins]))
+
+        se = trained["mirabest_fr"]["knn_purity"]["se"]
+        lines.append(
+            f"| {row['label']} | {a['method']} {a['arch']} w{a['width']}, {a['epochs']} ({row['steps']}) "
+            f"| {row['train_seconds']:.0f} | {m(trained, 'mirabest_fr', 'knn_purity'):.3f}±{se:.3f} / "
+            f"{twin('mirabest_fr', 'knn_purity'):.3f} / {m(r['pca50'], 'mirabest_fr', 'knn_purity'):.3f} "
+            f"| {100 * m(trained, 'mirabest_fr', 'probe_error'):.1f} / {100 * twin('mirabest_fr', 'probe_error'):.1f}"
+            f" / {100 * m(r['pca50'], 'mirabest_fr', 'probe_error'):.1f} % "
+            f"| {m(trained, 'frdeep_fr', 'knn_purity'):.3f} / {100 * m(trained, 'frdeep_fr', 'probe_error'):.1f} % "
+            f"| {m(trained, 'mirabest_las', 'knn_spearman'):.2f} "
+            f"| {trained['health']['first_pc_share']:.2f}, {trained['health']['participation_ratio']:.1f} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--table"]:
+        path = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "benchmarks" / "results" / "representation.jsonl"
+        print(markdown_table([json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
+        sys.exit(0)
     sys.exit(main())

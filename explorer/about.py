@@ -21,7 +21,8 @@ CSS = """
 .about-bad {background: #fdecea; color: #7a1c12;}
 .about-unknown {background: #f1f3f4; color: #333;}
 .about-card table {border-collapse: collapse; width: 100%;}
-.about-card th, .about-card td {padding: 1px 4px; text-align: right;}
+.about-card th, .about-card td {padding: 1px 4px; text-align: right; white-space: nowrap;}
+.about-card td:first-child {white-space: normal;}
 .about-card th:first-child, .about-card td:first-child {text-align: left;}
 .about-card td.win {font-weight: 600;}
 """

@@ -19,7 +19,8 @@ COMMANDS = {
     "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),
     "train": ("precompute.pipeline", "stage: train the self-supervised encoder"),
     "embed": ("precompute.pipeline", "stage: embed every cutout with a trained encoder"),
-    "report": ("precompute.pipeline", "stage: what the embedding knows, beside its untrained twin and pixel PCA"),
+    "report": ("precompute.report", "what a bundle's embedding knows (health, probes); with baselines: build "
+                                    "--stop-after report"),
     "project": ("precompute.pipeline", "stage: PCA then UMAP to 2-D"),
     "thumbnails": ("precompute.pipeline", "stage: render and pack thumbnails"),
     "index": ("precompute.pipeline", "stage: build the similarity index"),

@@ -186,7 +186,8 @@ def write_bundle(
             embedding_dim=int(emb.shape[1]),
             embedding_dtype=str(emb.dtype),
             model=model,
-            thumbnails={"format": thumbnail_format, "blob": "thumbnails/blob.bin", "offsets": "thumbnails/offsets.npy"},
+            thumbnails={"format": thumbnail_format, "blob": "thumbnails/blob.bin", "offsets": "thumbnails/offsets.npy",
+                        "sha256": sha256_of(tmp / "thumbnails" / "blob.bin")},
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             software=software_versions(),
         )
@@ -281,6 +282,52 @@ def _fail(path: Path, what: str, fix: str = "rebuild it with `python -m precompu
     raise BundleError(f"{path}: {what}; {fix}.")
 
 
+def _read_manifest(man_path: Path) -> dict:
+    """manifest.json parsed and type-checked: every problem is one BundleError naming the file."""
+    try:
+        man = json.loads(man_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        _fail(man_path, f"is not UTF-8 text ({e.reason} at byte {e.start})")
+    except json.JSONDecodeError as e:
+        _fail(man_path, f"is not valid JSON ({e})")
+    if not isinstance(man, dict):
+        _fail(man_path, f"must hold a JSON object, not {type(man).__name__}")
+    for key in ("format_version", "survey", "n_objects", "embedding_dim", "embedding_dtype", "bands", "model",
+                "colour_by"):
+        if key not in man:
+            _fail(man_path, f"lacks the field '{key}'")
+    version = man["format_version"]
+    if isinstance(version, bool) or version != FORMAT_VERSION:   # JSON true == 1 in Python
+        _fail(man_path, f"format_version {version!r} is not supported (this software reads {FORMAT_VERSION})")
+    for key in ("n_objects", "embedding_dim"):
+        if isinstance(man[key], bool) or not isinstance(man[key], int) or man[key] < 0:
+            _fail(man_path, f"'{key}' must be a non-negative integer, not {man[key]!r}")
+    for key, kind in (("survey", str), ("embedding_dtype", str), ("bands", list), ("model", dict),
+                      ("colour_by", dict)):
+        if not isinstance(man[key], kind):
+            _fail(man_path, f"'{key}' must be a JSON {kind.__name__.replace('dict', 'object').replace('str', 'string')}"
+                            f", not {type(man[key]).__name__}")
+    return man
+
+
+def _check_thumbnails(path: Path, man: dict, n: int) -> None:
+    offsets_path, blob_path = path / "thumbnails" / "offsets.npy", path / "thumbnails" / "blob.bin"
+    try:
+        offsets = np.load(offsets_path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:   # not an .npy at all, or a pickled object array
+        _fail(offsets_path, f"cannot be read as a plain .npy array ({str(e).splitlines()[0][:120]})")
+    if offsets.dtype.kind not in "iu":
+        _fail(offsets_path, f"must hold integer byte offsets, not {offsets.dtype}")
+    if offsets.shape != (n + 1,):
+        _fail(offsets_path, f"has shape {offsets.shape}, expected ({n + 1},): one offset per thumbnail and the end")
+    blob_size = blob_path.stat().st_size
+    if n and (int(offsets[0]) != 0 or int(offsets[-1]) != blob_size or np.any(np.diff(offsets) < 0)):
+        _fail(blob_path, "does not match thumbnails/offsets.npy (truncated or corrupt)")
+    recorded = man.get("thumbnails", {}).get("sha256") if isinstance(man.get("thumbnails"), dict) else None
+    if recorded and sha256_of(blob_path) != recorded:
+        _fail(blob_path, "does not match the sha256 recorded in manifest.json (modified or corrupt thumbnails)")
+
+
 def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dict | None = None) -> dict:
     """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file.
 
@@ -298,17 +345,8 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
         partial = sorted(path.parent.glob(f".{path.name}.partial-*"))
         hint = " (a partial build was left behind by an interrupted run)" if partial else ""
         _fail(man_path, "manifest.json is missing" + hint)
-    try:
-        man = json.loads(man_path.read_text())
-    except json.JSONDecodeError as e:
-        _fail(man_path, f"is not valid JSON ({e})")
-    for key in ("format_version", "survey", "n_objects", "embedding_dim", "embedding_dtype", "bands", "model",
-                "colour_by"):
-        if key not in man:
-            _fail(man_path, f"lacks the field '{key}'")
-    if man["format_version"] != FORMAT_VERSION:
-        _fail(man_path, f"format_version {man['format_version']} is not supported (this software reads {FORMAT_VERSION})")
-    n, d = int(man["n_objects"]), int(man["embedding_dim"])
+    man = _read_manifest(man_path)
+    n, d = man["n_objects"], man["embedding_dim"]
 
     for rel in ("catalog.parquet", "embeddings.npy", "index.faiss", "thumbnails/blob.bin", "thumbnails/offsets.npy"):
         if not (path / rel).is_file():
@@ -359,12 +397,7 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
     if off.any():
         _fail(emb_path, f"is not L2-normalised: {int(off.sum())} checked rows have |v| != 1 (e.g. row {int(rows[off][0])}, |v| = {norms[off][0]:.3f})")
 
-    offsets = np.load(path / "thumbnails" / "offsets.npy", mmap_mode="r")
-    if offsets.shape != (n + 1,):
-        _fail(path / "thumbnails" / "offsets.npy", f"has {offsets.shape[0] - 1} thumbnails for {n} objects")
-    blob_size = (path / "thumbnails" / "blob.bin").stat().st_size
-    if n and (int(offsets[-1]) != blob_size or np.any(np.diff(offsets) < 0)):
-        _fail(path / "thumbnails" / "blob.bin", "does not match thumbnails/offsets.npy (truncated or corrupt)")
+    _check_thumbnails(path, man, n)
 
     import faiss
 
@@ -378,15 +411,19 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
     if keep is not None:
         keep["index"] = idx
 
-    model = man.get("model", {})
+    model = man["model"]
     ckpt = model.get("checkpoint")
     if ckpt:
-        ckpt_path = path / ckpt
+        ckpt_path = path / str(ckpt)
+        if not ckpt_path.resolve().is_relative_to(path.resolve()):
+            _fail(man_path, f"model.checkpoint {ckpt!r} points outside the bundle")
         if not ckpt_path.is_file():
             _fail(ckpt_path, "the encoder checkpoint named in manifest.json is missing")
         if model.get("sha256") and sha256_of(ckpt_path) != model["sha256"]:
             _fail(ckpt_path, "does not match the sha256 recorded in manifest.json (modified or corrupt checkpoint)")
     for col, spec in man["colour_by"].items():
+        if not isinstance(spec, dict):
+            _fail(man_path, f"colour_by['{col}'] must be an object with title and kind, not {type(spec).__name__}")
         if col not in cols and col != "density":
             _fail(man_path, f"colour_by names column '{col}' that catalog.parquet does not have")
         if spec.get("kind") not in COLOUR_KINDS:

@@ -88,8 +88,9 @@ def summary(tasks: list[dict], health: dict) -> dict:
         message = f"Beats its untrained twin on all {len(scored)} labelled tests."
         ok = True
     else:
+        shown = ", ".join(losses[:3]) + (f" and {len(losses) - 3} more" if len(losses) > 3 else "")
         message = (f"Beats its untrained twin on {wins} of {len(scored)} labelled tests"
-                   + (f"; no better on: {', '.join(losses)}" if losses else "") + ".")
+                   + (f"; no better on: {shown}" if losses else "") + ".")
         ok = wins * 2 > len(scored)
     if health["flags"]:
         message += " Warning: " + "; ".join(health["flags"]) + "."
@@ -214,3 +215,36 @@ def catalogue_tasks(catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
                           "kind": "continuous", "rows": np.flatnonzero(ok),
                           "labels": np.log10(v[ok]) if log else v[ok]})
     return tasks
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser, command: str) -> None:
+    parser.add_argument("bundle", help="bundle folder")
+    parser.add_argument("--write", action="store_true",
+                        help="write report.json into the bundle (default: print only)")
+
+
+def run(args) -> int:
+    """Health and embedding-only figures of an existing bundle (the baselines need the build's images: run
+    `python -m precompute build ... --stop-after report` for those)."""
+    from precompute.bundle import Bundle
+    from precompute.stages import colour_columns
+    from precompute.surveys.base import get_survey
+
+    bundle = Bundle.open(args.bundle)
+    catalog = bundle.catalog
+    try:
+        survey = get_survey(bundle.survey)
+        tasks = survey.report_tasks(catalog, colour_columns(survey, catalog))
+    except KeyError:   # a survey this installation does not know: its manifest still names the labelled columns
+        tasks = catalogue_tasks(catalog, bundle.manifest.get("colour_by", {}))
+    tasks = tasks[:MAX_TASKS]
+    rows = evaluation_rows(tasks, len(catalog))
+    features = {"embedding": np.asarray(bundle.embeddings[rows], dtype=np.float32)}
+    rep = build_report(tasks, features, rows, bundle.embeddings,
+                       notes={"baselines": "not computed: they need the build's images"})
+    print(format_table(rep))
+    if args.write:
+        write_report(rep, Path(args.bundle) / "report.json")
+        print(f"wrote {Path(args.bundle) / 'report.json'}")
+    return 0

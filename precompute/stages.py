@@ -23,7 +23,7 @@ from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint
 from precompute.inputs import InputError, skipped_frame
 from precompute.surveys.base import get_survey
 
-STAGES = ("ingest", "train", "embed", "report", "project", "thumbnails", "index", "bundle")
+STAGES = ("ingest", "train", "embed", "report", "project", "thumbnails", "index", "bundle")   # report: --stop-after
 SKIPPED_IN_MANIFEST = 1000  # the full list is in skipped.csv; the manifest keeps the first ones
 
 

@@ -140,3 +140,13 @@ def test_read_report_refuses_malformed(tmp_path):
         path.write_bytes(bad.encode("latin-1"))
         with pytest.raises(ValueError, match="report.json"):
             read_report(path)
+
+
+def test_report_command_on_a_bundle_alone(small_bundle, capsys):
+    """Old bundles (no report.json): the command prints health and embedding-only figures and says why the
+    baselines are missing."""
+    from precompute.__main__ import main
+
+    assert main(["report", str(small_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "health: first PC" in out and "Baselines were not computed" in out
