@@ -207,8 +207,9 @@ def screenshot_dir(tmp_path_factory) -> Path:
     print(f"\nbrowser screenshots: {d}")
 
 
-@pytest.fixture(scope="session")
-def browser(tmp_path_factory):
+def chrome_driver(window: str = "1600,1100", network_log: bool = False):
+    """(driver, profile folder) for headless Debian Chromium; ``network_log`` records every request the page makes
+    (``driver.get_log("performance")``). Skips the test when Chromium is absent."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("headless browser tests need /usr/bin/chromium and /usr/bin/chromedriver (make browser-deps)")
     from selenium import webdriver
@@ -219,10 +220,18 @@ def browser(tmp_path_factory):
     opts.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1600,1100", f"--user-data-dir={profile}"):
+                 "--no-first-run", f"--window-size={window}", f"--user-data-dir={profile}"):
         opts.add_argument(flag)
+    if network_log:
+        opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     driver.set_page_load_timeout(60)
+    return driver, profile
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    driver, profile = chrome_driver()
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import (
-    CHROMEDRIVER,
-    CHROMIUM,
+    chrome_driver,
     deep_query_all,
     deep_text,
     inked,
@@ -75,20 +73,7 @@ def test_a_websocket_from_another_origin_is_refused(hostile_server):
 @pytest.mark.browser
 def test_the_page_requests_nothing_outside_the_server(hostile_server):
     """Every request the page makes while loading and drawing goes to the explorer's own host and port."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs /usr/bin/chromium and /usr/bin/chromedriver (make browser-deps)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = Path(tempfile.mkdtemp(prefix="chromium-netlog-"))
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,720", f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver, profile = chrome_driver(window="1280,720", network_log=True)
     try:
         driver.get(hostile_server.url)
         canvas = wait_for(lambda: map_canvas(driver), timeout=90, message="the map canvas")
