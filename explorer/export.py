@@ -90,11 +90,34 @@ def table_format(path: str | Path) -> str:
     return fmt
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
-    """Write the table; the format follows the file name (.csv, .ecsv, .vot/.xml, .fits)."""
+    """Write the table; the format follows the file name (.csv, .ecsv, .vot/.xml, .fits).
+
+    CSV text that a spreadsheet would run as a formula (=HYPERLINK(...), +cmd, @SUM...) gets a leading apostrophe;
+    FITS, which holds ASCII text only, gets non-ASCII characters as backslash escapes (nothing is lost, and the
+    export never fails on a label named in another script)."""
     path = Path(path)
-    table.write(path, format=table_format(path), overwrite=overwrite)
+    fmt = table_format(path)
+    if fmt == "ascii.csv":
+        table = _map_text(table, lambda v: "'" + v if v.startswith(FORMULA_START) else v)
+    elif fmt == "fits":
+        table = _map_text(table, lambda v: v.encode("ascii", "backslashreplace").decode("ascii"))
+    table.write(path, format=fmt, overwrite=overwrite)
     return path
+
+
+def _map_text(table: Table, fn) -> Table:
+    out = table.copy()
+    for name in out.colnames:
+        col = out[name]
+        if col.dtype.kind in "US":
+            values = [fn(str(v)) for v in np.asarray(col.filled("") if hasattr(col, "filled") else col)]
+            mask = getattr(col, "mask", None)
+            out[name] = MaskedColumn(np.array(values, dtype=str), name=name, mask=mask, unit=col.unit)
+    return out
 
 
 def read_table(path: str | Path) -> Table:

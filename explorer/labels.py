@@ -237,7 +237,12 @@ class LabelStore:
         return self._con.execute("PRAGMA integrity_check").fetchone()[0]
 
 
+MAX_NAME_CHARS = 200   # a label name is shown in every session's legend and menus: a name, not a document
+
+
 def _clean_text(value, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{what} must be a non-empty name, not {value!r}")
+    if len(value.strip()) > MAX_NAME_CHARS:
+        raise ValueError(f"{what} is {len(value.strip()):,} characters long; keep it under {MAX_NAME_CHARS}")
     return value.strip()

@@ -181,6 +181,8 @@ class QueryEmbedder:
 def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Header]:
     from astropy.wcs import WCS
 
+    if content and content[:2] == b"\x1f\x8b":   # .fits.gz
+        content = _gunzip_within_budget(content, name)
     if not content or not content.startswith(b"SIMPLE"):
         raise QueryError(f"{name} is not a FITS file; upload a FITS image with a celestial WCS.")
     try:
@@ -198,6 +200,22 @@ def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Head
                          "upload a FITS file with a WCS.")
     data = data.reshape((-1,) + data.shape[-2:])  # degenerate radio axes and band cubes alike -> (C, H, W)
     return list(data), header
+
+
+def _gunzip_within_budget(content: bytes, name: str) -> bytes:
+    """A gzipped upload, decompressed only up to what the pixel budget allows (a gzip bomb stops there)."""
+    import zlib
+
+    limit = MAX_UPLOAD_PIXELS * 8 + 2880 * 64   # float64 pixels and generous headers
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(content, limit)
+    except zlib.error as e:
+        raise QueryError(f"{name} is not a valid gzip file ({e}).") from e
+    if inflater.unconsumed_tail:
+        raise QueryError(f"{name} decompresses to more than {limit // 2**20} MB; upload a cutout around the object, "
+                         f"not a survey tile.")
+    return out
 
 
 def header_pixels(header) -> int:

@@ -126,3 +126,26 @@ def test_send_to_samp_reaches_a_listening_client(tmp_path, catalog):
     assert not X.samp_hub_running(params)
     with pytest.raises(X.SampError, match="no SAMP hub"):
         X.send_to_samp(sent, hub_params=params)
+
+
+def test_csv_neutralises_formulas_and_fits_keeps_non_ascii_labels(tmp_path):
+    import pandas as pd
+
+    from explorer.export import _table, read_table, write_table
+
+    df = pd.DataFrame({"object_id": ["a", "b", "c"], "ra": [1.0, 2.0, 3.0], "dec": [3.0, 4.0, 5.0],
+                       "label": ['=HYPERLINK("http://x","click")', "galaxie é", "+cmd|' /C calc'!A0"]})
+    text = write_table(_table(df), tmp_path / "l.csv").read_text()
+    assert "'=HYPERLINK" in text and "'+cmd" in text and "\n=" not in text and ",=" not in text
+    labels = read_table(write_table(_table(df), tmp_path / "l.fits"))["label"].tolist()
+    assert labels[1] == "galaxie \\xe9"
+
+
+def test_label_names_are_capped(tmp_path):
+    import pytest
+
+    from explorer.labels import LabelStore
+
+    store = LabelStore(tmp_path / "l.sqlite")
+    with pytest.raises(ValueError, match="characters long"):
+        store.add("x" * 1_000_000, ["1"], author="me", method="click")

@@ -281,3 +281,19 @@ def test_a_decompression_bomb_is_refused_before_allocation():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 20 * 2**20
+
+
+def test_gzipped_fits_is_read_and_a_gzip_bomb_is_not():
+    import gzip
+
+    from astropy.io import fits
+
+    from explorer.query_embed import QueryError, _read_planes
+
+    buf = io.BytesIO()
+    fits.PrimaryHDU(np.zeros((10, 10), np.float32)).writeto(buf)
+    with pytest.raises(QueryError, match="no celestial WCS"):    # it was opened: the gz layer is not the problem
+        _read_planes(gzip.compress(buf.getvalue()), "cut.fits.gz")
+    bomb = gzip.compress(b"SIMPLE  = " + b" " * (300 * 2**20))
+    with pytest.raises(QueryError, match="decompresses to more than"):
+        _read_planes(bomb, "bomb.fits.gz")

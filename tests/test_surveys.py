@@ -206,3 +206,16 @@ def test_sdss_preprocessing_is_a_per_band_linear_scale_and_thumbnail_is_rgb(tmp_
     assert survey.preprocess(cut.images, params).shape == (8, 5, 64, 64)
     rgb = survey.thumbnail_rgb(cut.images[0])
     assert rgb.shape == (80, 80, 3) and rgb.dtype == np.uint8 and rgb[40, 40].max() > rgb[2, 2].max()
+
+
+def test_first_rows_with_bad_positions_are_each_reported_as_themselves(tmp_path):
+    import pandas as pd
+
+    from precompute.surveys.first import FIRST
+
+    pd.DataFrame({"file": ["a.fits", "b.fits", "c.fits"], "ra": ["x", "", "12.5"],
+                  "dec": ["1", "2", "95"]}).to_csv(tmp_path / "cat.csv", index=False)
+    cut = FIRST().read_local(tmp_path / "cat.csv")
+    ids = [oid for oid, _ in cut.skipped]
+    assert ids == ["catalogue line 2", "catalogue line 3", "catalogue line 4"]
+    assert not any("duplicate" in reason for _, reason in cut.skipped)

@@ -203,11 +203,15 @@ def _object_ids(df: pd.DataFrame) -> pd.Series:
     from astropy.coordinates import SkyCoord
     import astropy.units as u
 
-    ra = pd.to_numeric(df["ra"], errors="coerce").fillna(0).to_numpy()
-    dec = pd.to_numeric(df["dec"], errors="coerce").fillna(0).clip(-90, 90).to_numpy()
-    c = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
+    ra = pd.to_numeric(df["ra"], errors="coerce").to_numpy(float)
+    dec = pd.to_numeric(df["dec"], errors="coerce").to_numpy(float)
+    ok = np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90)
+    c = SkyCoord(np.where(ok, ra, 0) * u.deg, np.where(ok, dec, 0) * u.deg, frame="icrs")
     names = c.to_string("hmsdms", sep="", precision=1, pad=True)
-    return pd.Series(["FIRST J" + s.replace(" ", "") for s in names], index=df.index)
+    # a row without a usable position is named by its line in the CSV (header = line 1), so each bad row is
+    # reported once as itself, not as one more duplicate of a made-up position
+    return pd.Series(["FIRST J" + s.replace(" ", "") if good else f"catalogue line {i + 2}"
+                      for i, (s, good) in enumerate(zip(names, ok))], index=df.index)
 
 
 def read_fits_cutout(path: Path, ra: float, dec: float, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
