@@ -67,6 +67,7 @@ CSS = """
 .obj-card table, .detail table {border-collapse: collapse;}
 .obj-card td, .detail td {padding: 1px 6px 1px 0; vertical-align: top;}
 .obj-card td:first-child, .detail td:first-child {color: #666;}
+.obj-card td, .detail td {overflow-wrap: anywhere;}
 .muted {color: #888; font-size: 12px;}
 .nb-card {font-size: 11px; text-align: center;}
 .nb-sim {font-weight: 600;}
@@ -94,6 +95,19 @@ def _units(data: ExplorerData, column: str) -> str:
     return f" {spec.units}" if spec is not None and spec.units else ""
 
 
+def column_title(data: ExplorerData, column: str) -> str:
+    """The manifest's title for a column (e.g. 'Spectroscopic redshift'), else its name with spaces."""
+    spec = data.specs.get(column)
+    return html.escape(spec.title if spec is not None else str(column).replace("_", " "))
+
+
+def _value_with_units(data: ExplorerData, value, column: str) -> str:
+    text = format_value(value)
+    if text == "—":
+        return '<span class="muted" title="this catalogue has no value for this object">— (none)</span>'
+    return text + _units(data, column)
+
+
 def _rows_html(pairs) -> str:
     return "<table>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in pairs) + "</table>"
 
@@ -105,7 +119,7 @@ def hover_card_html(data: ExplorerData, i: int | None) -> str:
     row = data.row(i)
     pos = sky_position(row["ra"], row["dec"])
     pairs = [("id", format_value(row["object_id"])), ("RA, Dec", f"{pos['ra_deg']}°, {pos['dec_deg']}°")]
-    pairs += [(c, format_value(row[c]) + _units(data, c)) for c in KEY_COLUMNS[1:] if c in row.index]
+    pairs += [(column_title(data, c), _value_with_units(data, row[c], c)) for c in KEY_COLUMNS[1:] if c in row.index]
     return (f'<div class="obj-card hover-card"><img src="{data.thumbnail_uri(i)}" width="{THUMB_PX + 32}" '
             f'height="{THUMB_PX + 32}" alt="thumbnail of {html.escape(str(row["object_id"]))}">'
             f'{_rows_html(pairs)}</div>')

@@ -400,7 +400,9 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
             core.backbone.to(memory_format=layout)
         history.append(row)
         if procs.main and progress:
-            print(json.dumps(row), flush=True)
+            knn = f", kNN accuracy {row['knn_acc']:.3f}" if "knn_acc" in row else ""
+            print(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, {row['images_per_s']:.0f} images/s, "
+                  f"lr {row['lr']:.4g}{knn}", flush=True)
         if ckpt_path and row["complete"]:
             _checkpoint(ckpt_path, core, opt, sched, epoch + 1, history, run_key, procs)
 

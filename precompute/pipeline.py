@@ -131,7 +131,8 @@ def run(args) -> int:
         result = run_pipeline(cfg, until=until)
     seconds = time.perf_counter() - t0
     if isinstance(result, Path):
-        log(f"ok: bundle {result} in {seconds:.1f} s; open it with `panel serve explorer --args --bundle {result}`")
+        log(f"ok: bundle {result} in {seconds:.1f} s (explore it: `panel serve explorer --args --bundle {result}`"
+            f"{'; make demo starts it for you' if args.command == 'demo' else ''})")
     else:
         last = result[until] if until in result else list(result.values())[-1]
         log(f"ok: stage {until} -> {last.path} in {seconds:.1f} s")
