@@ -26,11 +26,19 @@ NULL_GREY = "#b4b4b4"
 DEFAULT_CLIP_PERCENTILES = (1.0, 99.0)
 
 _PALETTES = {
-    "fraction": colorcet.CET_L17[::-1],  # perceptually uniform, light->dark reads as low->high
+    # perceptually uniform, light -> dark reads as low -> high; the first 48 entries (near-white, invisible on the
+    # white map) are dropped, so a fraction of 0 still shows
+    "fraction": colorcet.CET_L17[48:],
     "continuous": colorcet.bmy,
     DENSITY: colorcet.fire[40:],
 }
-CATEGORICAL_PALETTE = colorcet.palette["glasbey_category10"]  # hex strings (the bare name holds RGB floats)
+def _saturated(hex_colour: str) -> bool:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return max(r, g, b) - min(r, g, b) > 40
+
+
+# hex strings (the bare name holds RGB floats), without the greys: grey means "no value" on this map
+CATEGORICAL_PALETTE = [c for c in colorcet.palette["glasbey_category10"] if _saturated(c)]
 
 
 @dataclass(frozen=True)
