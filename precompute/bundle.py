@@ -338,9 +338,13 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
     of a 1 M x 2048 bundle read most of its 4 GB embeddings file.
     ``keep``, when given, receives the objects read while checking that a caller would read again (``"index"``)."""
     path = Path(path)
-    if not path.is_dir():
-        _fail(path, "no bundle folder here", "make one with `python -m precompute demo --out " + str(path) + "`")
     man_path = path / "manifest.json"
+    if not path.is_dir():
+        swapped = sorted(path.parent.glob(f".{path.name}.old-*"))
+        if swapped:
+            _fail(path, f"is missing, but the previous bundle survives as {swapped[-1]} (a run was killed while "
+                        f"swapping bundles)", f"rename it back (`mv {swapped[-1]} {path}`) or rebuild")
+        _fail(path, "no bundle folder here", "make one with `python -m precompute demo --out " + str(path) + "`")
     if not man_path.is_file():
         partial = sorted(path.parent.glob(f".{path.name}.partial-*"))
         hint = " (a partial build was left behind by an interrupted run)" if partial else ""

@@ -22,7 +22,7 @@ import pandas as pd
 from precompute import knowledge as kn
 
 REPORT_FORMAT = 1
-MAX_EVAL_ROWS = 3000     # objects scored per report (a seeded sample of the labelled ones): minutes, not hours
+MAX_EVAL_ROWS = 2000     # objects scored per report (a seeded sample of the labelled ones): minutes, not hours
 MAX_TASKS = 8            # the survey's own tests first, then its colour-by columns in order
 PCA_DIM = 50
 SOURCES = ("embedding", "untrained", "pixel_pca")

@@ -307,10 +307,12 @@ def embed(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> S
 def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb: StageResult) -> StageResult:
     """report.json: the embedding beside its untrained twin and pixel PCA on every labelled column
     (``precompute.report``)."""
+    from precompute.report import MAX_EVAL_ROWS, MAX_TASKS
+
     survey = get_survey(cfg.survey)
 
     def build(tmp: Path, key: str) -> None:
-        from precompute.report import MAX_TASKS, build_report, evaluation_rows, format_table, write_report
+        from precompute.report import build_report, evaluation_rows, format_table, write_report
 
         catalog, images = load_ingest(ing)
         embeddings = np.load(emb.path / "embeddings.npy", mmap_mode="r")
@@ -325,7 +327,7 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
         write_report(rep, tmp / "report.json")
         log("[report]\n" + format_table(rep))
 
-    return wd.run("report", {"max_rows": 3000, "max_tasks": 8, "seed": cfg.seed, "format": 1},
+    return wd.run("report", {"max_rows": MAX_EVAL_ROWS, "max_tasks": MAX_TASKS, "seed": cfg.seed, "format": 1},
                   {"ingest": ing.key, "train": trained.key, "embed": emb.key}, build)
 
 

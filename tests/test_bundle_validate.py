@@ -183,3 +183,32 @@ def test_server_validation_keeps_the_index_it_read(bundle):
 
     opened = open_bundle_for_serving(bundle, norm_rows=3)
     assert "index" in opened.__dict__ and opened.index.ntotal == 300
+
+
+def test_a_swap_killed_between_its_renames_names_the_surviving_bundle(small_bundle, tmp_path):
+    import shutil
+
+    import pytest
+
+    from precompute.bundle import BundleError, validate_bundle
+
+    survivor = tmp_path / ".mybundle.old-4242"
+    shutil.copytree(small_bundle, survivor)
+    with pytest.raises(BundleError, match=r"survives as .*\.mybundle\.old-4242.*mv "):
+        validate_bundle(tmp_path / "mybundle")
+
+
+def test_sdss_hdf5_with_mismatched_or_text_columns_says_which(tmp_path):
+    import h5py
+    import numpy as np
+    import pytest
+
+    from precompute.inputs import InputError
+    from precompute.surveys.sdss import SDSS
+
+    for name, ra in (("short.h5", np.zeros(3)), ("text.h5", np.array([b"a", b"b", b"c", b"d"]))):
+        with h5py.File(tmp_path / name, "w") as h5:
+            h5["images"] = np.zeros((4, 5, 107, 107), np.float32)
+            h5["ra"], h5["dec"] = ra, np.zeros(4)
+        with pytest.raises(InputError, match="dataset 'ra'"):
+            SDSS().read_local(tmp_path / name)

@@ -37,7 +37,7 @@ class SDSS(Survey):
     arch = "resnet50"
     stem = "hayat"
     cpu_recipe = {"method": "moco", "arch": "small", "stem": "standard", "epochs": 10, "batch_size": 256,
-                  "views": "d4"}
+                  "views": "d4", "centre": True}
     gpu_recipe = {"method": "moco", "arch": "resnet50", "stem": "hayat", "epochs": 200, "batch_size": 256,
                   "views": "identity"}
     augmentations = ("reddening", "rotation", "jitter", "noise")  # names in models.augment; psf_blur off
@@ -152,15 +152,29 @@ class SDSS(Survey):
 
 
 def _h5_table(h5, n: int) -> pd.DataFrame:
-    ids = h5["ObjID"][:] if "ObjID" in h5 else np.arange(n)
+    ids = _h5_column(h5, "ObjID", n, text=True) if "ObjID" in h5 else np.arange(n)
     ids = np.array([i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(ids).ravel()], dtype=object)
-    table = pd.DataFrame({"object_id": ids, "ra": np.asarray(h5["ra"][:], float).ravel(),
-                          "dec": np.asarray(h5["dec"][:], float).ravel()})
+    table = pd.DataFrame({"object_id": ids, "ra": _h5_column(h5, "ra", n), "dec": _h5_column(h5, "dec", n)})
     for key, col in (("specz_redshift", "redshift"), ("specz_redshift_err", "redshift_err"), ("e_bv", "e_bv")):
         if key in h5:
-            values = np.asarray(h5[key][:], float).ravel()
+            values = _h5_column(h5, key, n)
             table[col] = np.where(np.isfinite(values) & (values > -1), values, np.nan)
     return table
+
+
+def _h5_column(h5, key: str, n: int, text: bool = False) -> np.ndarray:
+    """One per-object HDF5 dataset, checked: n values (one per image), numeric unless ``text``."""
+    values = np.asarray(h5[key][:]).ravel()
+    where = f"{h5.filename}: dataset '{key}'"
+    if len(values) != n:
+        raise InputError(f"{where} has {len(values)} values but 'images' has {n}; every per-object dataset "
+                         f"needs one value per image")
+    if text:
+        return values
+    try:
+        return values.astype(float)
+    except (TypeError, ValueError):
+        raise InputError(f"{where} holds {values.dtype} values, not numbers; write it as float") from None
 
 
 def _read_images(dataset, table: pd.DataFrame, out, progress: bool, chunk: int):
