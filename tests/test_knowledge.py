@@ -150,3 +150,26 @@ def test_report_command_on_a_bundle_alone(small_bundle, capsys):
     assert main(["report", str(small_bundle)]) == 0
     out = capsys.readouterr().out
     assert "health: first PC" in out and "Baselines were not computed" in out
+
+
+def test_about_card_says_plainly_when_the_embedding_does_not_beat_its_twin():
+    from explorer.about import about_html
+
+    catalog, colour_by, good, rng = labelled_fixture()
+    tasks = catalogue_tasks(catalog, colour_by)
+    rows = np.arange(len(catalog))
+    noise = rng.normal(size=(len(catalog), 8)).astype(np.float32)
+    bad = build_report(tasks, {"embedding": noise, "untrained": good, "pixel_pca": good}, rows, noise)
+    card = about_html(bad)
+    assert "about-bad" in card and "Beats its untrained twin on 0 of 3" in card
+    assert "<script" not in card and "Morphology" in card
+    assert "no report.json" in about_html(None)
+    hostile = json.loads(json.dumps(bad))
+    hostile["tasks"][0]["title"] = "<img src=x onerror=alert(1)>"
+    assert "<img src=x" not in about_html(hostile) and "&lt;img src=x" in about_html(hostile)
+
+
+def test_neighbour_rank_text():
+    from explorer.app import rank_text
+
+    assert rank_text(99.7) == "top 0.3 %" and rank_text(100.0) == "top 0.01 %" and rank_text(50.0) == "top 50 %"
