@@ -460,9 +460,11 @@ def build_probe_section(data, state, argv: list[str] | None = None):
 
     def show_fit(probe, pred, cand, train_rows):
         status.object = _metrics_html(probe)
-        title = f"{probe.target} ({probe.method} probe)"
+        spec = data.specs.get(probe.target)
+        title = f"{spec.title if spec is not None else probe.target} ({probe.method} probe)"
         session.param.update(probe_values=pred.value, probe_title=title)
         state.add_colour_layer(probe_colour_layer(probe, pred, title))
+        state.param.update(colour_by=PROBE_KEY, colour_range=None)   # show what was just fitted
         candidates.object = _candidates_html(data, cand, pred)
         last["candidates"] = np.asarray(cand, dtype=np.int64)
         select_candidates.visible = len(cand) > 0

@@ -135,4 +135,8 @@ def test_probe_fits_off_thread_and_shows_metrics_and_candidates(browser, labels_
     assert "gz2_smooth_fraction" in metrics.text and "soft-bce" in metrics.text
     thumbs = wait_for(lambda: deep_query_all(driver, "img.candidate-thumb"), message="labelling candidates")
     assert len(thumbs) == 8 and all(t.get_attribute("src").startswith("data:image/") for t in thumbs)
+    # the map switches to the prediction, named by the column's title
+    colour_select = deep_query_all(driver, "select")[0]
+    wait_for(lambda: Select(colour_select).first_selected_option.text.startswith("Probe: GZ2 smooth fraction"),
+             timeout=30, message="the map to show the probe's prediction")
     driver.save_screenshot(str(screenshot_dir / "labels-04-probe.png"))
