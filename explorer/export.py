@@ -141,10 +141,11 @@ class ImportReport:
     n_matched: int
     event_ids: dict = field(default_factory=dict)  # label -> event id
     unmatched: Table | None = None
+    n_objects: dict = field(default_factory=dict)  # label -> objects labelled
 
     def summary(self) -> str:
-        labels = ", ".join(f"{k} ({v})" for k, v in self.event_ids.items()) or "none"
-        return f"{self.n_matched} of {self.n_rows} rows matched; labels written: {labels}"
+        labels = ", ".join(f"'{k}' on {n:,} object{'s' if n != 1 else ''}" for k, n in self.n_objects.items())
+        return f"{self.n_matched:,} of {self.n_rows:,} rows matched; labelled {labels or 'nothing'}"
 
 
 def _find_column(table: Table, names: Sequence[str], path, what: str) -> str:
@@ -190,6 +191,7 @@ def import_labels(store, catalog: pd.DataFrame, path: str | Path, *, author: str
     for name in dict.fromkeys(names[ok]):
         members = object_ids[rows[ok & (names == name)]]
         report.event_ids[str(name)] = store.add(str(name), members, author=author, method="import")
+        report.n_objects[str(name)] = len(set(members))
     return report
 
 

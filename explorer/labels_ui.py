@@ -230,6 +230,8 @@ def build_labels_section(data, state, argv: list[str] | None = None):
         write(action)
 
     add.on_click(do_add)
+    # Enter in the name box labels the selection, as the button does (it did nothing)
+    name.param.watch(lambda _: len(state.selection_ids) and do_add(None), "enter_pressed")
     add_clicked = pn.widgets.Button(name="Label clicked object", button_type="light")
 
     def do_add_clicked(_):

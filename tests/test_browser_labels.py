@@ -84,9 +84,7 @@ def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_di
 
     name_input = wait_for(lambda: [i for i in deep_query_all(driver, "input")
                                    if i.get_attribute("placeholder") == "e.g. ring galaxies"], message="the label name")[0]
-    name_input.send_keys("blob-in-the-middle", Keys.ENTER)
-    time.sleep(0.5)
-    _button(driver, "Label selection").click()
+    name_input.send_keys("blob-in-the-middle", Keys.ENTER)   # Enter labels the selection (no button click)
     wait_for(lambda: "blob-in-the-middle" in deep_text(driver) and "labelled" in deep_text(driver), timeout=30,
              message="the label to be recorded")
     driver.save_screenshot(str(screenshot_dir / "labels-02-labelled.png"))
