@@ -52,9 +52,9 @@ def driver_at(width: int, height: int):
                  f"--window-size={width},{height}", f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
-    # the viewport itself at width x height (a window of that size loses ~140 px to the browser's own frame)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    # make the viewport itself width x height (a window of that size loses ~140 px to the browser's own frame)
+    inner_w, inner_h = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(2 * width - inner_w, 2 * height - inner_h)
     return driver, profile
 
 
@@ -90,6 +90,7 @@ def densest_offset(driver, canvas) -> tuple[int, int]:
 
     img = np.asarray(Image.open(BytesIO(canvas.screenshot_as_png)).convert("RGB")).astype(np.int16)
     ink = ((img.max(axis=2) - img.min(axis=2)) > 60).astype(np.float32)   # coloured data, not grey axis ink
+    ink[:45] = 0   # the toolbar row above the plot (its Bokeh logo is as colourful as the data)
     score = uniform_filter(ink, size=9)
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
     return int(x - img.shape[1] / 2), int(y - img.shape[0] / 2)
@@ -103,7 +104,7 @@ def shoot(url: str, out: Path, width: int, height: int, states) -> list[Path]:
     try:
         driver.get(url)
         canvas = wait(lambda: map_canvas(driver))
-        time.sleep(4)
+        time.sleep(8)   # the first render, then the one at the page's final size
         tag = f"{width}x{height}"
         if "first-load" in states:
             written.append(out / f"first-load-{tag}.png")
@@ -121,11 +122,12 @@ def shoot(url: str, out: Path, width: int, height: int, states) -> list[Path]:
         if "click" in states:
             driver.execute_script("window.scrollTo(0, 0)")
             dx, dy = densest_offset(driver, canvas)
-            for wiggle in (2, -2, 0):   # the hover stream needs the pointer to move over the point first
+            for wiggle in (3, -3, 0):   # the hover stream needs the pointer to move over the point first
                 ActionChains(driver).move_to_element_with_offset(canvas, dx + wiggle, dy).perform()
-                time.sleep(0.4)
-            ActionChains(driver).move_to_element_with_offset(canvas, dx, dy).click().perform()
-            wait(lambda: driver.execute_script(DEEP, ".nb-card"), timeout=60)
+                time.sleep(0.5)
+            wait(lambda: driver.execute_script(DEEP, ".hover-card"), timeout=60)
+            ActionChains(driver).click().perform()
+            wait(lambda: driver.execute_script(DEEP, ".nb-card"), timeout=150)
             time.sleep(2)
             written.append(out / f"click-{tag}.png")
             driver.save_screenshot(str(written[-1]))

@@ -35,7 +35,7 @@ from explorer.data import ExplorerData
 from explorer.hover import DEFAULT_RADIUS_PX, nearest_object
 from explorer.state import ExplorerState
 
-MAP_HEIGHT = 680
+MAP_HEIGHT = 540  # with the header and toolbar the map fits a 1280x720 window; at 1000 px the neighbours show below
 DEFAULT_WIDTH = 900
 # The placeholder grey layer is all-NaN on purpose; HoloViews' range finding would warn on every pan.
 warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
