@@ -63,35 +63,52 @@ def score_task(task: dict, features: dict[str, np.ndarray], position: np.ndarray
 
 
 def verdicts(kind: str, scores: dict) -> dict:
-    """Whether the embedding beats each baseline by more than 3 standard errors, metric by metric."""
+    """Per baseline and metric: +1 when the embedding is better by more than 3 standard errors, -1 when worse by
+    as much, 0 otherwise."""
     metrics = {"categorical": (("knn_purity", True), ("probe_error", False)),
                "continuous": (("knn_spearman", True), ("ridge_r2", True))}[kind]
     out = {}
     for base in ("untrained", "pixel_pca"):
         if base in scores:
-            out[base] = {m: kn.beats(scores["embedding"][m], scores[base][m], hi) for m, hi in metrics}
+            out[base] = {m: int(kn.beats(scores["embedding"][m], scores[base][m], hi))
+                         - int(kn.beats(scores[base][m], scores["embedding"][m], hi)) for m, hi in metrics}
     return out
+
+
+def task_outcome(task: dict, base: str = "untrained") -> str:
+    """'better' (better on a metric, worse on none), 'worse' (the reverse) or 'same', against ``base``."""
+    marks = task["beats"].get(base, {}).values()
+    if any(m > 0 for m in marks) and not any(m < 0 for m in marks):
+        return "better"
+    if any(m < 0 for m in marks) and not any(m > 0 for m in marks):
+        return "worse"
+    return "same"
+
+
+def _names(tasks: list[dict]) -> str:
+    names = [t["title"] for t in tasks]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def summary(tasks: list[dict], health: dict) -> dict:
     """One verdict for the explorer's card: does the embedding know more than its untrained twin?"""
     scored = [t for t in tasks if "untrained" in t["beats"]]
-    wins = sum(all(t["beats"]["untrained"].values()) for t in scored)
-    losses = [t["title"] for t in scored if not any(t["beats"]["untrained"].values())]
     if not tasks:
-        message = "No labelled column to test this embedding on; only its health is known."
-        ok = None
+        message, ok = "No labelled column to test this embedding on; only its health is known.", None
     elif not scored:
         message = "Baselines were not computed (they need the build's images); figures are for the embedding alone."
         ok = None
-    elif wins == len(scored):
-        message = f"Beats its untrained twin on all {len(scored)} labelled tests."
-        ok = True
     else:
-        shown = ", ".join(losses[:3]) + (f" and {len(losses) - 3} more" if len(losses) > 3 else "")
-        message = (f"Beats its untrained twin on {wins} of {len(scored)} labelled tests"
-                   + (f"; no better on: {shown}" if losses else "") + ".")
-        ok = wins * 2 > len(scored)
+        better = [t for t in scored if task_outcome(t) == "better"]
+        worse = [t for t in scored if task_outcome(t) == "worse"]
+        ok = bool(better) and len(better) > len(worse)
+        if not better:
+            message = f"Does not beat its untrained twin on any of {len(scored)} labelled tests."
+        else:
+            message = f"Beats its untrained twin on {len(better)} of {len(scored)} labelled tests ({_names(better)})"
+            message += f"; worse on {_names(worse)}" if worse else ""
+            message += "; the same within 3 standard errors on the rest." if len(better) + len(worse) < len(scored) \
+                else "."
     if health["flags"]:
         message += " Warning: " + "; ".join(health["flags"]) + "."
     return {"beats_untrained": ok, "message": message}

@@ -327,7 +327,7 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
         write_report(rep, tmp / "report.json")
         log("[report]\n" + format_table(rep))
 
-    return wd.run("report", {"max_rows": MAX_EVAL_ROWS, "max_tasks": MAX_TASKS, "seed": cfg.seed, "format": 1},
+    return wd.run("report", {"max_rows": MAX_EVAL_ROWS, "max_tasks": MAX_TASKS, "seed": cfg.seed, "format": 2},
                   {"ingest": ing.key, "train": trained.key, "embed": emb.key}, build)
 
 

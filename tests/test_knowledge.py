@@ -121,10 +121,10 @@ def test_report_compares_sources_and_flags_a_collapsed_embedding(tmp_path):
     rep = build_report(tasks, features, rows, collapsed)
     assert rep["summary"]["beats_untrained"] is False
     assert "collapsed" in rep["summary"]["message"] or "crowded" in rep["summary"]["message"]
-    assert "0 of 3" in rep["summary"]["message"]
+    assert "Does not beat its untrained twin on any of 3" in rep["summary"]["message"]
     morph = rep["tasks"][0]
     assert morph["scores"]["untrained"]["knn_purity"]["mean"] > 0.95
-    assert not morph["beats"]["untrained"]["knn_purity"]
+    assert morph["beats"]["untrained"]["knn_purity"] == -1
     # the same report with the informative features as the embedding beats both baselines
     good_rep = build_report(tasks, {**features, "embedding": good, "untrained": collapsed}, rows, good)
     assert good_rep["summary"]["beats_untrained"] is True and not good_rep["health"]["flags"]
@@ -161,7 +161,7 @@ def test_about_card_says_plainly_when_the_embedding_does_not_beat_its_twin():
     noise = rng.normal(size=(len(catalog), 8)).astype(np.float32)
     bad = build_report(tasks, {"embedding": noise, "untrained": good, "pixel_pca": good}, rows, noise)
     card = about_html(bad)
-    assert "about-bad" in card and "Beats its untrained twin on 0 of 3" in card
+    assert "about-bad" in card and "Does not beat its untrained twin on any of 3" in card
     assert "<script" not in card and "Morphology" in card
     assert "no report.json" in about_html(None)
     hostile = json.loads(json.dumps(bad))
