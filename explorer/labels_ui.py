@@ -301,9 +301,10 @@ def build_labels_section(data, state, argv: list[str] | None = None):
         table = export.labels_table(catalog, store.current(), columns=columns.value)
         return _table_bytes(table, EXPORT_FORMATS[fmt.value])
 
-    download = pn.widgets.FileDownload(callback=export_file, filename="labels.csv", label="Download labels",
+    stem = export_stem(data.bundle.path.name)
+    download = pn.widgets.FileDownload(callback=export_file, filename=f"{stem}.csv", label="Download labels",
                                        button_type="success")
-    fmt.param.watch(lambda e: setattr(download, "filename", f"labels{EXPORT_FORMATS[e.new]}"), "value")
+    fmt.param.watch(lambda e: setattr(download, "filename", f"{stem}{EXPORT_FORMATS[e.new]}"), "value")
 
     upload = pn.widgets.FileInput(accept=",".join(export.FORMATS), name="Import labels")
     match_by = pn.widgets.RadioButtonGroup(options=["object_id", "sky"], value="object_id")
@@ -353,6 +354,15 @@ def selection_sample_html(data, rows, k: int = N_SAMPLE, seed: int = 0) -> str:
                      for i in shown)
     what = "all of them" if len(rows) <= k else f"a sample of {k}"
     return f"<div class='selection-sample'><span class='muted'>{what}</span><br>{thumbs}</div>"
+
+
+def export_stem(bundle_name: str) -> str:
+    """'<bundle>-labels-<UTC date>': exports from different bundles and days do not overwrite one another."""
+    import datetime as dt
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", bundle_name).strip("._") or "bundle"
+    return f"{safe}-labels-{dt.datetime.now(dt.timezone.utc):%Y%m%d}"
 
 
 def _table_bytes(table, suffix: str) -> io.BytesIO:

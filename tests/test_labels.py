@@ -213,3 +213,12 @@ def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
     buttons["Label clicked object"].clicks += 1
     assert store.members("single") == [str(data.catalog["object_id"].iat[5])]
     assert store.events()["method"].tolist()[-1] == "click"
+
+
+def test_export_file_names_carry_the_bundle_and_the_date():
+    import re
+
+    from explorer.labels_ui import export_stem
+
+    assert re.fullmatch(r"demo-labels-\d{8}", export_stem("demo"))
+    assert re.fullmatch(r"my_bundle_v2-labels-\d{8}", export_stem("my bundle/v2"))
