@@ -367,8 +367,11 @@ def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
     def build(tmp: Path, key: str) -> None:
         from precompute.project import project as fit_projection
 
-        coords, used = fit_projection(np.load(emb.path / "embeddings.npy", mmap_mode="r"), tmp / "projection",
-                                      **params)
+        embeddings = np.load(emb.path / "embeddings.npy", mmap_mode="r")
+        # UMAP prints nothing for minutes (numba compiles on its first call): say what is happening and for how long
+        log(f"[project] PCA to {cfg.pca_dim} dimensions, then UMAP of {len(embeddings):,} objects (about 1 min to "
+            f"compile, then ~1 min per 50 k objects on 2 cores)")
+        coords, used = fit_projection(embeddings, tmp / "projection", **params)
         np.save(tmp / "coords.npy", coords)
         (tmp / "umap.json").write_text(json.dumps(used, indent=2))
 
