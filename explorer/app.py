@@ -51,7 +51,7 @@ OfflineFast.__name__ = "Fast"   # Panel finds a design's bundled files (fast/js/
 TITLE = "Latent-space explorer"
 ACCENT = "#1f6f8b"
 THUMB_PX = 96
-DETAIL_THUMB_PX = 192
+DETAIL_THUMB_PX = 160
 KEY_COLUMNS = ("object_id", "redshift", "r_mag", "angular_extent_arcsec", "morph_class", "split")
 HIDDEN_COLUMNS = {"umap_x", "umap_y", "ra", "dec"}
 
@@ -354,7 +354,7 @@ def build_detail(data: ExplorerData, state: ExplorerState):
                                                          sizing_mode="stretch_width"))
 
 
-SIDEBAR_SECTIONS = [build_summary, build_about_section, build_sky_search_section, build_colour, build_search, build_detail,
+SIDEBAR_SECTIONS = [build_summary, build_about_section, build_sky_search_section, build_colour, build_search,
                     build_labels_section, build_probe_section]
 
 
@@ -380,7 +380,9 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     attach_map_selection(view)
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
-    side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, width=240)
+    # the clicked object's details sit under the hover card, beside the map, where a click is followed by the eye
+    side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, build_detail(data, state),
+                     width=240)
     main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), build_gallery(data, state),
                      sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
