@@ -28,7 +28,7 @@ from explorer.labels_ui import (
     build_probe_section,
 )
 from explorer.links import archive_links, sky_position
-from explorer.plot import MapView, colour_layer
+from explorer.plot import MAP_HEIGHT, MapView, colour_layer
 from explorer.search import find_neighbours
 from explorer.skyquery_ui import build_sky_search_section, query_marker
 from explorer.state import ExplorerState, track_session
@@ -381,8 +381,9 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
     # the clicked object's details sit under the hover card, beside the map, where a click is followed by the eye
+    # (scrolling within the map's height, so the neighbour gallery stays right under the map)
     side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, build_detail(data, state),
-                     width=240)
+                     width=250, height=MAP_HEIGHT + 40, scroll=True)
     main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), build_gallery(data, state),
                      sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]

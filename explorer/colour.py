@@ -30,7 +30,9 @@ _PALETTES = {
     # white map) are dropped, so a fraction of 0 still shows
     "fraction": colorcet.CET_L17[48:],
     "continuous": colorcet.bmy,
-    DENSITY: colorcet.fire[40:],
+    # density reads as ink on the white map: lone objects orange, crowded pixels dark red (the old dark-red-first
+    # ramp drew every lone object almost black, so the crowded parts did not stand out)
+    DENSITY: colorcet.fire[::-1][60:230],
 }
 def _saturated(hex_colour: str) -> bool:
     r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
