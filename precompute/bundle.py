@@ -252,7 +252,11 @@ class Bundle:
 
     @cached_property
     def catalog(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "catalog.parquet")
+        path = self.path / "catalog.parquet"
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:   # damaged column data that the validator's read of the core columns did not touch
+            _fail(path, f"cannot be read ({e})")
 
     @cached_property
     def embeddings(self) -> np.ndarray:
@@ -279,6 +283,7 @@ class Bundle:
 
 # ----------------------------------------------------------------------------------------------- validation
 def _fail(path: Path, what: str, fix: str = "rebuild it with `python -m precompute demo` or `python -m precompute build`"):
+    what = " ".join(str(what).split())   # one line, whatever a library's message spans
     raise BundleError(f"{path}: {what}; {fix}.")
 
 
@@ -369,7 +374,10 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
         _fail(cat_path, f"lacks required columns {missing}")
     if meta.metadata.num_rows != n:
         _fail(cat_path, f"has {meta.metadata.num_rows} rows but manifest.json says n_objects = {n}")
-    core = pd.read_parquet(cat_path, columns=["object_id", "ra", "dec", "umap_x", "umap_y", "split"])
+    try:
+        core = pd.read_parquet(cat_path, columns=["object_id", "ra", "dec", "umap_x", "umap_y", "split"])
+    except Exception as e:   # damaged data pages behind a readable footer
+        _fail(cat_path, f"cannot be read ({e})")
     for c in ("ra", "dec", "umap_x", "umap_y"):
         bad = int(core[c].isna().sum())
         if bad:
