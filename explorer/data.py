@@ -367,7 +367,7 @@ def open_bundle_for_serving(path: Path, norm_rows: int = STARTUP_NORM_ROWS) -> B
     """``Bundle.open`` with the server's validation: every structural check, embedding norms on ``norm_rows``
     spread rows (``python -m precompute validate`` checks 100 k); the index read by validation is kept."""
     loaded: dict = {}
-    validate_bundle(path, check_norms_rows=norm_rows, keep=loaded)
+    validate_bundle(path, check_norms_rows=norm_rows, keep=loaded, hash_thumbnails=False)
     bundle = Bundle.open(path, validate=False)
     if "index" in loaded:
         bundle.__dict__["index"] = loaded["index"]  # as Bundle.open does: do not read the index twice

@@ -315,7 +315,7 @@ def _read_manifest(man_path: Path) -> dict:
     return man
 
 
-def _check_thumbnails(path: Path, man: dict, n: int) -> None:
+def _check_thumbnails(path: Path, man: dict, n: int, hash_blob: bool = True) -> None:
     offsets_path, blob_path = path / "thumbnails" / "offsets.npy", path / "thumbnails" / "blob.bin"
     try:
         offsets = np.load(offsets_path, mmap_mode="r", allow_pickle=False)
@@ -329,11 +329,12 @@ def _check_thumbnails(path: Path, man: dict, n: int) -> None:
     if n and (int(offsets[0]) != 0 or int(offsets[-1]) != blob_size or np.any(np.diff(offsets) < 0)):
         _fail(blob_path, "does not match thumbnails/offsets.npy (truncated or corrupt)")
     recorded = man.get("thumbnails", {}).get("sha256") if isinstance(man.get("thumbnails"), dict) else None
-    if recorded and sha256_of(blob_path) != recorded:
+    if hash_blob and recorded and sha256_of(blob_path) != recorded:
         _fail(blob_path, "does not match the sha256 recorded in manifest.json (modified or corrupt thumbnails)")
 
 
-def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dict | None = None) -> dict:
+def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dict | None = None,
+                    hash_thumbnails: bool = True) -> dict:
     """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file.
 
     Every structural check (files, manifest, shapes, dtypes, row counts, catalogue columns, thumbnails, index size)
@@ -341,7 +342,9 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
     unit-norm (all rows when the bundle has fewer). ``python -m precompute validate`` and the pipeline use the 100 k
     default; a server opening a bundle passes a small sample (``explorer.data.STARTUP_NORM_ROWS``), since 100 k rows
     of a 1 M x 2048 bundle read most of its 4 GB embeddings file.
-    ``keep``, when given, receives the objects read while checking that a caller would read again (``"index"``)."""
+    ``keep``, when given, receives the objects read while checking that a caller would read again (``"index"``).
+    ``hash_thumbnails=False`` skips the sha256 of the thumbnail blob (GBs at millions of objects; a server start
+    skips it as it samples the norms: the blob is image bytes shown as images, nothing in it runs)."""
     path = Path(path)
     man_path = path / "manifest.json"
     if not path.is_dir():
@@ -409,7 +412,7 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
     if off.any():
         _fail(emb_path, f"is not L2-normalised: {int(off.sum())} checked rows have |v| != 1 (e.g. row {int(rows[off][0])}, |v| = {norms[off][0]:.3f})")
 
-    _check_thumbnails(path, man, n)
+    _check_thumbnails(path, man, n, hash_thumbnails)
 
     import faiss
 
