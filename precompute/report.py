@@ -25,7 +25,6 @@ REPORT_FORMAT = 1
 MAX_EVAL_ROWS = 2000     # objects scored per report (a seeded sample of the labelled ones): minutes, not hours
 MAX_TASKS = 8            # the survey's own tests first, then its colour-by columns in order
 PCA_DIM = 50
-SOURCES = ("embedding", "untrained", "pixel_pca")
 NOT_TASKS = {"sample", "split"}   # bookkeeping columns, not properties of the objects
 SOURCE_TITLES = {"embedding": "this embedding", "untrained": "same network, untrained",
                  "pixel_pca": f"PCA-{PCA_DIM} of the pixels"}

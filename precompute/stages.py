@@ -339,7 +339,6 @@ def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.nd
     from models.embed import embed
     from models.encoders import build_encoder
     from models.io import BUILD_KEYS
-    from precompute.surveys.base import centre_crop
 
     config = json.loads((encoder_dir / "config.json").read_text())
     prep = config["preprocessing"]
@@ -350,9 +349,8 @@ def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.nd
     centre = None
     if config.get("centre") is not None:   # the twin's own mean over the same kind of images
         sample = training_rows(len(images), 4096, cfg.seed)
-        normalised = survey.normalise(np.asarray(images[sample]), prep)
-        crop = np.ascontiguousarray(centre_crop(normalised, int(prep.get("crop", survey.crop_size))))
-        centre = embed(twin, crop, dtype=np.float32, views=views).mean(axis=0)
+        centre = representation_centre(twin, survey.normalise(np.asarray(images[sample]), prep),
+                                       int(prep.get("crop", survey.crop_size)), views, seed=cfg.seed)
     untrained = embed(twin, crops, dtype=np.float32, views=views, centre=centre)
     pixels = crops.reshape(len(crops), -1)
     dim = min(50, len(crops) - 1, pixels.shape[1])
