@@ -101,10 +101,11 @@ def survey_sources(args) -> dict:
 
 def simulate_demo_survey(work: Path, n: int, seed: int, progress: bool) -> Path:
     """Cached simulation of an SDSS-like survey for the demo; returns its folder."""
+    from precompute.surveys import sim_sdss
     from precompute.surveys.simulate import simulate_sdss
 
     wd = WorkDir(work, log=log)
-    res = wd.run("simulate", {"survey": "sdss", "n": n, "seed": seed}, {},
+    res = wd.run("simulate", {"survey": "sdss", "n": n, "seed": seed, "version": sim_sdss.VERSION}, {},
                  lambda tmp, key: simulate_sdss(n, tmp, seed=seed, progress=progress))
     return res.path
 

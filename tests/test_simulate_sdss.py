@@ -143,7 +143,9 @@ def test_edge_on_disks_are_elongated_in_the_images(survey):
 def test_apparent_size_falls_with_redshift(survey):
     _, _, truth, _ = survey
     gal = truth[truth["type"].isin(["smooth", "disk", "spiral", "barred_spiral", "edge_on_disk"])]
-    assert spearmanr(gal["redshift"], gal["half_light_radius_arcsec"]).statistic < -0.4
+    # at fixed luminosity: across the whole flux-limited sample, the luminous (large) galaxies sit at high z
+    fixed = gal[gal["absolute_mag_r"].between(-22.0, -21.0)]
+    assert spearmanr(fixed["redshift"], fixed["half_light_radius_arcsec"]).statistic < -0.4
 
 
 def test_psf_is_wider_in_blue_bands():
@@ -153,12 +155,15 @@ def test_psf_is_wider_in_blue_bands():
 
 
 # -- catalogue selections and votes -------------------------------------------------------------------------
-def test_specz_only_for_the_brighter_forty_percent(survey):
+def test_main_sample_selection_sets_magnitudes_redshifts_and_spectra(survey):
     _, data, truth, _ = survey
+    gal = truth[~truth["type"].isin(["star", "artefact"])]
+    assert gal["r_mag_dered"].between(*sim_sdss.MAIN_SAMPLE_R).all()
+    assert 0.07 < gal["redshift"].median() < 0.14          # the main sample's median z is about 0.10
+    assert gal["r_mag_dered"].median() > 16.5               # number counts rise towards the faint limit
     has = np.isfinite(data["specz_redshift"])
-    assert 0.3 < has.mean() < 0.5
-    r = truth["r_mag_dered"].to_numpy()
-    assert np.median(r[has]) < np.median(r[~has]) - 1.0
+    assert 0.85 < has[~truth["type"].eq("artefact").to_numpy()].mean() <= 1.0
+    assert not has[truth["type"].eq("artefact").to_numpy()].any()
     z = truth["redshift"].to_numpy()
     assert np.all(np.abs(data["specz_redshift"][has] - z[has]) < 1e-3)
     assert np.all(data["specz_redshift_err"][has] > 0) and np.isnan(data["specz_redshift_err"][~has]).all()
@@ -172,7 +177,8 @@ def test_gz2_subset_is_brighter_and_larger_and_positioned_on_its_objects(survey)
     np.testing.assert_allclose(gz2["ra"], member["ra"], atol=1e-6)
     np.testing.assert_allclose(gz2["dec"], member["dec"], atol=1e-6)
     others = t.drop(index=gz2["dr7objid"])
-    assert member["r_mag_dered"].median() < others["r_mag_dered"].median() - 1.0
+    assert (member["r_mag_dered"] < sim_sdss.GZ2_R_LIMIT).all() and (member["petro_r90_arcsec"] > 3.0).all()
+    assert member["r_mag_dered"].median() < others["r_mag_dered"].median() - 0.3
     assert member["petro_r90_arcsec"].median() > others["petro_r90_arcsec"].median()
 
 

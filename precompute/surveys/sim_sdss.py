@@ -12,6 +12,9 @@ Physics, briefly:
   irregular (disk + galsim.RandomKnots clumps), merger (two galaxies and knotty tidal tails), star (point source,
   diffraction spikes when bright) and artefact (satellite trail in one band, bleed column, or the spike of a
   bright star off the stamp). Disks of every type except edge_on_disk have cos(i) uniform over i = 0–75°.
+- Selection: galaxies follow the SDSS spectroscopic main galaxy sample (dereddened r 14.5–17.77, median z ≈ 0.1):
+  absolute magnitudes from a per-type luminosity function weighted by the volume in which each makes the cut,
+  redshifts uniform in comoving volume within it; 93 % of targets have a spectrum (fibre collisions lose the rest).
 - Redshift 0.01–0.4 sets angular size (a physical half-light radius in kpc from a size–luminosity relation
   through a flat LCDM angular scale) and flux (luminosity distance). Colours come from three analytic rest-frame
   templates (old, young, starburst: power laws with a 4000 Å break and emission lines), redshifted and averaged
@@ -32,9 +35,11 @@ import numpy as np
 import pandas as pd
 
 from precompute.surveys.sim_common import (STREAM_PARAMS, STREAM_PIXELS, STREAM_VOTES, SDSS_BOXES,
-                                           distance_modulus, galactic_reddening, kpc_per_arcsec, object_rng,
-                                           ordered_map, sample_footprint)
+                                           distance_modulus, galactic_reddening, kpc_per_arcsec,
+                                           luminosity_distance_m, object_rng, ordered_map, sample_footprint)
 
+# Part of the demo's simulation cache key: raise it whenever a change alters what the simulator draws.
+VERSION = 2
 BANDS = ("u", "g", "r", "i", "z")
 R_BAND = 2
 PIXEL_SCALE = 0.396          # arcsec / px
@@ -42,14 +47,16 @@ STAMP = 107                  # px
 CENTRE = STAMP // 2          # GalSim's true centre of an odd stamp, 0-based
 FILTERS_CSV = Path(__file__).resolve().parents[2] / "assets" / "sdss_filters.csv"
 
-# Type mix of a magnitude-unlimited photometric sample (documented choice, not a measured census).
+# Type mix of the simulated sample (documented choice, not a measured census). Galaxies are then selected like the
+# SDSS spectroscopic main galaxy sample (Strauss et al. 2002), so that magnitudes, sizes and redshifts follow it.
 TYPE_PROBABILITIES = {
     "smooth": 0.28, "disk": 0.12, "spiral": 0.22, "barred_spiral": 0.10, "edge_on_disk": 0.08,
     "irregular": 0.07, "merger": 0.05, "star": 0.05, "artefact": 0.03,
 }
 DISK_TYPES = ("disk", "spiral", "barred_spiral", "edge_on_disk")
 TEMPLATES = ("old", "young", "starburst")
-SPEC_FRACTION = 0.40          # brightest galaxies and stars with a spectrum
+MAIN_SAMPLE_R = (14.5, 17.77)   # dereddened r range of the main galaxy sample's targets
+SPEC_COMPLETENESS = 0.93        # share of targets with a spectrum: fibre collisions lose the rest, at random
 GZ2_R_LIMIT, GZ2_R90_LIMIT = 17.0, 3.0    # GZ2 sample cut: r_dered < 17, petroR90_r > 3"
 SEEING_R = (1.4, 0.2, 1.0, 2.1)           # mean, sd, min, max of r-band FWHM, arcsec
 DISK_THICKNESS = 0.12                     # intrinsic axis ratio of a disk seen edge-on
@@ -147,17 +154,47 @@ def nmgy(mag) -> np.ndarray:
 
 
 # -- parameters ---------------------------------------------------------------------------------------------
+_Z_RANGE = (0.01, 0.4)
+_ABS_MAG_RANGE = (-23.5, -17.5)
+_ABS_MAG_SD = 0.75
+_MEAN_ABS_MAG = {"smooth": -21.2, "irregular": -19.6, "merger": -21.5}     # others: -20.9
+
+
 @lru_cache(maxsize=1)
-def _redshift_icdf():
-    z = np.linspace(0.01, 0.4, 2000)
-    pdf = z**2 * np.exp(-((z / 0.085) ** 1.5))
+def _z_grid():
+    """Redshift grid with the comoving volume out to each z (proportional; flat LCDM as sim_common)."""
+    z = np.linspace(*_Z_RANGE, 2000)
+    d_c = luminosity_distance_m(z) / (1.0 + z)
+    return z, d_c**3, distance_modulus(z)
+
+
+def _z_max(abs_mag) -> np.ndarray:
+    """Redshift at which a galaxy of absolute r magnitude ``abs_mag`` reaches the main sample's faint limit
+    (before K-correction, which the final magnitude check adds)."""
+    z, _, dm = _z_grid()
+    return np.interp(MAIN_SAMPLE_R[1] - np.asarray(abs_mag), dm, z, left=z[0], right=z[-1])
+
+
+@lru_cache(maxsize=8)
+def _abs_mag_icdf(gtype: str):
+    """Absolute magnitudes of a flux-limited sample: the type's Gaussian luminosity function times the volume in
+    which each luminosity makes the cut (V_max), so bright galaxies are over-represented as in the real sample."""
+    m = np.linspace(*_ABS_MAG_RANGE, 1200)
+    z, vol, _ = _z_grid()
+    mean = _MEAN_ABS_MAG.get(gtype, -20.9)
+    pdf = np.exp(-0.5 * ((m - mean) / _ABS_MAG_SD) ** 2) * (np.interp(_z_max(m), z, vol) - vol[0])
     cdf = np.cumsum(pdf)
-    return z, (cdf - cdf[0]) / (cdf[-1] - cdf[0])
+    return m, (cdf - cdf[0]) / (cdf[-1] - cdf[0])
 
 
-def _draw_redshift(rng) -> float:
-    z, cdf = _redshift_icdf()
-    return float(np.interp(rng.uniform(), cdf, z))
+def _draw_abs_mag_and_redshift(rng, gtype: str) -> tuple[float, float]:
+    """(M_r, z) of a galaxy in the main sample: M_r from the V_max-weighted luminosity function, z uniform in
+    comoving volume out to where that galaxy would drop below the magnitude limit."""
+    m, cdf = _abs_mag_icdf(gtype)
+    abs_mag = float(np.interp(rng.uniform(), cdf, m))
+    z, vol, _ = _z_grid()
+    v = vol[0] + rng.uniform() * (np.interp(_z_max(abs_mag), z, vol) - vol[0])
+    return abs_mag, float(np.interp(v, vol, z))
 
 
 def _size_kpc(rng, abs_mag: float, early: bool) -> float:
@@ -286,14 +323,7 @@ def draw_params(seed: int, index: int) -> dict:
     if gtype in ("star", "artefact"):
         comps = _star_or_artefact(rng, gtype, truth)
     else:
-        z = _draw_redshift(rng)
-        mean_mag = {"smooth": -21.2, "irregular": -19.6, "merger": -21.5}.get(gtype, -20.9)
-        abs_mag = float(np.clip(rng.normal(mean_mag, 0.75), -23.5, -17.5))
-        truth.update(redshift=z, absolute_mag_r=abs_mag)
-        comps = _galaxy_components(rng, gtype, z, abs_mag, truth)
-        total = nmgy(abs_mag + distance_modulus(z))
-        for c in comps:
-            c["band_flux"] = total * c["frac"] * sed_band_factors(c["sed"], z)
+        comps = _main_sample_galaxy(rng, gtype, truth)
     flux = sum(c["band_flux"] for c in comps)
     truth["r_mag_dered"] = float(22.5 - 2.5 * np.log10(flux[R_BAND]))
     truth["r_mag"] = float(truth["r_mag_dered"] + filters()["extinction_R"]["r"] * e_bv)
@@ -302,6 +332,23 @@ def draw_params(seed: int, index: int) -> dict:
     truth["neighbours"] = _field_neighbours(rng)
     truth["n_neighbours"] = len(truth["neighbours"])
     return truth
+
+
+def _main_sample_galaxy(rng, gtype: str, truth: dict, max_tries: int = 50) -> list[dict]:
+    """Components of a galaxy whose K-corrected dereddened r falls in the main sample's range (redrawn until it
+    does; the K-correction moves only the galaxies near the limit, so a few tries suffice)."""
+    for _ in range(max_tries):
+        abs_mag, z = _draw_abs_mag_and_redshift(rng, gtype)
+        trial = dict(truth)
+        comps = _galaxy_components(rng, gtype, z, abs_mag, trial)
+        total = nmgy(abs_mag + distance_modulus(z))
+        for c in comps:
+            c["band_flux"] = total * c["frac"] * sed_band_factors(c["sed"], z)
+        r_mag = 22.5 - 2.5 * np.log10(sum(c["band_flux"] for c in comps)[R_BAND])
+        if MAIN_SAMPLE_R[0] <= r_mag <= MAIN_SAMPLE_R[1]:
+            break
+    truth.update(trial, redshift=z, absolute_mag_r=abs_mag)
+    return comps
 
 
 def _field_neighbours(rng) -> list[dict]:
@@ -331,7 +378,7 @@ def _field_neighbours(rng) -> list[dict]:
 
 def _star_or_artefact(rng, gtype: str, truth: dict) -> list[dict]:
     teff = float(rng.uniform(3200.0, 9500.0))
-    r_mag = float(rng.uniform(14.0, 20.5))
+    r_mag = float(rng.uniform(*MAIN_SAMPLE_R))     # stars that a photometric star/galaxy split let in
     truth.update(star_teff_k=teff, redshift=0.0 if gtype == "star" else np.nan)
     comps = [_component("point", 1.0, (0, 0, 0))]
     if gtype == "artefact":
@@ -737,13 +784,11 @@ def sdss_objid(index: int, seed: int) -> int:
 
 
 def spectroscopic_targets(params: list[dict], seed: int) -> np.ndarray:
-    """Which objects have a spectrum: the brightest ~40 % of galaxies and stars by dereddened r (a soft cut, as
-    fibre collisions and completeness blur the real one); artefacts never."""
-    r = np.array([p["r_mag_dered"] for p in params])
+    """Which objects have a spectrum: every main-sample target but the ~7 % that fibre collisions lose (at random,
+    not by brightness); artefacts never."""
     eligible = np.array([p["type"] != "artefact" for p in params])
-    limit = np.quantile(r[eligible], SPEC_FRACTION) if eligible.any() else -np.inf
     u = np.array([object_rng(seed, p["index"], STREAM_PARAMS + 3).uniform() for p in params])
-    return eligible & (u < 1.0 / (1.0 + np.exp((r - limit) / 0.1)))
+    return eligible & (u < SPEC_COMPLETENESS)
 
 
 def _specz(p: dict, has_spec: bool, seed: int) -> tuple[float, float]:
