@@ -201,11 +201,11 @@ class NeighbourGallery:
     def _new_card(self, slot: int):
         state = self.state
         img = pn.pane.HTML("", margin=(2, 2))
-        buttons = [pn.widgets.Button(name="≈", description="search from this object", width=34, margin=(0, 1)),
-                   pn.widgets.Button(name="+", description="more like this", width=34, margin=(0, 1),
-                                     button_type="success"),
-                   pn.widgets.Button(name="−", description="fewer like this", width=34, margin=(0, 1),
-                                     button_type="danger")]
+        buttons = [pn.widgets.Button(label="≈", description="search from this object", width=34, margin=(0, 1)),
+                   pn.widgets.Button(label="+", description="more like this", width=34, margin=(0, 1),
+                                     color="success"),
+                   pn.widgets.Button(label="−", description="fewer like this", width=34, margin=(0, 1),
+                                     color="danger")]
         for button, action in zip(buttons, (state.select, state.add_positive, state.add_negative)):
             button.on_click(lambda _, slot=slot, action=action: self._act(slot, action))
         self.images.append(img)
@@ -293,9 +293,9 @@ def forget_js_callbacks_on_close(widget) -> None:
 
 def build_colour(data: ExplorerData, state: ExplorerState):
     """Colour-by choice and, for continuous columns, a range slider (starts at the 1-99th percentile clip)."""
-    select = pn.widgets.Select(name="Colour by", options=colour_options(data, state), value=state.colour_by,
+    select = pn.widgets.Select(label="Colour by", options=colour_options(data, state), value=state.colour_by,
                                css_classes=["colour-by"])
-    slider = pn.widgets.EditableRangeSlider(name="Colour range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01,
+    slider = pn.widgets.EditableRangeSlider(label="Colour range", start=0.0, end=1.0, value=(0.0, 1.0), step=0.01,
                                             visible=False)
     syncing = []  # non-empty while the widgets follow the state, so their own watchers stay quiet
 
@@ -312,7 +312,7 @@ def build_colour(data: ExplorerData, state: ExplorerState):
                 slider.visible = False
                 return
             lo, hi = layer.bounds
-            slider.param.update(name=f"Colour range [{layer.spec.units}]" if layer.spec.units else "Colour range",
+            slider.param.update(label=f"Colour range [{layer.spec.units}]" if layer.spec.units else "Colour range",
                                 start=lo, end=hi, step=(hi - lo) / 200, value=state.colour_range or layer.range,
                                 visible=True)
         finally:
@@ -333,12 +333,12 @@ def build_colour(data: ExplorerData, state: ExplorerState):
 
 
 def build_search(data: ExplorerData, state: ExplorerState):
-    k = pn.widgets.IntSlider.from_param(state.param.k, name="Neighbours (k)", start=1, end=60)
-    dup = pn.widgets.FloatInput.from_param(state.param.duplicate_arcsec, name="Drop sky duplicates closer than (arcsec)",
+    k = pn.widgets.IntSlider.from_param(state.param.k, label="Neighbours (k)", start=1, end=60)
+    dup = pn.widgets.FloatInput.from_param(state.param.duplicate_arcsec, label="Drop sky duplicates closer than (arcsec)",
                                            step=0.5)
-    negw = pn.widgets.FloatSlider.from_param(state.param.negative_weight, name="Weight of 'fewer like these'",
+    negw = pn.widgets.FloatSlider.from_param(state.param.negative_weight, label="Weight of 'fewer like these'",
                                              start=0.0, end=2.0, step=0.1)
-    clear = pn.widgets.Button(name="Clear search", button_type="light")
+    clear = pn.widgets.Button(label="Clear search", color="light")
     clear.on_click(lambda _: state.select(None))
 
     def sets(positives, negatives):

@@ -189,11 +189,11 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     catalog = data.catalog
     object_ids = data.object_ids
 
-    author = pn.widgets.TextInput(name="Your name", value=os.environ.get("USER", "anonymous"), css_classes=["label-author"])
-    name = pn.widgets.TextInput(name="Label name", placeholder="e.g. ring galaxies", css_classes=["label-name-input"])
-    add = pn.widgets.Button(name="Label selection", button_type="primary", css_classes=["label-add"])
-    remove = pn.widgets.Button(name="Remove selection from label", button_type="light")
-    undo = pn.widgets.Button(name="Undo my last", button_type="light")
+    author = pn.widgets.TextInput(label="Your name", value=os.environ.get("USER", "anonymous"), css_classes=["label-author"])
+    name = pn.widgets.TextInput(label="Label name", placeholder="e.g. ring galaxies", css_classes=["label-name-input"])
+    add = pn.widgets.Button(label="Label selection", color="primary", css_classes=["label-add"])
+    remove = pn.widgets.Button(label="Remove selection from label", color="light")
+    undo = pn.widgets.Button(label="Undo my last", color="light")
     listing = pn.pane.HTML(_labels_html(store), css_classes=["labels-pane"], sizing_mode="stretch_width")
     status = pn.pane.HTML("", sizing_mode="stretch_width")
 
@@ -232,7 +232,7 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     add.on_click(do_add)
     # Enter in the name box labels the selection, as the button does (it did nothing)
     name.param.watch(lambda _: len(state.selection_ids) and do_add(None), "enter_pressed")
-    add_clicked = pn.widgets.Button(name="Label clicked object", button_type="light")
+    add_clicked = pn.widgets.Button(label="Label clicked object", color="light")
 
     def do_add_clicked(_):
         i = state.selected
@@ -246,9 +246,9 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     remove.on_click(do_remove)
     undo.on_click(do_undo)
 
-    label_filter = pn.widgets.Select(name="Select the members of a label", options=[NO_FILTER], value=NO_FILTER,
+    label_filter = pn.widgets.Select(label="Select the members of a label", options=[NO_FILTER], value=NO_FILTER,
                                      css_classes=["label-filter"], width=200)
-    clear = pn.widgets.Button(name="Clear selection", button_type="light", width=120, align="end")
+    clear = pn.widgets.Button(label="Clear selection", color="light", width=120, align="end")
     clear.on_click(lambda _: state.clear_selection())
     filtering = []  # non-empty while the filter itself sets the selection
 
@@ -293,9 +293,9 @@ def build_labels_section(data, state, argv: list[str] | None = None):
                           sizing_mode="stretch_width")
 
     # export / import / SAMP
-    columns = pn.widgets.MultiChoice(name="Catalogue columns to include",
+    columns = pn.widgets.MultiChoice(label="Catalogue columns to include",
                                      options=[c for c in catalog.columns if c not in ("object_id", "ra", "dec")])
-    fmt = pn.widgets.Select(name="Format", options=list(EXPORT_FORMATS), value="CSV", width=110)
+    fmt = pn.widgets.Select(label="Format", options=list(EXPORT_FORMATS), value="CSV", width=110)
 
     def export_file():
         table = export.labels_table(catalog, store.current(), columns=columns.value)
@@ -303,12 +303,12 @@ def build_labels_section(data, state, argv: list[str] | None = None):
 
     stem = export_stem(data.bundle.path.name)
     download = pn.widgets.FileDownload(callback=export_file, filename=f"{stem}.csv", label="Download labels",
-                                       button_type="success")
+                                       color="success")
     fmt.param.watch(lambda e: setattr(download, "filename", f"{stem}{EXPORT_FORMATS[e.new]}"), "value")
 
-    upload = pn.widgets.FileInput(accept=",".join(export.FORMATS), name="Import labels")
+    upload = pn.widgets.FileInput(accept=",".join(export.FORMATS), label="Import labels")
     match_by = pn.widgets.RadioButtonGroup(options=["object_id", "sky"], value="object_id")
-    radius = pn.widgets.FloatInput(name="Sky match radius (arcsec)", value=1.0, start=0.01, step=0.5, width=160)
+    radius = pn.widgets.FloatInput(label="Sky match radius (arcsec)", value=1.0, start=0.01, step=0.5, width=160)
 
     def do_import(event):
         if not event.new:
@@ -322,7 +322,7 @@ def build_labels_section(data, state, argv: list[str] | None = None):
 
     upload.param.watch(do_import, "value")
 
-    samp = pn.widgets.Button(name="Send selection to TOPCAT (SAMP)", button_type="light")
+    samp = pn.widgets.Button(label="Send selection to TOPCAT (SAMP)", color="light")
 
     def do_samp(_):
         rows = np.asarray(state.selection_ids, dtype=np.int64)
@@ -383,15 +383,15 @@ def build_probe_section(data, state, argv: list[str] | None = None):
     """Fit a linear probe on the embeddings off the UI thread; show test metrics and labelling candidates."""
     session = session_for(state)
     targets = probe_targets(data)
-    target = pn.widgets.Select(name="Probe target", options=list(targets))
-    method = pn.widgets.Select(name="Method", options=["default", "z-bins (redshift)"], value="default")
-    n_train = pn.widgets.IntInput(name="Training labels (0 = all)", value=0, start=0, step=100)
-    fit = pn.widgets.Button(name="Fit probe", button_type="primary", css_classes=["probe-fit"])
-    cancel = pn.widgets.Button(name="Cancel", button_type="light")
+    target = pn.widgets.Select(label="Probe target", options=list(targets))
+    method = pn.widgets.Select(label="Method", options=["default", "z-bins (redshift)"], value="default")
+    n_train = pn.widgets.IntInput(label="Training labels (0 = all)", value=0, start=0, step=100)
+    fit = pn.widgets.Button(label="Fit probe", color="primary", css_classes=["probe-fit"])
+    cancel = pn.widgets.Button(label="Cancel", color="light")
     bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
     status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-status"])
     candidates = pn.pane.HTML("", sizing_mode="stretch_width")
-    select_candidates = pn.widgets.Button(name="Select these candidates to label them", button_type="light",
+    select_candidates = pn.widgets.Button(label="Select these candidates to label them", color="light",
                                           visible=False)
     last = {"candidates": np.zeros(0, np.int64)}
 
