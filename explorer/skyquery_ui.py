@@ -177,6 +177,10 @@ class SkySearch:
         """Show where a parsed position is: select the matching object, or say how far the nearest one is."""
         self.position, self.match = parsed, None
         self.fetch.visible = False
+        if parsed.how == "empty":  # a cleared box is not a mistake: back to the hint
+            self.status.object, self.card.object = _status("info", parsed.message), ""
+            self.plot.object = footprint_plot(self.matcher)
+            return
         if not parsed.ok:
             self.status.object = _status("error", parsed.message)
             return

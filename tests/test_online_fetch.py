@@ -215,5 +215,8 @@ def test_service_down_is_reported(monkeypatch):
     # A port nobody listens on: connection refused, as when the service (or the network) is down.
     monkeypatch.setenv("SKYQUERY_FIRST_URL", "http://127.0.0.1:9/cgi-bin/firstcutout")
     monkeypatch.setenv("SKYQUERY_SKYVIEW_URL", "http://127.0.0.1:9/current/cgi/basicform.pl")
-    with pytest.raises(FetchError, match="could not be reached"):
+    with pytest.raises(FetchError, match="could not be reached") as err:
         fetch_cutout("first", SkyCoord(150, 2, unit="deg"), 64, 1.8, timeout=1, retries=0)
+    message = str(err.value)
+    assert "refused" in message and "upload a FITS" in message
+    assert "HTTPConnectionPool" not in message and "Max retries" not in message  # words, not urllib3's repr

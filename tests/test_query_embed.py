@@ -193,13 +193,14 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     bundle, _ = real_first
     state = ExplorerState()
     section = build_sky_search_section(load_explorer_data(bundle.path), state).sky_search
+    state.select(5)  # an earlier click: its star must go when the fetched cutout becomes the query
     section.embed_upload(original_answer(), "first.fits")
     deadline = time.monotonic() + 60
     while section.busy and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not section.busy, "the worker finished"
     assert "sky-query-thumb" in section.card.object and "nearest neighbours" in section.card.object
-    assert state.neighbour_ids[0] == 0 and state.selected is None
+    assert state.neighbour_ids[0] == 0 and state.selected is None and state.positives == []
     marker = marker_for(state)
     assert marker.xy is not None
     layer = query_marker(state)[()]  # the DynamicMap's current element: one point at the query's map position
@@ -208,6 +209,8 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     assert marker.xy is None
     section.box.value = "25:00:00 +10:00:00"
     assert "sky-status-error" in section.status.object and "RA 25h is out of range" in section.status.object
+    section.box.value = ""  # clearing the box clears the error and the query card
+    assert "sky-status-error" not in section.status.object and section.card.object == ""
 
 
 def test_sdss_query_fetches_five_bands_in_order_and_finds_itself(tmp_path, monkeypatch):

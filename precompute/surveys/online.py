@@ -94,7 +94,8 @@ def fetch_cutout(survey, coord: SkyCoord, size_pix: int, pixel_scale_arcsec: flo
             errors.append(str(e))
     else:
         where = f"RA {coord.ra.deg:.5f}°, Dec {coord.dec.deg:+.5f}°"
-        raise FetchError(f"Could not fetch a {name.upper()} cutout at {where}: " + " Then: ".join(errors))
+        raise FetchError(f"Could not fetch a {name.upper()} cutout at {where}. " + " ".join(errors)
+                         + " Try again later, or upload a FITS cutout of this position instead.")
     if cache_path is not None:
         _write_cache(cache_path, image, header)
     return image, header
@@ -295,7 +296,7 @@ def _call(what: str, timeout: float, request):
     except (requests.exceptions.Timeout, TimeoutError) as e:
         raise _Retryable(f"{what} did not answer within {timeout:.1f} s (slow or down).") from e
     except requests.exceptions.ConnectionError as e:
-        raise _Retryable(f"{what} could not be reached (service down or no network: {_short(e)}).") from e
+        raise _Retryable(f"{what} could not be reached ({_connection_reason(e)}).") from e
     except requests.exceptions.HTTPError as e:
         status = getattr(e.response, "status_code", None)
         err = _Retryable if status is None or status >= 500 else FetchError
@@ -311,6 +312,18 @@ def _raise_for_status(response, what: str) -> None:
     if response.status_code >= 400:
         err = _Retryable if response.status_code >= 500 else FetchError
         raise err(f"{what} answered HTTP {response.status_code} {response.reason or ''}".rstrip() + ".")
+
+
+def _connection_reason(e: Exception) -> str:
+    """Why a connection failed, in words instead of urllib3's chained exception text."""
+    text = repr(e)
+    if "NameResolution" in text or "getaddrinfo" in text or "Name or service not known" in text:
+        return "its address could not be looked up: no network, or no DNS"
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "the connection was refused: the service is down"
+    if "SSL" in text:
+        return "the secure connection failed"
+    return "no network, or the service is down"
 
 
 def _short(e: Exception) -> str:
