@@ -471,13 +471,13 @@ def build_probe_section(data, state, argv: list[str] | None = None):
                                  f"is far from its labelled objects</span>")
 
     def show_fit(probe, pred, cand, train_rows):
-        status.object = _metrics_html(probe)
         spec = data.specs.get(probe.target)
         title = f"{spec.title if spec is not None else probe.target} ({probe.method} probe)"
+        status.object = _metrics_html(probe, title)
         session.param.update(probe_values=pred.value, probe_title=title)
         state.add_colour_layer(probe_colour_layer(probe, pred, title))
         state.param.update(colour_by=PROBE_KEY, colour_range=None)   # show what was just fitted
-        candidates.object = _candidates_html(data, cand, pred)
+        candidates.object = _candidates_html(data, cand, pred, probe.method)
         last["candidates"] = np.asarray(cand, dtype=np.int64)
         select_candidates.visible = len(cand) > 0
         runner.submit(trust_job, train_rows)  # after the fit, on the same background thread
@@ -491,22 +491,49 @@ def build_probe_section(data, state, argv: list[str] | None = None):
                      css_classes=["probe-section"])
 
 
-def _metrics_html(probe: probes.LinearProbe) -> str:
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" for k, v in probe.metrics.items()
-                   if isinstance(v, (int, float)))
-    return (f"<div class='probe-metrics'><b>{html.escape(probe.target)}</b> · {probe.method} · trained on "
-            f"{probe.n_train:,}, tested on {probe.n_test:,} · {probe.fit_seconds:.1f} s<table>{rows}</table></div>")
+# what each probe metric is called and means, for the table under the fit
+METRIC_WORDS = {
+    "acc": ("accuracy", "share of test objects put in the right class"),
+    "balanced_acc": ("balanced accuracy", "mean of the per-class recalls: not fooled by a dominant class"),
+    "prec": ("precision", "of the objects the probe calls positive, the share that are"),
+    "rec": ("recall", "of the positive objects, the share the probe finds"),
+    "auc": ("ROC AUC", "chance a random positive scores above a random negative (0.5 = guessing, 1 = perfect)"),
+    "n_high_quality": ("confident test objects", "test objects with a fraction above 0.8 or below 0.2: "
+                                                 "the scores above use these, split at 0.5"),
+    "bce": ("cross-entropy", "soft binary cross-entropy against the vote fractions (lower is better)"),
+    "rmse": ("RMS error", "root-mean-square error, in the column's units"),
+    "r2": ("R²", "share of the variance explained (0 = always predicting the mean, 1 = perfect)"),
+    "bias": ("bias ⟨Δz⟩", "mean of Δz = (z_probe − z) / (1 + z)"),
+    "sigma_mad": ("σ_MAD", "1.4826 × median absolute deviation of Δz: the scatter without outliers"),
+    "eta_percent": ("outliers η (%)", "share of test objects with |Δz| > 0.05"),
+}
+NO_CANDIDATES_WHY = {
+    "ridge": "A ridge probe predicts a value, not a probability, so it has no uncertainty to rank objects by and "
+             "suggests no objects to label. Choose the z-bins method (redshift) for a probe that does.",
+}
 
 
-def _candidates_html(data, rows: np.ndarray, pred: probes.Predictions) -> str:
+def _metrics_html(probe: probes.LinearProbe, title: str) -> str:
+    rows = "".join(
+        f"<tr><td title='{html.escape(METRIC_WORDS.get(k, (k, ''))[1])}'>{html.escape(METRIC_WORDS.get(k, (k,))[0])}"
+        f"</td><td>{v:.4g}</td><td class='muted'>{html.escape(METRIC_WORDS.get(k, (k, ''))[1])}</td></tr>"
+        for k, v in probe.metrics.items() if isinstance(v, (int, float)))
+    return (f"<div class='probe-metrics'><b>{html.escape(title)}</b><br><span class='muted'>"
+            f"{html.escape(probe.target)} · {probe.method} · trained on {probe.n_train:,}, tested on "
+            f"{probe.n_test:,} held-out objects · {probe.fit_seconds:.1f} s</span><table>{rows}</table></div>")
+
+
+def _candidates_html(data, rows: np.ndarray, pred: probes.Predictions, method: str) -> str:
     if len(rows) == 0:
-        return ""
+        why = NO_CANDIDATES_WHY.get(method, "Every object already has a label: nothing left to suggest.")
+        return f"<div class='probe-candidates muted'>{html.escape(why)}</div>"
     cards = "".join(
         f"<div style='display:inline-block;margin:2px;text-align:center;font-size:11px'>"
         f"<img class='candidate-thumb' src='{data.thumbnail_uri(int(i))}' width='64' height='64'>"
         f"<div>{html.escape(str(data.catalog['object_id'].iat[int(i)]))}</div>"
         f"<div class='muted'>{pred.value[int(i)]:.2f}</div></div>" for i in rows)
-    return f"<div class='probe-candidates'><b>Most uncertain unlabelled objects</b> (label these next)<br>{cards}</div>"
+    return (f"<div class='probe-candidates'><b>Most uncertain unlabelled objects</b> (label these next: the probe "
+            f"learns most from them)<br>{cards}</div>")
 
 
 # ============================================================================================ page

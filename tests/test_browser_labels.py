@@ -128,9 +128,10 @@ def test_probe_fits_off_thread_and_shows_metrics_and_candidates(browser, labels_
     fit = _button(driver, "Fit probe")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", fit)
     fit.click()
-    metrics = wait_for(lambda: [e for e in deep_query_all(driver, ".probe-metrics") if "auc" in e.text], timeout=60,
+    metrics = wait_for(lambda: [e for e in deep_query_all(driver, ".probe-metrics") if "ROC AUC" in e.text], timeout=60,
                        message="the probe's test metrics")[0]
-    assert "gz2_smooth_fraction" in metrics.text and "soft-bce" in metrics.text
+    assert "GZ2 smooth fraction" in metrics.text and "soft-bce" in metrics.text
+    assert "confident test objects" in metrics.text and "chance a random positive" in metrics.text
     thumbs = wait_for(lambda: deep_query_all(driver, "img.candidate-thumb"), message="labelling candidates")
     assert len(thumbs) == 8 and all(t.get_attribute("src").startswith("data:image/") for t in thumbs)
     # the map switches to the prediction, named by the column's title

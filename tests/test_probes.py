@@ -195,3 +195,18 @@ def test_runner_cancels_a_job_and_a_new_submission_replaces_the_old():
         third.future.result(timeout=10)
     assert third.cancelled
     runner.shutdown()
+
+
+def test_probe_panel_explains_its_metrics_and_why_ridge_suggests_nothing(planted):
+    import html
+
+    from explorer.labels_ui import METRIC_WORDS, _candidates_html, _metrics_html
+
+    emb, split, _, z, _ = planted
+    probe = P.fit_probe(emb, P.ProbeTarget("redshift", "continuous", z), split, method="ridge")
+    table = _metrics_html(probe, "Redshift (ridge probe)")
+    assert "Redshift (ridge probe)" in table and "σ_MAD" in table and "sigma_mad" not in table
+    assert all(html.escape(METRIC_WORDS[k][1]) in table for k in probe.metrics)
+    pred = P.score_all(probe, emb)
+    assert len(P.uncertain_candidates(pred, np.zeros(len(z), bool), 8)) == 0
+    assert "z-bins" in _candidates_html(None, np.zeros(0, np.int64), pred, "ridge")
