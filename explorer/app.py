@@ -345,8 +345,8 @@ def build_search(data: ExplorerData, state: ExplorerState):
         return (f"<span class='muted'>more like: {len(positives)} · fewer like: {len(negatives)} — use + / − under "
                 f"a result; ≈ restarts the search from it</span>")
 
-    return pn.Column("### Similarity search", k, dup, negw,
-                     pn.pane.HTML(pn.bind(sets, state.param.positives, state.param.negatives)), clear)
+    return pn.Card(pn.pane.HTML(pn.bind(sets, state.param.positives, state.param.negatives)), clear, k, dup, negw,
+                   title="Similarity search settings", collapsed=True, sizing_mode="stretch_width")
 
 
 def build_detail(data: ExplorerData, state: ExplorerState):
@@ -359,13 +359,17 @@ SIDEBAR_SECTIONS = [build_summary, build_about_section, build_sky_search_section
 
 
 # ------------------------------------------------------------------------------------------------- page
+# the toolbar's icons carry no words: say once what the pointer and each tool do
+MAP_HELP = ("<span class='muted map-help'><b>Map</b>: hover shows an object · click finds similar objects · drag pans "
+            "· wheel zooms · toolbar: <b>lasso</b> or <b>box select</b> to pick objects to label, <b>reset</b> for "
+            "the whole map, <b>save</b> for a PNG</span>")
 def build_legend(data: ExplorerData, state: ExplorerState, view: MapView):
-    def legend(colour_by, colour_range, session_colours):
+    def legend(colour_by, colour_range, session_colours, density_log_peak):
         layer = view.layer
         return colour.legend_html(layer.spec, view.current_clim(), layer.null_fraction)
 
-    return pn.pane.HTML(pn.bind(legend, state.param.colour_by, state.param.colour_range, state.param.session_colours),
-                        width=230, css_classes=["colour-legend"])
+    return pn.pane.HTML(pn.bind(legend, state.param.colour_by, state.param.colour_range, state.param.session_colours,
+                                view.param.density_log_peak), width=230, css_classes=["colour-legend"])
 
 
 def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=None):
@@ -375,17 +379,16 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     track_session(state)
     wire_search(data, state)
     view = MapView(data, state)
-    plot = pn.pane.HoloViews(view.overlay(query_marker(state)), sizing_mode="stretch_width", min_height=400,
-                             linked_axes=False)
+    plot = pn.pane.HoloViews(view.overlay(query_marker(state)), linked_axes=False)
     attach_map_selection(view)
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
     # the clicked object's details sit under the hover card, beside the map, where a click is followed by the eye
     # (scrolling within the map's height, so the neighbour gallery stays right under the map)
     side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, build_detail(data, state),
-                     width=250, height=MAP_HEIGHT + 40, scroll=True)
-    main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), build_gallery(data, state),
-                     sizing_mode="stretch_width")
+                     min_width=250, sizing_mode="stretch_width", height=MAP_HEIGHT, scroll=True)
+    main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), pn.pane.HTML(MAP_HELP, margin=(0, 10)),
+                     build_gallery(data, state), sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
     template = pn.template.FastListTemplate(title=f"{TITLE} — {html.escape(str(data.survey))}", sidebar=sidebar, main=[main],
                                             sidebar_width=380, accent=ACCENT, theme_toggle=False,

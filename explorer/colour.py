@@ -89,7 +89,7 @@ def layer_from_values(column: str, title: str, kind: str, values: np.ndarray, un
 def density_spec() -> ColourSpec:
     # Drawn as log10(count): one linear colour mapper serves every kind, and Bokeh cannot swap mapper types
     # (linear <-> eq_hist) on a live plot.
-    return ColourSpec(column=DENSITY, title="Object density", kind=DENSITY, units="log10 objects / pixel")
+    return ColourSpec(column=DENSITY, title="Object density", kind=DENSITY, units="objects per pixel")
 
 
 def specs_from_manifest(colour_by: dict, catalog: pd.DataFrame) -> dict[str, ColourSpec]:
@@ -174,6 +174,18 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def density_ticks_html(peak: float) -> str:
+    """Tick labels under the log-scaled density bar: 1 at the left, every power of ten up to the view's busiest
+    pixel that has room, and that peak count at the right (the bar spans log10 1 .. log10 peak)."""
+    top = max(float(np.log10(max(peak, 1.0))), np.log10(3.0))
+    ticks = [(0.0, "1")] + [(d / top, f"{10 ** d:,}") for d in range(1, int(top) + 1) if d / top < 0.85]
+    ticks.append((1.0, f"{max(int(round(peak)), 1):,}"))
+    spans = "".join(f'<span style="position:absolute;left:{100 * x:.1f}%;transform:translateX(-{100 * x:.0f}%)">'
+                    f'{label}</span>' for x, label in ticks)
+    return (f'<div class="cb-ticks density-ticks" style="position:relative;height:1.3em">{spans}</div>'
+            '<div class="cb-note">objects per screen pixel, log scale; zoom in to separate crowded ones</div>')
+
+
 def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 0.0) -> str:
     """A colour bar (continuous / fraction / density) or swatch legend (categorical) with the title and units."""
     # every name here can come from a user (label names) or a shared catalogue: escape it (stored XSS otherwise)
@@ -186,9 +198,11 @@ def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 
         parts.append('<div class="cb-note">where classes overlap, a pixel shows the one listed last</div>')
     else:
         stops = ", ".join(pal[:: max(1, len(pal) // 16)] + [pal[-1]])
-        lo, hi = ("low", "high") if spec.kind == DENSITY else (_fmt(clim[0]), _fmt(clim[1]))
-        parts.append(f'<div class="cb-bar" style="background:linear-gradient(to right, {stops})"></div>'
-                     f'<div class="cb-ticks"><span>{lo}</span><span>{hi}</span></div>')
+        parts.append(f'<div class="cb-bar" style="background:linear-gradient(to right, {stops})"></div>')
+        if spec.kind == DENSITY:
+            parts.append(density_ticks_html(10 ** clim[1] if np.isfinite(clim[1]) else 1.0))
+        else:
+            parts.append(f'<div class="cb-ticks"><span>{_fmt(clim[0])}</span><span>{_fmt(clim[1])}</span></div>')
     if spec.kind != DENSITY:
         parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{NULL_GREY}"></span>'
                      f'no value ({null_frac:.0%} of objects)</div>')

@@ -179,6 +179,10 @@ def _labels_html(store: LabelStore) -> str:
     return f"<ul class='label-list'>{items}</ul>"
 
 
+HOW_TO_LABEL = ("<span class='muted label-howto'>To label a family: choose the lasso (or box) select tool in the "
+                "map's toolbar, draw around the objects, type a label name and press Enter.</span>")
+
+
 def build_labels_section(data, state, argv: list[str] | None = None):
     """Labelling, undo, export/import and SAMP for the current map selection."""
     session = session_for(state)
@@ -334,11 +338,14 @@ def build_labels_section(data, state, argv: list[str] | None = None):
 
     samp.on_click(do_samp)
     refresh()
+    share = pn.Card(columns, pn.Row(fmt, download), samp, pn.layout.Divider(),
+                    "<span class='muted'>Import labels: CSV / VOTable / FITS with object_id (or ra, dec) and label"
+                    "</span>", match_by, radius, upload,
+                    title="Export, import and share", collapsed=True, sizing_mode="stretch_width",
+                    css_classes=["labels-share"])
     return pn.Column(
-        "### Labels", count, sample, pn.Row(label_filter, clear), author, name, pn.Row(add, undo), pn.Row(add_clicked, remove),
-        status, listing,
-        pn.layout.Divider(), "#### Export and share", columns, pn.Row(fmt, download), samp,
-        "#### Import labels (CSV / VOTable / FITS with object_id or ra, dec, and label)", match_by, radius, upload,
+        "### Labels", pn.pane.HTML(HOW_TO_LABEL), count, sample, pn.Row(label_filter, clear), author, name,
+        pn.Row(add, undo), pn.Row(add_clicked, remove), status, listing, share,
         css_classes=["labels-section"],
     )
 

@@ -29,14 +29,19 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import param
+from bokeh.models import BoxZoomTool
 
 from explorer import colour
 from explorer.data import ExplorerData
 from explorer.hover import DEFAULT_RADIUS_PX, nearest_object
 from explorer.state import ExplorerState
 
-MAP_HEIGHT = 540  # with the header and toolbar the map fits a 1280x720 window; at 1000 px the neighbours show below
-DEFAULT_WIDTH = 900
+# The map's data frame is a fixed square and its extent is squared too, so one UMAP unit is as long across as up
+# (a responsive width stretched x by 1.5 at 1600 px). 480 px keeps the whole plot (toolbar and axes add ~80 px)
+# above the fold of a 1280x720 window, beside the 380-px sidebar and the details column.
+MAP_FRAME = 480
+MAP_HEIGHT = MAP_FRAME + 80
+DEFAULT_WIDTH = MAP_FRAME
 # The placeholder grey layer is all-NaN on purpose; HoloViews' range finding would warn on every pan.
 warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
 # 'source' keeps means and codes ('add' would sum them) and is ~50x faster than 'max' in datashader 0.19.
@@ -137,8 +142,16 @@ def aggregate_summary(cvs: ds.Canvas, frame, reduction):
         return cvs.points(frame, "x", "y", agg)
 
 
+def square_extent(x0: float, x1: float, y0: float, y1: float, pad: float = 0.03) -> tuple:
+    """The smallest square around the points (plus ``pad`` of its side), centred on them."""
+    half = (1 + 2 * pad) * max(x1 - x0, y1 - y0, 1e-9) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (cx - half, cx + half, cy - half, cy + half)
+
+
 class MapView(param.Parameterized):
     state = param.ClassSelector(class_=ExplorerState)
+    density_log_peak = param.Number(default=np.nan, doc="log10 of the busiest pixel's count in the density view")
 
     def __init__(self, data: ExplorerData, state: ExplorerState, **params):
         super().__init__(state=state, **params)
@@ -146,8 +159,7 @@ class MapView(param.Parameterized):
         frame = data.frame
         x0, x1 = float(frame["x"].min()), float(frame["x"].max())
         y0, y1 = float(frame["y"].min()), float(frame["y"].max())
-        px, py = 0.03 * ((x1 - x0) or 1.0), 0.03 * ((y1 - y0) or 1.0)
-        self._extent = (x0 - px, x1 + px, y0 - py, y1 + py)
+        self._extent = square_extent(x0, x1, y0, y1)
         self.range_stream = hv.streams.RangeXY()
         self.size_stream = hv.streams.PlotSize()
         self.colour_stream = hv.streams.Params(parameterized=state, parameters=["colour_by", "colour_range"])
@@ -205,12 +217,13 @@ class MapView(param.Parameterized):
         """The grey layer and the colour layer for the current view (the DynamicMap callback)."""
         x0, x1, y0, y1 = self._extent
         x_range, y_range = x_range or (x0, x1), y_range or (y0, y1)
-        width, height = int(width or DEFAULT_WIDTH), int(height or MAP_HEIGHT)
+        width, height = int(width or DEFAULT_WIDTH), int(height or MAP_FRAME)
         counts, values = self.aggregate(x_range, y_range, width, height)
         present = counts.astype(np.float32).where(counts > 0)
         if values is None:
             shown = present.copy(data=log_counts(counts.values))
-            clim = (0.0, float(max(np.nanmax(shown.values) if np.isfinite(shown.values).any() else 1.0, 0.5)))
+            clim = (0.0, float(max(np.nanmax(shown.values) if np.isfinite(shown.values).any() else 0.0, 0.5)))
+            self.density_log_peak = clim[1]  # the legend's numbers follow the view
         else:
             shown, clim = values.astype(np.float32), self.current_clim()
         # Spread on the raw aggregates with Datashader (HoloViews' operation wrapper costs more than the spreading).
@@ -243,7 +256,7 @@ class MapView(param.Parameterized):
         if len(frame) == 0:
             image = empty_image("selected", x_range, y_range)
         else:
-            cvs = ds.Canvas(plot_width=int(width or DEFAULT_WIDTH), plot_height=int(height or MAP_HEIGHT),
+            cvs = ds.Canvas(plot_width=int(width or DEFAULT_WIDTH), plot_height=int(height or MAP_FRAME),
                             x_range=tuple(x_range), y_range=tuple(y_range))
             counts = cvs.points(frame, "x", "y", ds.count())
             present = tf.dynspread(counts.astype(np.float32).where(counts > 0), **SPREAD)
@@ -263,7 +276,7 @@ class MapView(param.Parameterized):
     def current_clim(self) -> tuple:
         layer = self.layer
         if layer.spec.kind == colour.DENSITY:
-            return (np.nan, np.nan)
+            return (0.0, self.density_log_peak)
         if layer.spec.kind == "continuous" and self.state.colour_range is not None:
             return tuple(self.state.colour_range)
         return layer.range
@@ -301,7 +314,7 @@ class MapView(param.Parameterized):
         xr = self.range_stream.x_range or (x0, x1)
         yr = self.range_stream.y_range or (y0, y1)
         w = self.size_stream.width or DEFAULT_WIDTH
-        h = self.size_stream.height or MAP_HEIGHT
+        h = self.size_stream.height or MAP_FRAME
         return xr, yr, w, h
 
     def object_at(self, x, y, radius_px: float = DEFAULT_RADIUS_PX):
@@ -325,11 +338,11 @@ class MapView(param.Parameterized):
         for layer in extra_layers:
             plot = plot * layer
         return plot.opts(
-            hv.opts.Image(responsive=True, height=MAP_HEIGHT, tools=["tap", "lasso_select", "box_select"],
+            hv.opts.Image(frame_width=MAP_FRAME, frame_height=MAP_FRAME, tools=["tap", "lasso_select", "box_select"],
                           default_tools=[], colorbar=False,
                           active_tools=["wheel_zoom"], xlabel="UMAP 1", ylabel="UMAP 2",
                           xlim=(x0, x1), ylim=(y0, y1)),
-            hv.opts.Overlay(responsive=True, height=MAP_HEIGHT, toolbar="above",
-                            tools=["wheel_zoom", "pan", "box_zoom", "reset", "tap", "save"],
+            hv.opts.Overlay(frame_width=MAP_FRAME, frame_height=MAP_FRAME, toolbar="above",
+                            tools=["wheel_zoom", "pan", BoxZoomTool(match_aspect=True), "reset", "tap", "save"],
                             active_tools=["wheel_zoom", "pan"], bgcolor="white"),
         )

@@ -4,6 +4,7 @@ One screenshot per step goes to the session's screenshot folder (printed at the 
 """
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -103,3 +104,30 @@ def test_missing_bundle_shows_explanation(browser, tmp_path, screenshot_dir):
         browser.save_screenshot(str(screenshot_dir / "07-missing-bundle.png"))
     finally:
         server.stop()
+
+
+def test_map_stays_square_and_above_the_fold_at_1280x720(explorer_server, screenshot_dir):
+    from conftest import chrome_driver
+
+    driver, profile = chrome_driver(window="1280,720")
+    try:
+        inner_w, inner_h = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        driver.set_window_size(2 * 1280 - inner_w, 2 * 720 - inner_h)   # the viewport itself 1280 x 720
+        driver.get(explorer_server.url)
+        canvas = wait_for(lambda: map_canvas(driver), timeout=90, message="the map canvas")
+        wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=60, message="the map to draw")
+        time.sleep(1.0)
+        rect = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                     "return [r.left, r.top, r.right, r.bottom, window.innerWidth, window.innerHeight]",
+                                     canvas)
+        left, top, right, bottom, width, height = rect
+        assert (width, height) == (1280, 720)
+        assert bottom <= height and right <= width, f"map canvas {rect[:4]} runs outside the 1280x720 window"
+        # the plotted frame is square: the ink of the data spans as many pixels across as the extent allows up
+        ink = inked(pixels(canvas))
+        rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+        assert right - left > 400 and 0.5 < np.ptp(cols) / max(np.ptp(rows), 1) < 2.0
+        driver.save_screenshot(str(screenshot_dir / "08-1280x720.png"))
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -97,7 +97,7 @@ def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_di
                              timeout=30, message="'User labels' in the colour-by select")[0]
     before = pixels(canvas)
     Select(colour_select).select_by_visible_text("User labels")
-    wait_for(lambda: np.abs(pixels(canvas) - before).max(axis=2).mean() > 0.01 * 255, timeout=30,
+    wait_for(lambda: np.abs(pixels(canvas) - before).max(axis=2).astype(bool).mean() > 0.005, timeout=30,
              message="the map to recolour by user labels")
     driver.save_screenshot(str(screenshot_dir / "labels-02b-coloured-by-labels.png"))
 

@@ -222,6 +222,8 @@ def test_error_page_names_the_problem_and_the_fix(tmp_path):
 # ------------------------------------------------------------------------------------------------ the map
 @pytest.fixture
 def map_view(small_bundle):
+    import holoviews.plotting.bokeh  # noqa: F401 (options need a plotting backend, even when run alone)
+
     from explorer.plot import MapView
     from explorer.state import ExplorerState
 
@@ -275,3 +277,28 @@ def test_file_rows_read_the_same_values_as_the_memory_map(small_bundle):
     import base64
 
     assert base64.b64decode(data.thumbnail_uri(3).split(",", 1)[1]) == data.bundle.thumbnails[3]
+
+
+def test_density_legend_counts_follow_the_view(map_view):
+    whole = map_view.render(width=200, height=100).get(1)
+    peak = int(round(10 ** np.nanmax(whole.dimension_values("value"))))
+    legend = colour.legend_html(map_view.spec, map_view.current_clim())
+    assert f">{peak:,}</span>" in legend and ">1</span>" in legend and "log scale" in legend
+    x0, x1, y0, y1 = map_view._extent
+    cx, cy = map_view.data.frame["x"].median(), map_view.data.frame["y"].median()
+    dx, dy = (x1 - x0) / 40, (y1 - y0) / 40
+    map_view.render(x_range=(cx - dx, cx + dx), y_range=(cy - dy, cy + dy), width=200, height=100)
+    assert map_view.density_log_peak < np.log10(peak)  # zoomed in 20x, fewer objects share a pixel
+
+
+def test_map_extent_and_frame_are_square(map_view):
+    import holoviews as hv
+
+    from explorer.plot import MAP_FRAME
+
+    x0, x1, y0, y1 = map_view._extent
+    assert x1 - x0 == pytest.approx(y1 - y0)
+    f = map_view.data.frame
+    assert x0 < f["x"].min() and f["x"].max() < x1 and y0 < f["y"].min() and f["y"].max() < y1
+    fig = hv.render(map_view.overlay())
+    assert fig.frame_width == fig.frame_height == MAP_FRAME
