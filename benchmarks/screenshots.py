@@ -3,8 +3,11 @@
     .venv/bin/python benchmarks/screenshots.py --bundle bundles/demo --out /tmp/shots
     .venv/bin/python benchmarks/screenshots.py --bundle bundles/demo --out assets --only first-load --sizes 1600x1000
 
-States: first load; the "About this embedding" card opened; a click on a dense part of the map with its neighbours.
-Each at every ``--sizes`` (default 1600x1000 and 1280x720). Needs Debian's chromium + chromedriver
+States, in this order in one browser session: first load; the "About this embedding" card opened; coloured by a
+Galaxy Zoo 2 vote fraction; a click on a dense part of the map with its neighbours; a lasso around the middle of the
+map labelled by pressing Enter; a linear probe fitted (the map shows its prediction); a sky search for the first
+catalogue object's position. Each at every ``--sizes`` (default 1600x1000 and 1280x720). Labels go to a throw-away
+SQLite file, never the bundle's. Needs Debian's chromium + chromedriver
 (`make browser-deps`).
 """
 from __future__ import annotations
@@ -21,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-STATES = ("first-load", "about", "click")
+STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "sky-search")
 
 
 def start_server(bundle: Path, port: int, log: Path) -> subprocess.Popen:
     panel = Path(sys.executable).with_name("panel")
     cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle)]
+           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle),
+           "--labels", str(log.with_name("screenshot-labels.sqlite"))]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -96,41 +100,114 @@ def densest_offset(driver, canvas) -> tuple[int, int]:
     return int(x - img.shape[1] / 2), int(y - img.shape[0] / 2)
 
 
-def shoot(url: str, out: Path, width: int, height: int, states) -> list[Path]:
+def by_text(driver, selector: str, text: str, timeout=60):
+    return wait(lambda: [e for e in driver.execute_script(DEEP, selector) if text in e.text], timeout=timeout)
+
+
+def choose_colour(driver, containing: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    select = Select(driver.execute_script(DEEP, "select.bk-input")[0])
+    select.select_by_visible_text(next(o.text for o in select.options if containing in o.text))
+    time.sleep(3)
+
+
+def lasso_and_label(driver, canvas) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("window.scrollTo(0, 0)")
+    wait(lambda: driver.execute_script(DEEP, ".bk-tool-icon-lasso-select"))[0].click()
+    w, h = canvas.size["width"], canvas.size["height"]
+    t = np.linspace(0, 2 * np.pi, 25)
+    pts = np.column_stack([0.15 * w * np.cos(t), 0.2 * h * np.sin(t)]).astype(int)
+    chain = ActionChains(driver).move_to_element_with_offset(canvas, int(pts[0, 0]), int(pts[0, 1])).click_and_hold()
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        chain.move_by_offset(int(x1 - x0), int(y1 - y0)).pause(0.02)
+    chain.release().perform()
+    by_text(driver, ".selection-count", "objects selected")
+    box = wait(lambda: [i for i in driver.execute_script(DEEP, "input")
+                        if i.get_attribute("placeholder") == "e.g. ring galaxies"])[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", box)
+    box.send_keys("middle of the map", Keys.ENTER)
+    by_text(driver, ".label-status", "labelled")
+    time.sleep(1.5)
+
+
+def fit_probe(driver) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    target = by_text(driver, "select", "My labels (multinomial)")[0]
+    select = Select(target)
+    select.select_by_visible_text(next(o.text for o in select.options if "fraction" in o.text))
+    button = by_text(driver, "button", "Fit probe")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+    metrics = by_text(driver, ".probe-metrics", "ROC AUC", timeout=120)[0]
+    time.sleep(3)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", metrics)
+    time.sleep(1)
+
+
+def sky_search(driver, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait(lambda: driver.execute_script(DEEP, "input[placeholder^='RA Dec']"))[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", box)
+    box.send_keys(text, Keys.ENTER)
+    by_text(driver, ".sky-status", "—", timeout=60)
+    time.sleep(3)
+
+
+def first_object_position(bundle: Path) -> str:
+    import pandas as pd
+
+    row = pd.read_parquet(bundle / "catalog.parquet", columns=["ra", "dec"]).iloc[0]
+    return f"{row['ra']:.5f} {row['dec']:+.5f}"
+
+
+def open_about(driver) -> None:
+    """The card opens by itself when the embedding does not beat its baselines; else open it."""
+    cards = driver.execute_script(DEEP, ".about-card")
+    if not cards:
+        headers = [h for h in driver.execute_script(DEEP, ".card-header") if "About this" in h.text]
+        headers[0].click()
+        cards = wait(lambda: driver.execute_script(DEEP, ".about-card"))
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", cards[0])
+    time.sleep(1.0)
+
+
+def click_densest(driver, canvas) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
+    driver.execute_script("window.scrollTo(0, 0)")
+    dx, dy = densest_offset(driver, canvas)
+    for wiggle in (3, -3, 0):   # the hover stream needs the pointer to move over the point first
+        ActionChains(driver).move_to_element_with_offset(canvas, dx + wiggle, dy).perform()
+        time.sleep(0.5)
+    wait(lambda: driver.execute_script(DEEP, ".hover-card"), timeout=60)
+    ActionChains(driver).click().perform()
+    wait(lambda: driver.execute_script(DEEP, ".nb-card"), timeout=150)
+    time.sleep(2)
+
+
+def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = "") -> list[Path]:
     driver, profile = driver_at(width, height)
     written = []
     try:
         driver.get(url)
         canvas = wait(lambda: map_canvas(driver))
         time.sleep(8)   # the first render, then the one at the page's final size
-        tag = f"{width}x{height}"
-        if "first-load" in states:
-            written.append(out / f"first-load-{tag}.png")
-            driver.save_screenshot(str(written[-1]))
-        if "about" in states:   # the card opens by itself when the embedding does not beat its baselines
-            cards = driver.execute_script(DEEP, ".about-card")
-            if not cards:
-                headers = [h for h in driver.execute_script(DEEP, ".card-header") if "About this" in h.text]
-                headers[0].click()
-                cards = wait(lambda: driver.execute_script(DEEP, ".about-card"))
-            driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", cards[0])
-            time.sleep(1.0)
-            written.append(out / f"about-{tag}.png")
-            driver.save_screenshot(str(written[-1]))
-        if "click" in states:
-            driver.execute_script("window.scrollTo(0, 0)")
-            dx, dy = densest_offset(driver, canvas)
-            for wiggle in (3, -3, 0):   # the hover stream needs the pointer to move over the point first
-                ActionChains(driver).move_to_element_with_offset(canvas, dx + wiggle, dy).perform()
-                time.sleep(0.5)
-            wait(lambda: driver.execute_script(DEEP, ".hover-card"), timeout=60)
-            ActionChains(driver).click().perform()
-            wait(lambda: driver.execute_script(DEEP, ".nb-card"), timeout=150)
-            time.sleep(2)
-            written.append(out / f"click-{tag}.png")
-            driver.save_screenshot(str(written[-1]))
+        actions = {"first-load": lambda: None, "about": lambda: open_about(driver),
+                   "colour-fraction": lambda: choose_colour(driver, "fraction"),
+                   "click": lambda: click_densest(driver, canvas),
+                   "lasso-label": lambda: lasso_and_label(driver, canvas),
+                   "probe": lambda: fit_probe(driver), "sky-search": lambda: sky_search(driver, sky_text)}
+        for state in STATES:   # in this order: later states build on earlier ones
+            if state in states:
+                actions[state]()
+                written.append(out / f"{state}-{width}x{height}.png")
+                driver.save_screenshot(str(written[-1]))
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -151,7 +228,8 @@ def main(argv=None) -> int:
     try:
         for size in args.sizes:
             w, h = (int(v) for v in size.split("x"))
-            for path in shoot(f"http://127.0.0.1:{args.port}/explorer", out, w, h, args.only):
+            for path in shoot(f"http://127.0.0.1:{args.port}/explorer", out, w, h, args.only,
+                              first_object_position(Path(args.bundle))):
                 print(path)
     finally:
         proc.terminate()
