@@ -169,10 +169,10 @@ def first_object_position(bundle: Path) -> str:
 def open_about(driver) -> None:
     """The card opens by itself when the embedding does not beat its baselines; else open it."""
     cards = driver.execute_script(DEEP, ".about-card")
-    if not cards:
-        headers = [h for h in driver.execute_script(DEEP, ".card-header") if "About this" in h.text]
-        headers[0].click()
-        cards = wait(lambda: driver.execute_script(DEEP, ".about-card"))
+    if not (cards and cards[0].is_displayed()):   # a collapsed card keeps its content, hidden
+        # the title sits in the header's own shadow root, out of reach of .text: the about card is the first card
+        driver.execute_script(DEEP, ".card-header")[0].click()
+        cards = wait(lambda: [c for c in driver.execute_script(DEEP, ".about-card") if c.is_displayed()])
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", cards[0])
     time.sleep(1.0)
 

@@ -170,8 +170,10 @@ def null_fraction(values: np.ndarray) -> float:
     return float(np.mean(~np.isfinite(values))) if len(values) else 0.0
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
+def _fmt(v: float, span: float = 0.0) -> str:
+    """3 significant digits; a value within 0.1 % of the scale's span from zero is 0 (stars' redshifts of −3e-5
+    made the redshift bar start at '-2.95e-05')."""
+    return "0" if span > 0 and abs(v) < 1e-3 * span else f"{v:.3g}"
 
 
 def density_ticks_html(peak: float) -> str:
@@ -202,7 +204,9 @@ def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 
         if spec.kind == DENSITY:
             parts.append(density_ticks_html(10 ** clim[1] if np.isfinite(clim[1]) else 1.0))
         else:
-            parts.append(f'<div class="cb-ticks"><span>{_fmt(clim[0])}</span><span>{_fmt(clim[1])}</span></div>')
+            span = abs(clim[1] - clim[0])
+            parts.append(f'<div class="cb-ticks"><span>{_fmt(clim[0], span)}</span><span>{_fmt(clim[1], span)}</span>'
+                         '</div>')
     if spec.kind != DENSITY:
         parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{NULL_GREY}"></span>'
                      f'no value ({null_frac:.0%} of objects)</div>')

@@ -96,6 +96,7 @@ def test_legend_shows_units_categories_and_nulls():
                                         **MANIFEST_COLOUR_BY}, cat.assign(ext=[1.0, 2.0, 3.0, 4.0]))
     html = colour.legend_html(specs["ext"], (1.0, 4.0), 0.0)
     assert "Angular extent [arcsec]" in html and "linear-gradient" in html
+    assert "<span>0</span><span>0.25</span>" in colour.legend_html(specs["ext"], (-2.95e-5, 0.25), 0.0)
     html = colour.legend_html(specs["cls"], (-0.5, 1.5), 0.25)
     assert "smooth" in html and "spiral" in html and "no value (25%" in html
 
