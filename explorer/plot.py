@@ -180,6 +180,7 @@ class MapView(param.Parameterized):
         self.pointer.add_subscriber(self._on_pointer)
         self.tap.add_subscriber(self._on_tap)
         self.highlight_layer = hv.DynamicMap(self.highlight_points)
+        self.hover_layer = hv.DynamicMap(self.hover_point)
 
     # ---------------------------------------------------------------- rendering
     def view_frame(self) -> pd.DataFrame:
@@ -307,6 +308,14 @@ class MapView(param.Parameterized):
             line_color=hv.dim("role").categorize({"neighbour": "#00e5ff", "selected": "white"}),
             line_width=2.0)
 
+    @param.depends("state.hovered")
+    def hover_point(self):
+        """A ring on the object under the pointer, so the eye can tell which dot the hover card describes."""
+        i = self.state.hovered
+        xy = ([], []) if i is None else ([self.data.frame["x"].iat[int(i)]], [self.data.frame["y"].iat[int(i)]])
+        return hv.Points(xy, kdims=["x", "y"]).opts(marker="circle", size=16, fill_alpha=0, line_color="#111111",
+                                                    line_width=2)
+
     # ---------------------------------------------------------------- pointer
     def view_geometry(self):
         """Current (x_range, y_range, width_px, height_px), falling back to the full extent before first render."""
@@ -334,7 +343,7 @@ class MapView(param.Parameterized):
         """The map: data layers, the neighbour highlight, then any ``extra_layers`` (e.g. the sky-query marker).
         Extra layers go inside so the overlay's options (toolbar, tools) still apply to the whole plot."""
         x0, x1, y0, y1 = self._extent
-        plot = self.layers * self.selection_layer * self.highlight_layer
+        plot = self.layers * self.selection_layer * self.highlight_layer * self.hover_layer
         for layer in extra_layers:
             plot = plot * layer
         return plot.opts(

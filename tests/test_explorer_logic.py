@@ -223,7 +223,9 @@ def test_error_page_names_the_problem_and_the_fix(tmp_path):
 # ------------------------------------------------------------------------------------------------ the map
 @pytest.fixture
 def map_view(small_bundle):
-    import holoviews.plotting.bokeh  # noqa: F401 (options need a plotting backend, even when run alone)
+    import holoviews as hv
+
+    hv.renderer("bokeh")  # options need a loaded plotting backend, even when this file runs alone
 
     from explorer.plot import MapView
     from explorer.state import ExplorerState
@@ -303,3 +305,10 @@ def test_map_extent_and_frame_are_square(map_view):
     assert x0 < f["x"].min() and f["x"].max() < x1 and y0 < f["y"].min() and f["y"].max() < y1
     fig = hv.render(map_view.overlay())
     assert fig.frame_width == fig.frame_height == MAP_FRAME
+
+
+def test_hovered_object_gets_a_ring(map_view):
+    assert len(map_view.hover_point()) == 0
+    map_view.state.hovered = 3
+    ring = map_view.hover_point()
+    assert len(ring) == 1 and tuple(ring.array()[0]) == tuple(map_view.data.frame[["x", "y"]].iloc[3])
