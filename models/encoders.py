@@ -11,7 +11,14 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, ResNet
 
 ARCHS = ("resnet18", "resnet50", "small")
-STEMS = ("standard", "hayat")
+# stem -> (kernel, stride, padding, max-pool after it)
+STEM_LAYOUTS = {
+    "standard": (7, 2, 3, True),   # torchvision's ImageNet stem
+    "hayat": (7, 1, 3, False),     # Hayat et al. 2021 (mahayat/ssl-sky-surveys models/resnet.py), 64 px galaxies
+    "compact": (3, 1, 1, False),   # what "hayat" meant before 2026-11: encoders saved with it still load
+    "rgz": (3, 1, 1, True),        # the RGZ BYOL encoder of Slijepcevic et al. 2023 (inigoval/byol, downscale=True)
+}
+STEMS = tuple(STEM_LAYOUTS)
 SMALL_DEFAULT_WIDTH = 16          # 128-d; width 32 measured ~3x slower per CPU-second on the demo
 SMALL_BLOCKS = (1, 1, 1, 1)
 
@@ -52,12 +59,10 @@ def _small_resnet(width: int) -> ResNet:
 
 def _replace_stem(net: ResNet, in_channels: int, stem: str) -> None:
     width = net.conv1.out_channels
-    if stem == "hayat":
-        # Hayat et al. 2021: 3x3 stride-1 first convolution and no max-pool, for 64 px galaxies.
-        net.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+    kernel, stride, padding, pool = STEM_LAYOUTS[stem]
+    net.conv1 = nn.Conv2d(in_channels, width, kernel_size=kernel, stride=stride, padding=padding, bias=False)
+    if not pool:
         net.maxpool = nn.Identity()
-    else:
-        net.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
 
 
@@ -65,7 +70,8 @@ def build_encoder(arch: str, in_channels: int, stem: str = "standard", width: in
     """A randomly initialised backbone.
 
     arch: "resnet18" (512-d), "resnet50" (2048-d) or "small" (one basic block per stage at base ``width``, default 16,
-    giving 8 * width dims). stem: "standard" (torchvision's 7x7/2 conv + max-pool) or "hayat" (3x3/1, no pool).
+    giving 8 * width dims). stem: one of ``STEM_LAYOUTS`` ("standard": torchvision's 7x7/2 conv + max-pool;
+    "hayat": 7x7/1, no pool).
     ``width`` only applies to "small".
     """
     if arch not in ARCHS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from models.encoders import STEMS
 from precompute.inputs import InputError
 from precompute.shards import world_from_env
 from precompute.stages import Config, WorkDir, log, run_pipeline
@@ -54,7 +55,7 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--method", choices=("moco", "byol", "simclr"),
                         help="default: the survey's recipe (CPU: what learns on 2 cores; GPU: the paper's)")
     parser.add_argument("--arch", choices=("small", "resnet18", "resnet50"), help="default: the survey's")
-    parser.add_argument("--stem", choices=("hayat", "standard"))
+    parser.add_argument("--stem", choices=STEMS)
     parser.add_argument("--width", type=int, help="encoder width (small arch)")
     parser.add_argument("--bin", type=int, help="average bin x bin pixels before the encoder (default: recipe's)")
     parser.add_argument("--crop", type=int, help="encoder input side in (binned) pixels (default: recipe's)")

@@ -24,10 +24,12 @@ def test_build_encoder_shapes(arch, stem, width, channels, size, dim):
         assert enc(torch.randn(2, channels, size, size)).shape == (2, dim)
 
 
-def test_hayat_stem_is_3x3_stride_1_without_maxpool():
+def test_hayat_stem_is_7x7_stride_1_without_maxpool_as_in_the_paper_code():
     enc = build_encoder("resnet50", 5, stem="hayat")
-    assert enc.conv1.kernel_size == (3, 3) and enc.conv1.stride == (1, 1) and enc.conv1.in_channels == 5
-    assert isinstance(enc.maxpool, torch.nn.Identity)
+    assert enc.conv1.kernel_size == (7, 7) and enc.conv1.stride == (1, 1) and enc.conv1.padding == (3, 3)
+    assert enc.conv1.in_channels == 5 and isinstance(enc.maxpool, torch.nn.Identity)
+    rgz = build_encoder("resnet18", 1, stem="rgz")
+    assert rgz.conv1.kernel_size == (3, 3) and rgz.conv1.stride == (1, 1) and isinstance(rgz.maxpool, torch.nn.MaxPool2d)
     std = build_encoder("resnet18", 1)
     assert std.conv1.kernel_size == (7, 7) and isinstance(std.maxpool, torch.nn.MaxPool2d)
 
@@ -71,3 +73,11 @@ def test_save_and_load_encoder_round_trip(tmp_path):
         save_encoder(enc, {"arch": "small"}, tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="save_encoder"):
         load_encoder(tmp_path / "nowhere")
+
+
+def test_encoder_saved_with_the_old_3x3_hayat_stem_still_loads(tmp_path):
+    old = build_encoder("small", 5, stem="compact", width=8)
+    config = {"arch": "small", "in_channels": 5, "stem": "hayat", "width": 8}
+    save_encoder(old, config, tmp_path / "encoder")
+    loaded, cfg = load_encoder(tmp_path / "encoder")
+    assert cfg["stem"] == "compact" and loaded.conv1.kernel_size == (3, 3)
