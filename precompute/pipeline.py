@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from models.checkpoints import FORMATS as CHECKPOINT_FORMATS
 from models.encoders import STEMS
 from precompute.inputs import InputError
 from precompute.shards import world_from_env
@@ -63,6 +64,11 @@ def add_arguments(parser, command: str) -> None:
                         help="d4: average each embedding over the 8 rotations/flips (default: recipe's)")
     parser.add_argument("--centre", choices=("yes", "no"),
                         help="centre embeddings on the training mean before normalising (default: recipe's)")
+    parser.add_argument("--encoder-checkpoint", help="embed with this published encoder instead of training "
+                                                     "(see --checkpoint-format)")
+    parser.add_argument("--checkpoint-format", choices=tuple(CHECKPOINT_FORMATS),
+                        help="hayat2021 (SDSS MoCo ResNet-50), slijepcevic2023 (RGZ/FIRST BYOL ResNet-18) or "
+                             "torchvision (a ResNet-18/50 state dict); README 'Published encoders'")
     parser.add_argument("--queue-size", type=int, help="MoCo queue length (default ~5%% of the data)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--num-workers", type=int, default=0)
@@ -77,6 +83,9 @@ def add_arguments(parser, command: str) -> None:
 
 def config_from_args(args, survey: str, sources: dict, defaults: dict, source_note: dict | None = None) -> Config:
     out = Path(args.out)
+    if bool(getattr(args, "encoder_checkpoint", None)) != bool(getattr(args, "checkpoint_format", None)):
+        raise InputError("--encoder-checkpoint and --checkpoint-format go together: the file, and which published "
+                         f"layout it has ({', '.join(CHECKPOINT_FORMATS)})")
     pick = lambda name: getattr(args, name, None) if getattr(args, name, None) is not None else defaults.get(name)
     return Config(
         survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
@@ -87,7 +96,9 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
         max_steps=args.max_steps, train_limit=pick("train_limit"), queue_size=args.queue_size, seed=args.seed,
         device=args.device, embed_rows_per_shard=args.rows_per_shard,
         num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
-        progress=not args.no_progress, source_note=source_note or {})
+        progress=not args.no_progress, source_note=source_note or {},
+        encoder_checkpoint=getattr(args, "encoder_checkpoint", None),
+        checkpoint_format=getattr(args, "checkpoint_format", None))
 
 
 def survey_sources(args) -> dict:

@@ -63,6 +63,8 @@ class Config:
     thumbnail_size: int = 64
     progress: bool = True
     source_note: dict = field(default_factory=dict)  # extra provenance for the manifest (e.g. demo simulation)
+    encoder_checkpoint: str | None = None   # a published encoder instead of training (precompute.published)
+    checkpoint_format: str | None = None
 
     def resolved(self) -> "Config":
         """Unset fields from the survey's recipe: the GPU one (the paper's) when training runs on CUDA or the paper's
@@ -73,6 +75,10 @@ class Config:
         fallback = {"method": s.method, "arch": s.arch, "stem": s.stem, "epochs": 20, "batch_size": 128, "bin": 1,
                     "crop": s.crop_size, "views": "identity", "centre": False, "method_cfg": {}, "augment": {}}
         fields = asdict(self)
+        if self.encoder_checkpoint:
+            from precompute.published import published_fields
+
+            fields.update(published_fields(self))
         for name, default in fallback.items():
             if fields[name] is None:
                 fields[name] = recipe.get(name, default)
@@ -203,6 +209,10 @@ def normalise_to(survey, images: np.ndarray, rows: np.ndarray, params: dict, pat
 
 
 def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
+    if cfg.encoder_checkpoint:
+        from precompute.published import import_published
+
+        return import_published(wd, cfg, ing)
     survey = get_survey(cfg.survey)
     params = {"method": cfg.method, "encoder": encoder_config(cfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
               "lr": cfg.lr, "optimizer": cfg.optimizer, "max_steps": cfg.max_steps, "queue_size": cfg.queue_size,

@@ -73,8 +73,11 @@ class SDSS(Survey):
                 "crop": int(crop or self.crop_size)}
 
     def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Per-band scaling; ``transpose_xy`` swaps the image axes as Hayat et al.'s data loader does (their
+        published encoder saw every galaxy mirrored about the diagonal)."""
         scale = np.asarray(params["band_scale"], dtype=np.float32)[None, :, None, None]
-        return (np.asarray(images, dtype=np.float32) / scale).astype(np.float32)
+        x = (np.asarray(images, dtype=np.float32) / scale).astype(np.float32)
+        return np.swapaxes(x, -1, -2) if params.get("transpose_xy") else x
 
     # -- evaluation -----------------------------------------------------------------------------------
     def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
