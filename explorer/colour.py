@@ -1,7 +1,7 @@
 """Colour-by: turn a manifest's ``colour_by`` columns into float32 value columns, aggregators and colour scales.
 
 Every colourable column becomes one float32 array (nulls stay NaN) so the map can recolour by swapping the
-Datashader aggregator, never by rebuilding the plot (DESIGN.md section 4):
+Datashader aggregator, never by rebuilding the plot (docs/ARCHITECTURE.md, "Measured choices"):
 
 - fraction    -> ``ds.mean`` on a fixed 0-1 scale
 - continuous  -> ``ds.mean`` on a percentile-clipped (or user-set) range, with units on the colour bar

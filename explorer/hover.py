@@ -2,7 +2,7 @@
 
 The radius is converted to data units from the current view (x/y ranges and the plot's size in pixels), so the
 lookup means "within a few pixels of where the pointer is" at every zoom level. This replaces
-``rasterize(selector=...)``, which costs ~13x per render (DESIGN.md section 4).
+``rasterize(selector=...)``, which costs ~13x per render (docs/ARCHITECTURE.md, "Measured choices").
 """
 from __future__ import annotations
 

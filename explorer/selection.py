@@ -1,7 +1,8 @@
 """Lasso, box and click selection over the map's (umap_x, umap_y), computed server-side.
 
-HoloViews' own selection is unusable on rasterized plots at this size (DESIGN.md section 4), so the app hands the
-drawn geometry here: a bounding-box prefilter in numpy, then a shapely point-in-polygon test on the candidates only.
+HoloViews' own selection is unusable on rasterized plots at this size (docs/ARCHITECTURE.md, "Measured choices"),
+so the app hands the drawn geometry here: a bounding-box prefilter in numpy, then a shapely point-in-polygon test
+on the candidates only.
 
 Edge semantics (decided here, tested in tests/test_selection.py):
 - a point exactly on the lasso's edge or on a box's edge is selected (``shapely.intersects_xy``, not

@@ -1,6 +1,6 @@
 """The bundle: the on-disk contract between precompute (writes) and the explorer (reads).
 
-Layout (format version 1, see DESIGN.md section 2)::
+Layout (format version 1, see docs/ARCHITECTURE.md, "The bundle")::
 
     manifest.json          what is here and how it was made
     catalog.parquet        one row per object; row i <=> row i of every array

@@ -1,7 +1,7 @@
 """Similarity index over L2-normalised embeddings (cosine = inner product).
 
-Chosen by size (DESIGN.md section 4, figures in docs/SCALING.md): an exact ``IndexFlatIP`` below ``EXACT_BELOW``
-objects; above it a small candidate index whose top ``rerank`` candidates are re-scored exactly on the bundle's
+Chosen by size (docs/ARCHITECTURE.md "Measured choices", figures in docs/SCALING.md): an exact ``IndexFlatIP``
+below ``EXACT_BELOW`` objects; above it a small candidate index whose top ``rerank`` candidates are re-scored exactly on the bundle's
 own float16 vectors, so the similarities the app shows are always exact cosines.
 
 Kinds (``build_index(..., kind=...)``), measured in docs/SCALING.md:

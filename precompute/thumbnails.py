@@ -1,5 +1,5 @@
 """Thumbnails: each survey draws an RGB image (``Survey.thumbnail_rgb``), resized to ~64 px and encoded as WebP
-(q80 ~ 0.75 KB at 64x64, DESIGN.md section 4), packed into one blob + offsets."""
+(q80 ~ 0.75 KB at 64x64, docs/ARCHITECTURE.md "Measured choices"), packed into one blob + offsets."""
 from __future__ import annotations
 
 import io
