@@ -255,7 +255,7 @@ def build_summary(data: ExplorerData, state: ExplorerState):
     return pn.pane.Markdown(
         f"**{html.escape(str(data.survey))}** · {data.n:,} objects · {m.get('embedding_dim')}-d embedding  \n"
         f"<span class='muted'>model: {html.escape(str(model.get('method', '?')))} "
-        f"{html.escape(str(model.get('architecture', '')))} · bundle: {html.escape(data.bundle.path.name)}</span>  \n"
+        f"{html.escape(str(model.get('architecture') or ''))} · bundle: {html.escape(data.bundle.path.name)}</span>  \n"
         f"<span class='muted map-engine'>{map_engine_note(data)}</span>",
         margin=(0, 10))
 

@@ -47,6 +47,10 @@ AUTO_DASK_ABOVE_BYTES = 1 << 30
 # (files, manifest, shapes, dtypes, row counts, catalogue columns, index size) still runs in full.
 STARTUP_NORM_ROWS = 2_000
 
+_NO_IMAGE_SVG = ("<svg xmlns='http://www.w3.org/2000/svg' width='64' height='64'><rect width='64' height='64' "
+                 "fill='#eeeeee'/><text x='32' y='30' font-size='9' text-anchor='middle' fill='#666'>no image</text>"
+                 "<text x='32' y='42' font-size='8' text-anchor='middle' fill='#666'>see links</text></svg>")
+NO_IMAGE_URI = "data:image/svg+xml;base64," + base64.b64encode(_NO_IMAGE_SVG.encode()).decode("ascii")
 _MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 
 
@@ -229,8 +233,16 @@ class ExplorerData:
         fmt = str(self.bundle.manifest.get("thumbnails", {}).get("format", "webp")).lower()
         return _MIME.get(fmt, "image/webp")
 
+    @built_once
+    def has_thumbnails(self) -> bool:
+        """False for a bundle built from someone else's embeddings without images (thumbnails format "none")."""
+        return str(self.bundle.manifest.get("thumbnails", {}).get("format", "webp")).lower() != "none"
+
     def thumbnail_uri(self, i: int) -> str:
-        """The packed thumbnail of row ``i`` as a data URI for an <img> tag."""
+        """The packed thumbnail of row ``i`` as a data URI for an <img> tag (a 'no image' tile when the bundle has
+        none: its objects' archive links are in the details)."""
+        if not self.has_thumbnails:
+            return NO_IMAGE_URI
         offsets = self.bundle.thumbnails.offsets
         data = self._thumb_blob.read_bytes(offsets[int(i)], offsets[int(i) + 1])
         return f"data:{self.thumbnail_mime};base64,{base64.b64encode(data).decode('ascii')}"

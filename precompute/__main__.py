@@ -25,6 +25,8 @@ COMMANDS = {
     "thumbnails": ("precompute.pipeline", "stage: render and pack thumbnails"),
     "index": ("precompute.pipeline", "stage: build the similarity index"),
     "bundle": ("precompute.pipeline", "stage: assemble and write the bundle"),
+    "from-embeddings": ("precompute.from_embeddings", "build a bundle from embeddings made elsewhere (.npy, Parquet, "
+                                                      "HDF5) and a catalogue (CSV, Parquet, FITS, VOTable)"),
     "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (FIRST, SDSS) into a resumable cache"),
     "validate": ("precompute.validate", "check a bundle against the format contract"),
     "points": ("precompute.points", "add points/ (partitioned Parquet map points) to a bundle for the Dask map engine"),

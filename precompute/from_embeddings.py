@@ -1,0 +1,384 @@
+"""`python -m precompute from-embeddings`: a bundle from embeddings made elsewhere (Zoobot, AstroCLIP, AstroPT, your
+own), so they can be explored, searched, labelled and probed like a trained one.
+
+    python -m precompute from-embeddings --survey sdss --embeddings emb.parquet --catalog cat.fits --out B \\
+        [--images cutouts.npy] [--id-column objid]
+
+Embeddings: ``.npy`` (N, D) in the catalogue's row order; Parquet with an id column and either one list column of
+vectors or ``feat_0 … feat_{D-1}``; HDF5 with ``image_embeddings`` (or ``embeddings``) and ``object_id`` (AstroCLIP's
+layout). Catalogue: CSV, Parquet, FITS or VOTable with an id and RA/Dec in degrees. ``--images``: a ``.npy`` of the
+survey's cutouts (N, C, H, W) in the embeddings' row order, for thumbnails; without it the bundle has none and the
+explorer shows archive links. ``--survey`` names whose archive links and cutout service the explorer offers.
+
+Rows whose vector is NaN or zero, duplicate ids, and ids found in only one of the two files are left out, each kind
+with one message; the vectors are read and normalised in chunks into a float16 memory map, so memory stays bounded
+by the catalogue and one chunk. The map, index and report stages are the pipeline's own; the report has the
+embedding's health and its figures on the catalogue's labelled columns (no untrained twin: there is no network).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from precompute.cache import StageResult, WorkDir, fingerprint_file
+from precompute.inputs import InputError
+
+CHUNK_ROWS = 65_536
+ID_CANDIDATES = ("object_id", "objid", "ObjID", "id", "ID", "name", "rgz_name")
+RA_CANDIDATES = ("ra", "RA", "ra_deg", "RAJ2000", "radeg")
+DEC_CANDIDATES = ("dec", "DEC", "Dec", "dec_deg", "DEJ2000", "decdeg")
+
+
+# ------------------------------------------------------------------------------------------------ catalogue
+def read_table(path: Path) -> pd.DataFrame:
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+    try:
+        if suffix in (".csv", ".csv.gz"):
+            return pd.read_csv(path)
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix in (".fits", ".fit", ".fits.gz", ".vot", ".xml", ".votable"):
+            from astropy.table import Table
+
+            table = Table.read(path, format="votable" if suffix in (".vot", ".xml", ".votable") else "fits")
+            names = [n for n in table.colnames if len(table[n].shape) <= 1]   # vector columns cannot be cells
+            frame = table[names].to_pandas()
+            for col in frame.columns:
+                if len(frame) and isinstance(frame[col].iloc[0], bytes):
+                    frame[col] = frame[col].str.decode("utf-8", "replace").str.strip()
+            return frame
+    except Exception as e:   # unreadable file: one message naming it
+        raise InputError(f"{path}: cannot be read as {suffix[1:]} ({type(e).__name__}: {e})") from e
+    raise InputError(f"{path}: unknown catalogue format {suffix!r}; use CSV, Parquet, FITS or VOTable")
+
+
+def _pick(columns, wanted: str | None, candidates, what: str, path: Path) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise InputError(f"{path}: no column {wanted!r} ({what}); it has {list(columns)[:20]}")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    lower = {str(c).lower(): c for c in columns}
+    for name in candidates:
+        if name.lower() in lower:
+            return lower[name.lower()]
+    raise InputError(f"{path}: no {what} column (looked for {', '.join(candidates)}); it has {list(columns)[:20]}")
+
+
+def read_catalogue(path: Path, id_column: str | None = None) -> pd.DataFrame:
+    """The catalogue with ``object_id`` (text), ``ra`` and ``dec`` (degrees) first, then every other column."""
+    frame = read_table(path)
+    ident = _pick(frame.columns, id_column, ID_CANDIDATES, "object id", path)
+    ra = _pick(frame.columns, None, RA_CANDIDATES, "RA", path)
+    dec = _pick(frame.columns, None, DEC_CANDIDATES, "Dec", path)
+    out = pd.DataFrame({"object_id": frame[ident].astype(str).str.strip(),
+                        "ra": pd.to_numeric(frame[ra], errors="coerce"), "dec": pd.to_numeric(frame[dec], errors="coerce")})
+    rest = frame.drop(columns=[c for c in (ident, ra, dec) if c in frame.columns])
+    rest = rest[[c for c in rest.columns if c not in out.columns]]
+    return pd.concat([out, rest.reset_index(drop=True)], axis=1)
+
+
+# ------------------------------------------------------------------------------------------------ embeddings
+@dataclass
+class EmbeddingSource:
+    path: Path
+    n: int
+    dim: int
+    ids: np.ndarray | None                       # text ids, or None: rows follow the catalogue
+    read: Callable[[int, int], np.ndarray]       # (start, stop) -> float32 (stop - start, dim)
+
+    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, self.n, size):
+            yield start, self.read(start, min(start + size, self.n))
+
+
+def open_embeddings(path: Path, id_column: str | None = None) -> EmbeddingSource:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InputError(f"{path}: no such embeddings file")
+    if suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+        if arr.ndim != 2:
+            raise InputError(f"{path}: embeddings must be (N, D), got shape {arr.shape}")
+        return EmbeddingSource(path, arr.shape[0], arr.shape[1], None,
+                               lambda a, b: np.asarray(arr[a:b], dtype=np.float32))
+    if suffix in (".h5", ".hdf5"):
+        return _hdf5_source(path, id_column)
+    if suffix == ".parquet":
+        return _parquet_source(path, id_column)
+    raise InputError(f"{path}: unknown embeddings format {suffix!r}; use .npy, Parquet or HDF5")
+
+
+def _hdf5_source(path: Path, id_column: str | None) -> EmbeddingSource:
+    import h5py
+
+    h5 = h5py.File(path, "r")
+    name = next((k for k in ("image_embeddings", "embeddings", "embedding") if k in h5), None)
+    if name is None or h5[name].ndim != 2:
+        raise InputError(f"{path}: no 2-D 'image_embeddings' (or 'embeddings') dataset; it has {list(h5.keys())}")
+    id_name = id_column or next((k for k in ID_CANDIDATES if k in h5), None)
+    if id_name is None or id_name not in h5:
+        raise InputError(f"{path}: no object id dataset (looked for {id_column or ', '.join(ID_CANDIDATES)})")
+    ids = _as_text(h5[id_name][:])
+    data = h5[name]
+    if len(ids) != data.shape[0]:
+        raise InputError(f"{path}: {len(ids)} ids for {data.shape[0]} embeddings")
+    return EmbeddingSource(path, data.shape[0], data.shape[1], ids,
+                           lambda a, b: np.asarray(data[a:b], dtype=np.float32))
+
+
+def _parquet_source(path: Path, id_column: str | None) -> EmbeddingSource:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    schema = pf.schema_arrow
+    lists = [f.name for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
+             or pa.types.is_large_list(f.type)]
+    feats = sorted((f.name for f in schema if f.name.startswith("feat_") and f.name[5:].isdigit()),
+                   key=lambda c: int(c[5:]))
+    if not lists and not feats:
+        raise InputError(f"{path}: no vector column (a list column such as 'embedding', or feat_0 … feat_N); "
+                         f"columns: {schema.names[:20]}")
+    id_name = _pick(schema.names, id_column, ID_CANDIDATES, "object id", path)
+    ids = _as_text(pf.read(columns=[id_name]).column(0).to_numpy(zero_copy_only=False))
+    starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+    if lists:
+        first = pf.read_row_group(0, columns=[lists[0]]).column(0)
+        dim = len(first[0].as_py()) if len(first) else 0
+    else:
+        dim = len(feats)
+
+    def read(a: int, b: int) -> np.ndarray:
+        groups = range(int(np.searchsorted(starts, a, "right")) - 1, int(np.searchsorted(starts, b, "left")))
+        table = pf.read_row_groups(list(groups), columns=lists[:1] or feats)
+        offset = a - starts[groups.start]
+        table = table.slice(offset, b - a)
+        if lists:
+            flat = table.column(0).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            return np.asarray(flat, dtype=np.float32).reshape(b - a, dim)
+        return np.column_stack([table.column(c).to_numpy() for c in feats]).astype(np.float32)
+
+    return EmbeddingSource(path, pf.metadata.num_rows, dim, ids, read)
+
+
+def _as_text(values) -> np.ndarray:
+    values = np.asarray(values)
+    if values.dtype.kind == "S":
+        values = np.char.decode(values, "utf-8", "replace")
+    return np.asarray([str(v).strip() for v in values], dtype=object)
+
+
+# ------------------------------------------------------------------------------------------------ matching
+def finite_rows(src: EmbeddingSource) -> np.ndarray:
+    """Pass 1: which rows hold a usable vector (finite, not all zero)."""
+    ok = np.zeros(src.n, dtype=bool)
+    for start, block in src.chunks():
+        ok[start:start + len(block)] = np.isfinite(block).all(axis=1) & (np.abs(block).sum(axis=1) > 0)
+    return ok
+
+
+def match_rows(src: EmbeddingSource, catalogue: pd.DataFrame, usable: np.ndarray, cat_path: Path,
+               ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(embedding rows, catalogue rows, messages): the pairs to keep, in the embeddings' order."""
+    notes = []
+    if (~usable).any():
+        first = int(np.flatnonzero(~usable)[0])
+        notes.append(f"{int((~usable).sum()):,} embeddings are NaN or zero and are left out (first: row {first} of "
+                     f"{src.path.name})")
+    if src.ids is None:
+        if src.n != len(catalogue):
+            raise InputError(f"{src.path} has {src.n:,} rows and {cat_path} {len(catalogue):,}: a .npy without ids "
+                             "must follow the catalogue row for row (or use Parquet/HDF5 with an id column)")
+        rows = np.flatnonzero(usable)
+        return rows, rows, notes
+    dup_cat = catalogue["object_id"].duplicated(keep="first")
+    if dup_cat.any():
+        notes.append(f"{int(dup_cat.sum()):,} duplicate ids in {cat_path.name} (first: "
+                     f"{catalogue['object_id'][dup_cat].iloc[0]!r}); the first of each is used")
+    cat_index = pd.Index(catalogue["object_id"][~dup_cat.to_numpy()])
+    cat_rows_of = pd.Series(np.flatnonzero(~dup_cat.to_numpy()), index=cat_index)
+    emb_ids = pd.Series(src.ids)
+    dup_emb = emb_ids.duplicated(keep="first").to_numpy()
+    if dup_emb.any():
+        notes.append(f"{int(dup_emb.sum()):,} duplicate ids in {src.path.name} (first: "
+                     f"{emb_ids[dup_emb].iloc[0]!r}); the first vector of each is used")
+    found = emb_ids.isin(cat_index).to_numpy()
+    if (~found).any():
+        notes.append(f"{int((~found).sum()):,} embeddings have no row in {cat_path.name} (first id: "
+                     f"{emb_ids[~found].iloc[0]!r}) and are left out")
+    keep = usable & ~dup_emb & found
+    missing = int(len(cat_index) - emb_ids[keep].nunique())
+    if missing:
+        notes.append(f"{missing:,} catalogue rows have no embedding and are left out")
+    rows = np.flatnonzero(keep)
+    return rows, cat_rows_of.loc[emb_ids[rows]].to_numpy(), notes
+
+
+def write_normalised(src: EmbeddingSource, rows: np.ndarray, out: Path) -> np.ndarray:
+    """Pass 2: the kept rows, L2-normalised, as float16 in a memory-mapped .npy (one chunk in memory)."""
+    mm = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=(len(rows), src.dim))
+    pos = 0
+    for start, block in src.chunks():
+        mine = rows[(rows >= start) & (rows < start + len(block))] - start
+        if len(mine):
+            v = block[mine]
+            mm[pos:pos + len(v)] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
+            pos += len(v)
+    mm.flush()
+    return np.load(out, mmap_mode="r")
+
+
+# ------------------------------------------------------------------------------------------------ colours
+def catalogue_colour_by(catalog: pd.DataFrame, known: dict) -> dict:
+    """The survey's known columns, plus the catalogue's own: 0-1 '*fraction*' columns as fractions, other numbers
+    as continuous, text with at most 50 values as categories."""
+    out = dict(known)
+    for col in catalog.columns:
+        if col in out or col in ("object_id", "ra", "dec", "umap_x", "umap_y", "split") or catalog[col].isna().all():
+            continue
+        values = catalog[col]
+        text = pd.api.types.is_string_dtype(values) or values.dtype == object
+        if pd.api.types.is_bool_dtype(values) or (text and values.nunique() <= 50):
+            out[col] = {"title": str(col).replace("_", " "), "kind": "categorical", "units": ""}
+        elif pd.api.types.is_numeric_dtype(values):
+            frac = "fraction" in str(col).lower() and values.dropna().between(0, 1).all()
+            out[col] = {"title": str(col).replace("_", " "), "kind": "fraction" if frac else "continuous",
+                        "units": ""}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the build
+def import_stage(wd: WorkDir, args) -> StageResult:
+    """catalog.parquet, embeddings.npy (normalised float16), skipped.csv and, with --images, images.npy."""
+    params = {"embeddings": fingerprint_file(args.embeddings), "catalog": fingerprint_file(args.catalog),
+              "images": fingerprint_file(args.images) if args.images else None, "id_column": args.id_column,
+              "format": 1}
+
+    def build(tmp: Path, key: str) -> None:
+        src = open_embeddings(Path(args.embeddings), args.id_column)
+        catalogue = read_catalogue(Path(args.catalog), args.id_column)
+        bad_sky = catalogue["ra"].isna() | catalogue["dec"].isna()
+        usable = finite_rows(src)
+        emb_rows, cat_rows, notes = match_rows(src, catalogue, usable, Path(args.catalog))
+        sky_ok = ~bad_sky.to_numpy()[cat_rows]
+        if (~sky_ok).any():
+            notes.append(f"{int((~sky_ok).sum()):,} matched rows have no RA/Dec and are left out")
+            emb_rows, cat_rows = emb_rows[sky_ok], cat_rows[sky_ok]
+        if len(emb_rows) < 10:
+            raise InputError(f"only {len(emb_rows)} objects have both a usable embedding and a catalogue row; "
+                             "check that the id columns hold the same ids" + (": " + "; ".join(notes) if notes else ""))
+        for note in notes:
+            print(f"[import] {note}", flush=True)
+        catalogue.iloc[cat_rows].reset_index(drop=True).to_parquet(tmp / "catalog.parquet", index=False)
+        write_normalised(src, emb_rows, tmp / "embeddings.npy")
+        pd.DataFrame({"reason": notes}).to_csv(tmp / "skipped.csv", index=False)
+        if args.images:
+            copy_images(Path(args.images), src.n, emb_rows, tmp / "images.npy")
+
+    return wd.run("import", params, {}, build)
+
+
+def copy_images(path: Path, n: int, rows: np.ndarray, out: Path) -> None:
+    images = np.load(path, mmap_mode="r")
+    if images.ndim != 4 or len(images) != n:
+        raise InputError(f"{path}: images must be (N, C, H, W) with one cutout per embedding row ({n:,}); "
+                         f"got shape {images.shape}")
+    mm = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(rows),) + images.shape[1:])
+    for s in range(0, len(rows), 4096):
+        mm[s:s + 4096] = images[rows[s:s + 4096]]
+    mm.flush()
+
+
+def no_thumbnails(n: int) -> tuple[bytes, np.ndarray]:
+    return b"", np.zeros(n + 1, dtype=np.int64)
+
+
+def build_bundle(args) -> Path:
+    import faiss
+
+    from precompute import report as rp
+    from precompute.bundle import pack_thumbnails, write_bundle
+    from precompute.stages import Config, colour_columns, index, project
+    from precompute.surveys.base import get_survey
+    from precompute.thumbnails import render_thumbnails
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out.with_name(out.name + ".work")
+    wd = WorkDir(work, log=lambda m: print(m, flush=True))
+    survey = get_survey(args.survey)
+    cfg = Config(survey=args.survey, out=out, work=work, n_neighbors=args.n_neighbors, seed=args.seed,
+                 progress=not args.no_progress).resolved()
+    imp = import_stage(wd, args)
+    if args.stop_after == "import":
+        print(f"[import] {imp.path} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        return imp.path
+    catalog = pd.read_parquet(imp.path / "catalog.parquet")
+    embeddings = np.load(imp.path / "embeddings.npy", mmap_mode="r")
+    proj, idx = project(wd, cfg, imp), index(wd, cfg, imp)
+    from precompute.stages import bundle_catalog
+
+    cat = bundle_catalog(catalog, np.load(proj.path / "coords.npy"), cfg.seed)
+    colour_by = catalogue_colour_by(cat, colour_columns(survey, cat))
+    tasks = rp.catalogue_tasks(cat, colour_by)[: rp.MAX_TASKS]
+    rows = rp.evaluation_rows(tasks, len(cat), cfg.seed)
+    report = rp.build_report(tasks, {"embedding": np.asarray(embeddings[rows], np.float32)}, rows, embeddings,
+                             {}, cfg.seed)
+    print("[report]\n" + rp.format_table(report), flush=True)
+    report_path = rp.write_report(report, work / "from-embeddings-report.json")
+    if (imp.path / "images.npy").exists():
+        images = np.load(imp.path / "images.npy", mmap_mode="r")
+        thumbs, fmt = pack_thumbnails(render_thumbnails(survey, images, size=cfg.thumbnail_size,
+                                                        progress=cfg.progress)), "webp"
+    else:
+        thumbs, fmt = no_thumbnails(len(cat)), "none"
+    manifest = {
+        "survey": survey.name, "bands": list(survey.bands), "pixel_scale_arcsec": survey.pixel_scale_arcsec,
+        "cutout_size": survey.cutout_size,
+        "model": {"method": "imported embeddings", "architecture": None, "embedding":
+                  f"vectors from {Path(args.embeddings).name}, L2-normalised", "views": "identity", "centred": False},
+        "umap": json.loads((proj.path / "umap.json").read_text()), "colour_by": colour_by, "report": "report.json",
+        "source": {"embeddings": str(args.embeddings), "catalog": str(args.catalog), "images": args.images,
+                   "n_skipped": 0, "skipped": [], "notes": pd.read_csv(imp.path / "skipped.csv")["reason"].tolist()},
+    }
+    written = write_bundle(out, catalog=cat, embeddings=embeddings, thumbnails=thumbs, manifest=manifest,
+                           index=faiss.read_index(str(idx.path / "index.faiss")),
+                           extra_dirs={"projection": proj.path / "projection"},
+                           extra_files={"report.json": report_path}, thumbnail_format=fmt)
+    print(f"ok: bundle {written} from {len(cat):,} embeddings in {time.perf_counter() - t0:.1f} s (explore it: "
+          f"`panel serve explorer --args --bundle {written}`)", flush=True)
+    return written
+
+
+def add_arguments(parser, command: str) -> None:
+    parser.add_argument("--embeddings", required=True, help=".npy, Parquet (list column or feat_*) or HDF5")
+    parser.add_argument("--catalog", required=True, help="CSV, Parquet, FITS or VOTable with an id, RA and Dec")
+    parser.add_argument("--out", required=True, help="bundle folder to write")
+    parser.add_argument("--survey", required=True, choices=("sdss", "first"),
+                        help="whose archive links and cutout service the explorer offers for these objects")
+    parser.add_argument("--images", help=".npy (N, C, H, W) cutouts in the embeddings' row order, for thumbnails")
+    parser.add_argument("--id-column", help="the id column in both files (default: object_id, objid, id, name ...)")
+    parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
+    parser.add_argument("--n-neighbors", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-after", choices=("import",), help="read, match and normalise only (benchmarks)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    try:
+        build_bundle(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
