@@ -30,7 +30,7 @@ import pandas as pd
 from precompute.cache import StageResult, WorkDir, fingerprint_file
 from precompute.inputs import InputError
 
-CHUNK_ROWS = 65_536
+CHUNK_ROWS = 16_384   # 32 MB of float32 at 512-d: memory stays flat whatever N is
 ID_CANDIDATES = ("object_id", "objid", "ObjID", "id", "ID", "name", "rgz_name")
 RA_CANDIDATES = ("ra", "RA", "ra_deg", "RAJ2000", "radeg")
 DEC_CANDIDATES = ("dec", "DEC", "Dec", "dec_deg", "DEJ2000", "decdeg")
@@ -81,7 +81,8 @@ def read_catalogue(path: Path, id_column: str | None = None) -> pd.DataFrame:
     ra = _pick(frame.columns, None, RA_CANDIDATES, "RA", path)
     dec = _pick(frame.columns, None, DEC_CANDIDATES, "Dec", path)
     out = pd.DataFrame({"object_id": frame[ident].astype(str).str.strip(),
-                        "ra": pd.to_numeric(frame[ra], errors="coerce"), "dec": pd.to_numeric(frame[dec], errors="coerce")})
+                        "ra": pd.to_numeric(frame[ra], errors="coerce"),
+                        "dec": pd.to_numeric(frame[dec], errors="coerce")})
     rest = frame.drop(columns=[c for c in (ident, ra, dec) if c in frame.columns])
     rest = rest[[c for c in rest.columns if c not in out.columns]]
     return pd.concat([out, rest.reset_index(drop=True)], axis=1)
@@ -94,11 +95,17 @@ class EmbeddingSource:
     n: int
     dim: int
     ids: np.ndarray | None                       # text ids, or None: rows follow the catalogue
-    read: Callable[[int, int], np.ndarray]       # (start, stop) -> float32 (stop - start, dim)
+    blocks: Callable[[int], Iterator[np.ndarray]]   # rows per block -> float32 (rows, dim) blocks, in order
 
     def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        for start in range(0, self.n, size):
-            yield start, self.read(start, min(start + size, self.n))
+        start = 0
+        for block in self.blocks(size):
+            yield start, block
+            start += len(block)
+
+
+def _sliced(array, n: int) -> Callable[[int], Iterator[np.ndarray]]:
+    return lambda size: (np.asarray(array[a:a + size], dtype=np.float32) for a in range(0, n, size))
 
 
 def open_embeddings(path: Path, id_column: str | None = None) -> EmbeddingSource:
@@ -109,8 +116,7 @@ def open_embeddings(path: Path, id_column: str | None = None) -> EmbeddingSource
         arr = np.load(path, mmap_mode="r")
         if arr.ndim != 2:
             raise InputError(f"{path}: embeddings must be (N, D), got shape {arr.shape}")
-        return EmbeddingSource(path, arr.shape[0], arr.shape[1], None,
-                               lambda a, b: np.asarray(arr[a:b], dtype=np.float32))
+        return EmbeddingSource(path, arr.shape[0], arr.shape[1], None, _sliced(arr, arr.shape[0]))
     if suffix in (".h5", ".hdf5"):
         return _hdf5_source(path, id_column)
     if suffix == ".parquet":
@@ -132,8 +138,7 @@ def _hdf5_source(path: Path, id_column: str | None) -> EmbeddingSource:
     data = h5[name]
     if len(ids) != data.shape[0]:
         raise InputError(f"{path}: {len(ids)} ids for {data.shape[0]} embeddings")
-    return EmbeddingSource(path, data.shape[0], data.shape[1], ids,
-                           lambda a, b: np.asarray(data[a:b], dtype=np.float32))
+    return EmbeddingSource(path, data.shape[0], data.shape[1], ids, _sliced(data, data.shape[0]))
 
 
 def _parquet_source(path: Path, id_column: str | None) -> EmbeddingSource:
@@ -151,24 +156,33 @@ def _parquet_source(path: Path, id_column: str | None) -> EmbeddingSource:
                          f"columns: {schema.names[:20]}")
     id_name = _pick(schema.names, id_column, ID_CANDIDATES, "object id", path)
     ids = _as_text(pf.read(columns=[id_name]).column(0).to_numpy(zero_copy_only=False))
-    starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+    dim = len(feats)
     if lists:
-        first = pf.read_row_group(0, columns=[lists[0]]).column(0)
-        dim = len(first[0].as_py()) if len(first) else 0
-    else:
-        dim = len(feats)
+        kind = schema.field(lists[0]).type
+        if pa.types.is_fixed_size_list(kind):
+            dim = kind.list_size
+        else:   # a variable list: the first row says (one row decoded, not a row group)
+            first = next(pf.iter_batches(batch_size=1, columns=lists[:1]), None)
+            dim = len(first.column(0)[0].as_py()) if first is not None and first.num_rows else 0
 
-    def read(a: int, b: int) -> np.ndarray:
-        groups = range(int(np.searchsorted(starts, a, "right")) - 1, int(np.searchsorted(starts, b, "left")))
-        table = pf.read_row_groups(list(groups), columns=lists[:1] or feats)
-        offset = a - starts[groups.start]
-        table = table.slice(offset, b - a)
-        if lists:
-            flat = table.column(0).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            return np.asarray(flat, dtype=np.float32).reshape(b - a, dim)
-        return np.column_stack([table.column(c).to_numpy() for c in feats]).astype(np.float32)
+    def blocks(size: int) -> Iterator[np.ndarray]:
+        # one row group decoded at a time, handed out in blocks of ``size`` rows; Arrow's pool (mimalloc) keeps
+        # freed row groups unless asked to give them back: without that, RSS grew ~100 MB per row group
+        pool = pa.default_memory_pool()
+        for group in range(pf.num_row_groups):
+            table = pf.read_row_group(group, columns=lists[:1] or feats)
+            if lists:
+                flat = table.column(0).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                values = np.array(flat, dtype=np.float32).reshape(table.num_rows, dim)
+            else:
+                values = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)]).astype(
+                    np.float32)
+            del table
+            pool.release_unused()
+            for a in range(0, len(values), size):
+                yield values[a:a + size]
 
-    return EmbeddingSource(path, pf.metadata.num_rows, dim, ids, read)
+    return EmbeddingSource(path, pf.metadata.num_rows, dim, ids, blocks)
 
 
 def _as_text(values) -> np.ndarray:
@@ -317,8 +331,9 @@ def build_bundle(args) -> Path:
     work = Path(args.work) if args.work else out.with_name(out.name + ".work")
     wd = WorkDir(work, log=lambda m: print(m, flush=True))
     survey = get_survey(args.survey)
+    # device: nothing here runs torch, and asking it whether CUDA exists costs its ~0.4 GB import
     cfg = Config(survey=args.survey, out=out, work=work, n_neighbors=args.n_neighbors, seed=args.seed,
-                 progress=not args.no_progress).resolved()
+                 device="cpu", progress=not args.no_progress).resolved()
     imp = import_stage(wd, args)
     if args.stop_after == "import":
         print(f"[import] {imp.path} ({time.perf_counter() - t0:.1f} s)", flush=True)
