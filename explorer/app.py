@@ -422,4 +422,22 @@ def create_page(argv: list[str] | None = None, environ: dict | None = None):
         return build_error_page(path, str(e), fix=points_command(path))
     except BundleError as e:
         return build_error_page(path, str(e))
+    other = compare_bundle_path(argv)
+    if other is not None:   # two embeddings of the same objects side by side (explorer/compare.py)
+        from explorer.compare import build_compare_page
+
+        try:
+            return build_compare_page(data, load_explorer_data(other, engine))
+        except BundleError as e:
+            return build_error_page(other, str(e))
     return build_page(data)
+
+
+def compare_bundle_path(argv: list[str] | None) -> Path | None:
+    """``--compare DIR``: a second bundle of the same objects to show beside the first."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--compare", default=None)
+    args, _ = parser.parse_known_args(list(argv or []))
+    return Path(args.compare) if args.compare else None

@@ -120,6 +120,21 @@ def inked(img):
     return mask
 
 
+def draw_lasso(driver, canvas, rx: float, ry: float, n_points: int = 25) -> None:
+    """Pick the map's lasso tool and drag an ellipse of half-axes ``rx``, ``ry`` (fractions of the canvas) around its
+    middle, as a held-down drag through ``n_points`` points."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    wait_for(lambda: deep_query_all(driver, ".bk-tool-icon-lasso-select"), message="the lasso tool")[0].click()
+    w, h = canvas.size["width"], canvas.size["height"]
+    t = np.linspace(0, 2 * np.pi, n_points)
+    pts = np.column_stack([rx * w * np.cos(t), ry * h * np.sin(t)]).astype(int)
+    chain = ActionChains(driver).move_to_element_with_offset(canvas, int(pts[0, 0]), int(pts[0, 1])).click_and_hold()
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        chain.move_by_offset(int(x1 - x0), int(y1 - y0)).pause(0.02)
+    chain.release().perform()
+
+
 def move_to(driver, element, x: int, y: int, click: bool = False):
     """Move the pointer to pixel (x, y) of ``element`` (top-left origin), optionally clicking there."""
     from selenium.webdriver.common.action_chains import ActionChains

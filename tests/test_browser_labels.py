@@ -14,6 +14,7 @@ from conftest import (
     ServerInfo,
     deep_query_all,
     deep_text,
+    draw_lasso,
     inked,
     map_canvas,
     pixels,
@@ -59,23 +60,12 @@ def labels_server(small_bundle, tmp_path_factory):
 
 
 def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_dir):
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     driver = browser
     driver.get(labels_server.url)
     canvas = _wait_for_map(driver)
-    lasso_tool = wait_for(lambda: deep_query_all(driver, ".bk-tool-icon-lasso-select"), message="the lasso tool")[0]
-    lasso_tool.click()
-
-    # A lasso loop around the middle of the map, drawn as a held-down drag through 24 points.
-    w, h = canvas.size["width"], canvas.size["height"]
-    t = np.linspace(0, 2 * np.pi, 25)
-    pts = np.column_stack([0.22 * w * np.cos(t), 0.3 * h * np.sin(t)]).astype(int)
-    chain = ActionChains(driver).move_to_element_with_offset(canvas, int(pts[0, 0]), int(pts[0, 1])).click_and_hold()
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
-        chain.move_by_offset(int(x1 - x0), int(y1 - y0)).pause(0.02)
-    chain.release().perform()
+    draw_lasso(driver, canvas, 0.22, 0.3)   # a loop around the middle of the map
     text = wait_for(lambda: (s := deep_text(driver)) and "objects selected (lasso)" in s and s, timeout=45,
                     message="the lasso selection count")
     n_selected = int(text.split("objects selected (lasso)")[0].split()[-1].replace(",", ""))
