@@ -87,3 +87,45 @@ def build_about_section(data, state):
     card = pn.pane.HTML(about_html(report), sizing_mode="stretch_width", css_classes=["about-embedding"])
     return pn.Card(card, title="About this embedding", collapsed=ok is True, sizing_mode="stretch_width",
                    css_classes=["about-section"])
+
+
+def _score_text(score: dict | None, metric: str) -> str:
+    if score is None:
+        return "—"
+    return f"{100 * score['mean']:.1f} %" if metric == "probe_error" else f"{score['mean']:.3f}"
+
+
+def _which_is_better(a: dict | None, b: dict | None, higher: bool) -> str:
+    """'A', 'B' or 'same' (within 3 combined standard errors)."""
+    if a is None or b is None:
+        return "—"
+    se = (float(a.get("se") or 0) ** 2 + float(b.get("se") or 0) ** 2) ** 0.5
+    diff = a["mean"] - b["mean"]
+    if abs(diff) <= 3 * se:
+        return "same"
+    return "A" if (diff > 0) == higher else "B"
+
+
+def comparison_html(report_a: dict | None, report_b: dict | None, name_a: str, name_b: str) -> str:
+    """The two bundles' embeddings on the labelled tests both reports hold: the headline and probe figure of each,
+    and which is better beyond 3 combined standard errors. Each report was computed on its own bundle."""
+    if report_a is None or report_b is None:
+        return ("<div class='about-card muted compare-report'>One of the bundles has no report.json: rebuild it to "
+                "compare what the two embeddings know.</div>")
+    tasks_b = {t["name"]: t for t in report_b["tasks"]}
+    rows = []
+    for task in report_a["tasks"]:
+        other = tasks_b.get(task["name"])
+        if other is None or other["kind"] != task["kind"]:
+            continue
+        for metric, label, higher in (HEADLINE[task["kind"]], PROBE[task["kind"]]):
+            a = task["scores"].get("embedding", {}).get(metric)
+            b = other["scores"].get("embedding", {}).get(metric)
+            rows.append(f"<tr><td>{html.escape(task['title'])} · {label}</td><td>{_score_text(a, metric)}</td>"
+                        f"<td>{_score_text(b, metric)}</td><td>{_which_is_better(a, b, higher)}</td></tr>")
+    if not rows:
+        return ("<div class='about-card muted compare-report'>The two reports share no labelled test: nothing to "
+                "compare them on.</div>")
+    return (f"<div class='about-card compare-report'><table><tr><th>test</th><th>A: {html.escape(name_a)}</th>"
+            f"<th>B: {html.escape(name_b)}</th><th>better</th></tr>{''.join(rows)}</table><div class='muted'>"
+            "Each figure is from its own bundle's report (10 splits); 'same': within 3 standard errors.</div></div>")

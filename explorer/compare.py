@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from explorer.about import build_about_section
+from explorer.about import build_about_section, comparison_html
 from explorer.app import (ACCENT, CSS, MAP_HELP, OfflineFast, build_gallery, build_legend, hover_card_html,
                           wire_search)
 from explorer.data import ExplorerData
@@ -95,7 +95,10 @@ def side(data: ExplorerData, state: ExplorerState, title: str):
                            f"{html.escape(str(model.get('architecture') or ''))}</span>")
     count = pn.pane.HTML(pn.bind(lambda ids: f"<span class='muted selection-count'>{len(ids):,} selected</span>",
                                  state.param.selection_ids))
-    column = pn.Column(heading, build_about_section(data, state), pn.Row(plot, pn.Column(
+    about = build_about_section(data, state)
+    if isinstance(about, pn.Card):   # the comparison table above says it; open cards would misalign the maps
+        about.collapsed = True
+    column = pn.Column(heading, about, pn.Row(plot, pn.Column(
         build_legend(data, state, view), count, hover, width=240)), build_gallery(data, state),
         css_classes=["compare-side"])
     return column, view
@@ -107,13 +110,16 @@ def build_compare_page(data_a: ExplorerData, data_b: ExplorerData):
     state_a, state_b = ExplorerState(), ExplorerState()
     track_session(state_a)
     link_states(state_a, state_b, pairing)
-    col_a, view_a = side(data_a, state_a, data_a.bundle.path.name)
-    col_b, view_b = side(data_b, state_b, data_b.bundle.path.name)
+    col_a, view_a = side(data_a, state_a, f"A: {data_a.bundle.path.name}")
+    col_b, view_b = side(data_b, state_b, f"B: {data_b.bundle.path.name}")
     shared = pn.pane.HTML(f"<b>{pairing.n_shared:,}</b> objects are in both bundles (matched by object_id); a lasso "
                           f"or a click in one map selects the same objects in the other.", css_classes=["compare-shared"])
     overlap = pn.pane.HTML(pn.bind(lambda *_: overlap_html(state_a, state_b, pairing), state_a.param.neighbour_ids,
                                    state_b.param.neighbour_ids))
-    main = pn.Column(shared, overlap, pn.pane.HTML(MAP_HELP), pn.Row(col_a, col_b), sizing_mode="stretch_width")
+    name_a, name_b = data_a.bundle.path.name, data_b.bundle.path.name
+    reports = pn.pane.HTML(comparison_html(data_a.report, data_b.report, name_a, name_b), width=900)
+    main = pn.Column(shared, pn.pane.Markdown("### What the two embeddings know"), reports, overlap,
+                     pn.pane.HTML(MAP_HELP), pn.Row(col_a, col_b), sizing_mode="stretch_width")
     template = pn.template.FastListTemplate(title="Latent-space explorer — comparing two embeddings", main=[main],
                                             accent=ACCENT, theme_toggle=False, design=OfflineFast)
     template.compare = {"pairing": pairing, "states": (state_a, state_b), "views": (view_a, view_b)}

@@ -66,3 +66,18 @@ def test_a_lasso_in_one_map_selects_the_same_objects_in_the_other(browser, small
         browser.save_screenshot(str(screenshot_dir / "compare-linked-lasso.png"))
     finally:
         server.stop()
+
+
+def test_report_comparison_says_which_embedding_knows_more():
+    from explorer.about import comparison_html
+
+    def report(purity, se, error):
+        return {"tasks": [{"name": "fr", "title": "FRI vs FRII", "kind": "categorical",
+                           "scores": {"embedding": {"knn_purity": {"mean": purity, "se": se},
+                                                    "probe_error": {"mean": error, "se": 0.005}}}}]}
+
+    table = comparison_html(report(0.80, 0.005, 0.10), report(0.70, 0.005, 0.102), "ours", "hayat<2021>")
+    assert "hayat&lt;2021&gt;" in table and "0.800" in table and "10.0 %" in table
+    rows = table.split("<tr>")[2:]
+    assert rows[0].endswith("<td>A</td></tr>") and rows[1].split("</table>")[0].endswith("<td>same</td></tr>")
+    assert "no report.json" in comparison_html(None, report(0.7, 0.01, 0.1), "a", "b")
