@@ -95,6 +95,9 @@ def test_feature_columns_parquet_reads_in_chunks(tmp_path):
     assert (src.n, src.dim) == (N, DIM) and src.ids[3] == "obj0003"
     got = np.concatenate([block for _, block in src.chunks(size=50)])
     np.testing.assert_array_equal(got, vectors)
+    catalogue.to_parquet(tmp_path / "cat.parquet")   # a Parquet catalogue, RA/DEC in capitals
+    cat = read_catalogue(tmp_path / "cat.parquet")
+    assert list(cat.columns[:3]) == ["object_id", "ra", "dec"] and cat["object_id"].iloc[2] == "obj0002"
 
 
 def test_bad_inputs_get_one_clear_message(tmp_path, capsys):
