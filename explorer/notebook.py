@@ -1,0 +1,135 @@
+"""The explorer from Python, for notebooks: open a bundle, search it, read its labels, fit a probe, show the page.
+
+    from explorer.notebook import open_bundle
+
+    b = open_bundle("bundles/demo")
+    b.similar("1237645876861797937", k=8)              # neighbours of an object, as a table
+    b.similar_to_position("13:25:41.2 +23:22:53")      # the object at a sky position, then its neighbours
+    b.similar_to_images(cutouts, k=8)                  # raw cutouts (N, C, H, W) embedded with the bundle's encoder
+    b.labels()                                         # everyone's current labels
+    fit = b.fit_probe("redshift"); fit.metrics; fit.predictions
+    b.show()                                           # the explorer itself, inline in JupyterLab
+
+Every result is a pandas DataFrame with the object id, the cosine similarity, its rank among random pairs of the
+bundle's objects, RA/Dec and the catalogue's columns, so it joins with whatever the notebook already holds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+
+from explorer.data import ExplorerData, load_explorer_data
+from explorer.search import find_neighbours
+
+
+@dataclass
+class ProbeFit:
+    """A linear probe fitted on the bundle's embeddings: its test metrics and its prediction for every object."""
+
+    column: str
+    method: str
+    metrics: dict
+    predictions: pd.Series   # indexed by object_id
+
+
+class NotebookBundle:
+    def __init__(self, data: ExplorerData, labels: str | Path | None = None):
+        self.data = data
+        self._labels_path = labels
+
+    def __repr__(self) -> str:
+        model = self.data.bundle.manifest.get("model", {})
+        return (f"<bundle {self.data.bundle.path}: {self.data.n:,} {self.data.survey} objects, "
+                f"{self.data.bundle.manifest.get('embedding_dim')}-d embedding from {model.get('method', '?')}>")
+
+    @property
+    def catalog(self) -> pd.DataFrame:
+        return self.data.catalog
+
+    def row_of(self, object_id) -> int:
+        rows = np.flatnonzero(np.asarray(self.data.object_ids) == str(object_id))
+        if len(rows) == 0:
+            raise KeyError(f"no object {object_id!r} in {self.data.bundle.path}")
+        return int(rows[0])
+
+    def _table(self, rows, cosines) -> pd.DataFrame:
+        rows = np.asarray(rows, dtype=np.int64)
+        cosines = np.asarray(cosines, dtype=np.float64)
+        table = self.catalog.iloc[rows].reset_index(drop=True)
+        table.insert(1, "cosine", cosines)
+        table.insert(2, "closer_than_random_pairs_percent", self.data.similarity_percentile(cosines))
+        return table
+
+    def similar(self, object_id, k: int = 12, negatives=(), min_sep_arcsec: float = 3.0) -> pd.DataFrame:
+        """The ``k`` objects most similar to ``object_id`` (more like it, less like each of ``negatives``)."""
+        nb = find_neighbours(self.data.searcher, self.data.embedding_rows, self.data.ra, self.data.dec,
+                             [self.row_of(object_id)], [self.row_of(n) for n in negatives], k=k,
+                             min_sep_arcsec=min_sep_arcsec)
+        return self._table(nb.ids, nb.similarities)
+
+    def similar_to_position(self, where, k: int = 12, radius_arcsec: float = 3.0) -> pd.DataFrame:
+        """``where``: a SkyCoord or any text the sky search takes (no name resolution here). The bundle's object
+        within ``radius_arcsec`` is the query; off the catalogue, fetch or cut a cutout and use similar_to_images."""
+        from explorer.skyquery import parse_position
+        from explorer.skyquery_ui import matcher_for
+
+        if isinstance(where, SkyCoord):
+            coord = where
+        else:
+            parsed = parse_position(str(where), resolve_names=False)
+            if not parsed.ok:
+                raise ValueError(parsed.message)
+            coord = parsed.coord
+        match = matcher_for(self.data).match(coord, radius=radius_arcsec * u.arcsec)
+        if not match.matched:
+            raise LookupError(match.message)
+        return self.similar(self.data.object_ids[match.index], k=k)
+
+    def similar_to_images(self, images: np.ndarray, k: int = 12) -> list[pd.DataFrame]:
+        """Raw cutouts on the bundle's grid, (N, C, H, W) or one (C, H, W), in the survey's stored units: each is
+        embedded with the bundle's encoder exactly as its images were, and searched."""
+        from explorer.skyquery_ui import embedder_for
+
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 3:
+            images = images[None]
+        query = embedder_for(self.data)
+        return [self._table(r.neighbour_ids, r.similarities) for r in (query.from_image(im, k=k) for im in images)]
+
+    def labels(self) -> pd.DataFrame:
+        """The current labels (after every add, remove and undo) from the bundle's label store."""
+        from explorer.labels_ui import store_for
+
+        return store_for(self.data, [] if self._labels_path is None else ["--labels", str(self._labels_path)]
+                         ).current()
+
+    def fit_probe(self, column: str, method: str | None = None, n_train: int | None = None) -> ProbeFit:
+        """A linear probe of ``column`` on the embeddings, trained on the bundle's train split, scored on its test
+        split, and applied to every object."""
+        from explorer import probes
+
+        target = probes.target_from_column(self.catalog, column, colour_by=self.data.bundle.colour_by)
+        probe = probes.fit_probe(self.data.bundle.embeddings, target, self.data.split, method=method,
+                                 n_train=n_train)
+        pred = probes.score_all(probe, self.data.bundle.embeddings)
+        return ProbeFit(column, probe.method, dict(probe.metrics),
+                        pd.Series(pred.value, index=pd.Index(self.data.object_ids, name="object_id"), name=column))
+
+    def show(self):
+        """The explorer page for this bundle, as a Panel object (displays inline in JupyterLab)."""
+        import panel as pn
+
+        from explorer.app import build_page
+
+        pn.extension()
+        return build_page(self.data)
+
+
+def open_bundle(path: str | Path, labels: str | Path | None = None) -> NotebookBundle:
+    """Open (and validate) a bundle for use from Python; ``labels``: another label store than the bundle's own."""
+    return NotebookBundle(load_explorer_data(path), labels)
