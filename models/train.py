@@ -26,17 +26,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .byol import BYOL
 from .embed import resolve_device
 from .encoders import build_encoder, use_channels_last
-from .moco import MoCo, plain_batchnorm
-from .simclr import SimCLR
+from .methods import METHOD_REGISTRY, method_spec
+from .moco import plain_batchnorm
 
-METHODS = ("moco", "byol", "simclr")
+METHODS = tuple(METHOD_REGISTRY)   # the built-in methods (models/methods.py); registered ones join later
 OPTIMIZERS = ("sgd", "lars", "adamw")
 # per 256 images (Hayat et al.; Slijepcevic et al. Table 3; SimCLR with SGD as in Chen et al.'s small-batch runs)
-BASE_LR = {"moco": 0.03, "byol": 0.2, "simclr": 0.3}
-WEIGHT_DECAY = {"moco": 1e-4, "byol": 1.5e-6, "simclr": 1e-6}
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -137,26 +134,9 @@ def make_loader(dataset, batches, procs: Processes, num_workers: int):
 # ----------------------------------------------------------------------------------------------------------------
 # model, optimiser, schedule
 # ----------------------------------------------------------------------------------------------------------------
-def default_queue_size(n_images: int, global_batch: int, dim: int = 128, max_bytes: int = 256 * 2**20) -> int:
-    """~5 % of the data (Hayat et al.), at least one global batch, at most ``max_bytes`` of float32 keys."""
-    return int(min(max(round(0.05 * n_images), global_batch), max_bytes // (4 * dim)))
-
-
 def build_method(method: str, encoder: nn.Module, n_images: int, global_batch: int, queue_size=None,
                  method_cfg: dict | None = None, world: int = 1) -> nn.Module:
-    cfg = dict(method_cfg or {})
-    if method == "moco":
-        cfg.setdefault("queue_size", queue_size or default_queue_size(n_images, global_batch))
-        # one process: emulate shuffle BN with split BatchNorm, groups of >= 32 images (DDP shuffles for real)
-        cfg.setdefault("bn_splits", max(1, min(8, global_batch // 32)) if world == 1 else 1)
-        return MoCo(encoder, **cfg)
-    if method == "byol":
-        # the paper's 4096-wide heads are for 512-d ResNets; scale them down with narrow encoders
-        cfg.setdefault("hidden_dim", min(4096, 8 * encoder.out_dim))
-        return BYOL(encoder, **cfg)
-    if method == "simclr":
-        return SimCLR(encoder, **cfg)
-    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    return method_spec(method).build(encoder, n_images, global_batch, queue_size, dict(method_cfg or {}), world)
 
 
 class LARS(torch.optim.Optimizer):
@@ -293,8 +273,7 @@ def train(images, *, method: str, encoder_cfg: dict, augment: nn.Module, epochs:
     (when ``knn_monitor=(val_images, val_labels)``), steps. ``max_steps`` stops after that many optimiser steps in
     total (a finished epoch is still checkpointed). ``compile`` wraps the model with torch.compile.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    method_spec(method)   # an unknown method fails here, before any process group starts
     if images.ndim != 4:
         raise ValueError(f"train expects (N, C, H, W) images, got shape {tuple(images.shape)}")
     procs = Processes(device)
@@ -312,6 +291,7 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
            checkpoint_dir, resume, num_workers, seed, progress, knn_monitor, max_steps, queue_size, method_cfg,
            weight_decay, warmup_epochs, use_compile):
     device, cuda = procs.device, procs.device.type == "cuda"
+    spec = method_spec(method)
     if batch_size % procs.world:
         raise ValueError(f"batch_size {batch_size} (global) must divide evenly across {procs.world} processes")
     steps_per_epoch = len(images) // batch_size
@@ -325,10 +305,10 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
     layout = torch.channels_last if use_channels_last(model, device) else torch.contiguous_format
     model = model.to(device).to(memory_format=layout)
     augment = augment.to(device)
-    lr = lr if lr is not None else BASE_LR[method] * batch_size / 256
-    weight_decay = weight_decay if weight_decay is not None else WEIGHT_DECAY[method]
+    lr = lr if lr is not None else spec.base_lr * batch_size / 256
+    weight_decay = weight_decay if weight_decay is not None else spec.weight_decay
     if warmup_epochs is None:
-        warmup_epochs = 0 if method == "moco" else min(10, epochs // 10)
+        warmup_epochs = spec.warmup_epochs(epochs)
     opt = make_optimizer(optimizer, model, lr, weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, int(warmup_epochs * steps_per_epoch)))
 
@@ -345,8 +325,8 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
         set_rng_state(state["rng"][procs.rank])
 
     if procs.distributed:
-        if cuda and method == "byol":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)    # MoCo uses shuffle BN instead
+        if cuda and spec.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         # buffers (BN statistics, the MoCo queue) are not broadcast every step; see average_buffers
         runner = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
                                                      broadcast_buffers=False)
@@ -377,8 +357,8 @@ def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, ba
             opt.step()
             sched.step()
             step += 1
-            if method == "byol":
-                core.update_target(step, total_steps)
+            if spec.after_step is not None:
+                spec.after_step(core, step, total_steps)
             losses.append(loss.detach())
             done += 1
             if bar is not None:

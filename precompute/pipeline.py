@@ -18,6 +18,7 @@ from pathlib import Path
 
 from models.checkpoints import FORMATS as CHECKPOINT_FORMATS
 from models.encoders import STEMS
+from models.methods import METHOD_REGISTRY
 from precompute.inputs import InputError
 from precompute.shards import world_from_env
 from precompute.stages import Config, WorkDir, log, run_pipeline
@@ -53,7 +54,7 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke tests)")
     parser.add_argument("--train-limit", type=int,
                         help="train on a random subset of at most this many images (all are embedded)")
-    parser.add_argument("--method", choices=("moco", "byol", "simclr"),
+    parser.add_argument("--method", choices=tuple(METHOD_REGISTRY),
                         help="default: the survey's recipe (CPU: what learns on 2 cores; GPU: the paper's)")
     parser.add_argument("--arch", choices=("small", "resnet18", "resnet50"), help="default: the survey's")
     parser.add_argument("--stem", choices=STEMS)

@@ -5,7 +5,8 @@ import torch
 
 from models.augment import build_augmentations, compute_mad
 from models.synthetic import two_class_blobs
-from models.train import default_queue_size, epoch_batches, Processes, train, warmup_cosine
+from models.methods import default_queue_size
+from models.train import epoch_batches, Processes, train, warmup_cosine
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +96,41 @@ def test_bad_inputs_are_refused():
         train(images, method="dino", encoder_cfg=cfg, augment=augment, epochs=1, batch_size=8)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(images, method="moco", encoder_cfg=cfg, augment=augment, epochs=1, batch_size=64)
+
+
+class ToyMethod(torch.nn.Module):
+    """A method in a few lines: pull the two views' normalised features together (it would collapse; it only has to
+    train)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.backbone = encoder
+
+    def forward(self, view_1, view_2):
+        a = torch.nn.functional.normalize(self.backbone(view_1), dim=1)
+        b = torch.nn.functional.normalize(self.backbone(view_2), dim=1)
+        return (2 - 2 * (a * b).sum(dim=1)).mean()
+
+
+def test_a_method_registered_from_one_file_trains():
+    from models.methods import METHOD_REGISTRY, MethodSpec, register_method
+
+    hooked = []
+
+    def bump(module, step, total):
+        hooked.append((step, total))
+
+    register_method(MethodSpec("toy", lambda encoder, *_: ToyMethod(encoder), base_lr=0.05, weight_decay=0.0,
+                               after_step=bump))
+    try:
+        images, _, augment = sdss_like(128)
+        encoder, history = train(images, method="toy", encoder_cfg={"arch": "small", "in_channels": 5, "width": 4},
+                                 augment=augment, epochs=2, batch_size=32, progress=False)
+        assert len(history) == 2 and all(np.isfinite(row["loss"]) for row in history)
+        assert history[0]["lr"] > 0 and encoder.out_dim == 32
+        assert hooked == [(step, 8) for step in range(1, 9)]   # after every one of 2 epochs x 4 steps
+    finally:
+        METHOD_REGISTRY.pop("toy", None)
+    with pytest.raises(ValueError, match="unknown method 'toy'"):
+        train(images, method="toy", encoder_cfg={"arch": "small", "in_channels": 5, "width": 4}, augment=augment,
+              epochs=1, batch_size=32, progress=False)
