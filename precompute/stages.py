@@ -23,7 +23,17 @@ from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint
 from precompute.inputs import InputError, skipped_frame
 from precompute.surveys.base import get_survey
 
-STAGES = ("ingest", "train", "embed", "report", "project", "thumbnails", "index", "bundle")   # report: --stop-after
+# stage -> the stages whose results it takes, in its arguments' order (the bundle takes them all)
+STAGE_INPUTS = {
+    "ingest": (),
+    "train": ("ingest",),
+    "embed": ("ingest", "train"),
+    "report": ("ingest", "train", "embed"),
+    "project": ("embed",),
+    "thumbnails": ("ingest",),
+    "index": ("embed",),
+}
+STAGES = (*STAGE_INPUTS, "bundle")
 SKIPPED_IN_MANIFEST = 1000  # the full list is in skipped.csv; the manifest keeps the first ones
 
 
@@ -541,33 +551,28 @@ def write(cfg: Config, results: dict[str, StageResult]) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------- all
+def stages_for(until: str) -> list[str]:
+    """``until`` and every stage it needs, in pipeline order."""
+    if until == "bundle":
+        return list(STAGE_INPUTS)
+    needed, todo = set(), [until]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo.extend(STAGE_INPUTS[name])
+    return [name for name in STAGE_INPUTS if name in needed]
+
+
 def run_pipeline(cfg: Config, until: str = "bundle") -> dict[str, StageResult] | Path:
-    """Run the stages in order up to ``until`` (each cached); return the bundle path or the stage results."""
+    """Run ``until`` and the stages it needs (``STAGE_INPUTS``), each cached; the bundle path, or the results."""
     if until not in STAGES:
         raise ValueError(f"unknown stage {until!r}; one of {STAGES}")
     cfg = cfg.resolved()
     wd = WorkDir(cfg.work, log=log)
-    results: dict[str, StageResult] = {"ingest": ingest(wd, cfg)}
-    if until == "ingest":
-        return results
-    if until == "thumbnails":
-        results["thumbnails"] = thumbnails(wd, cfg, results["ingest"])
-        return results
-    results["train"] = train(wd, cfg, results["ingest"])
-    if until == "train":
-        return results
-    results["embed"] = embed(wd, cfg, results["ingest"], results["train"])
-    if until == "embed":
-        return results
-    results["report"] = report(wd, cfg, results["ingest"], results["train"], results["embed"])
-    if until == "report":
-        return results
-    if until in ("project", "bundle"):
-        results["project"] = project(wd, cfg, results["embed"])
-    if until == "project":
-        return results
-    results["index"] = index(wd, cfg, results["embed"])
-    if until == "index":
-        return results
-    results["thumbnails"] = thumbnails(wd, cfg, results["ingest"])
-    return write(cfg, results)
+    functions = {"ingest": ingest, "train": train, "embed": embed, "report": report, "project": project,
+                 "thumbnails": thumbnails, "index": index}
+    results: dict[str, StageResult] = {}
+    for name in stages_for(until):
+        results[name] = functions[name](wd, cfg, *(results[i] for i in STAGE_INPUTS[name]))
+    return results if until != "bundle" else write(cfg, results)
