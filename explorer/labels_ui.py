@@ -81,10 +81,9 @@ def session_for(state) -> LabelSession:
 
     Not in a module-level WeakKeyDictionary keyed by the state: the LabelSession's watchers refer back to the state,
     and a value that refers to its own key keeps the key alive for ever (every closed session stayed in memory)."""
-    session = getattr(state, "_label_session", None)
-    if session is None:
-        session = state._label_session = LabelSession()
-    return session
+    if state.label_session is None:
+        state.label_session = LabelSession()
+    return state.label_session
 
 
 # ============================================================================================ colour layers

@@ -73,10 +73,9 @@ class QueryMarker(param.Parameterized):
 
 def marker_for(state) -> QueryMarker:
     """This session's query marker, kept beside the explorer state (created on first use)."""
-    marker = state.__dict__.get("_sky_query_marker")
+    marker = state.sky_marker
     if marker is None:
-        marker = QueryMarker()
-        state.__dict__["_sky_query_marker"] = marker
+        marker = state.sky_marker = QueryMarker()
         # A click on a bundle object starts a new search: the query marker goes.
         state.param.watch(lambda event: event.new is not None and marker.param.update(xy=None), "selected")
     return marker

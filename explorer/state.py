@@ -44,6 +44,11 @@ class ExplorerState(param.Parameterized):
     dropped_duplicates = param.Integer(default=0)
     search_ms = param.Number(default=0.0, doc="time of the last search, for the status line")
 
+    # the features' own per-session objects, created on first use (labels_ui.session_for, skyquery_ui.marker_for);
+    # kept here rather than in module-level dictionaries keyed by the state, whose values would keep it alive
+    label_session = param.Parameter(default=None, doc="labels_ui.LabelSession: author, selection method, messages")
+    sky_marker = param.Parameter(default=None, doc="skyquery_ui.QueryMarker: the off-catalogue query's map position")
+
     def add_colour_layer(self, layer) -> None:
         """Offer ``layer`` (a colour.ColourLayer) in this session's colour-by choices, replacing one of the same key."""
         self.session_colours = {**self.session_colours, layer.spec.column: layer}
