@@ -53,7 +53,8 @@ def run(n: int, n_selected: int, repeat: int = 7) -> dict:
     import holoviews as hv
 
     from explorer import colour
-    from explorer.labels_ui import PROBE_KEY, label_codes
+    from explorer.labels_ui import label_codes
+    from explorer.probe_ui import PROBE_KEY
     from explorer.plot import MapView, warm_kernels
     from explorer.state import ExplorerState
 

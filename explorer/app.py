@@ -22,11 +22,9 @@ from explorer.data import (
     resolve_bundle_path,
     resolve_map_engine,
 )
-from explorer.labels_ui import (
-    attach_map_selection,
-    build_labels_section,
-    build_probe_section,
-)
+from explorer.labels_ui import build_labels_section
+from explorer.probe_ui import build_probe_section
+from explorer.selection_ui import attach_map_selection
 from explorer.links import archive_links, sky_position
 from explorer.plot import MAP_HEIGHT, MapView, colour_layer
 from explorer.search import find_neighbours

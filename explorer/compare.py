@@ -19,7 +19,7 @@ from explorer.about import build_about_section, comparison_html
 from explorer.app import (ACCENT, CSS, MAP_HELP, OfflineFast, build_gallery, build_legend, hover_card_html,
                           wire_search)
 from explorer.data import ExplorerData
-from explorer.labels_ui import attach_map_selection
+from explorer.selection_ui import attach_map_selection
 from explorer.plot import MapView
 from explorer.state import ExplorerState, track_session
 

@@ -10,8 +10,9 @@ import pytest
 from explorer import colour, probes
 from explorer.data import load_explorer_data
 from explorer.labels import LabelStore
-from explorer.labels_ui import (LABELS_KEY, LABELS_TITLE, PROBE_KEY, TRUST_KEY, TRUST_TITLE, build_labels_section,
-                                label_codes, label_member_rows, probe_colour_layer, session_for, trust_colour_layer)
+from explorer.labels_ui import (LABELS_KEY, LABELS_TITLE, build_labels_section, label_codes, label_member_rows,
+                                session_for)
+from explorer.probe_ui import PROBE_KEY, TRUST_KEY, TRUST_TITLE, probe_colour_layer, trust_colour_layer
 from explorer.plot import MapView
 from explorer.state import ExplorerState
 
@@ -185,7 +186,7 @@ def test_probe_section_publishes_prediction_then_trust_layers(data, tmp_path, mo
 
     import panel as pn
 
-    from explorer.labels_ui import build_probe_section
+    from explorer.probe_ui import build_probe_section
 
     class Poll:
         def __init__(self, callback, period):

@@ -173,7 +173,8 @@ def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
 
     from explorer.app import build_page
     from explorer.data import load_explorer_data
-    from explorer.labels_ui import attach_map_selection, build_labels_section
+    from explorer.labels_ui import build_labels_section
+    from explorer.selection_ui import attach_map_selection
 
     data = load_explorer_data(small_bundle)
     argv = ["--labels", str(tmp_path / "ui.sqlite")]

@@ -200,7 +200,7 @@ def test_runner_cancels_a_job_and_a_new_submission_replaces_the_old():
 def test_probe_panel_explains_its_metrics_and_why_ridge_suggests_nothing(planted):
     import html
 
-    from explorer.labels_ui import METRIC_WORDS, _candidates_html, _metrics_html
+    from explorer.probe_ui import METRIC_WORDS, _candidates_html, _metrics_html
 
     emb, split, _, z, _ = planted
     probe = P.fit_probe(emb, P.ProbeTarget("redshift", "continuous", z), split, method="ridge")
