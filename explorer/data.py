@@ -29,7 +29,7 @@ import pandas as pd
 
 from explorer import colour
 from explorer.hover import build_tree
-from precompute.bundle import Bundle, BundleError, validate_bundle
+from precompute.bundle import Bundle, BundleError
 
 log = logging.getLogger("explorer")
 
@@ -378,12 +378,7 @@ def _running_tornado_loop():
 def open_bundle_for_serving(path: Path, norm_rows: int = STARTUP_NORM_ROWS) -> Bundle:
     """``Bundle.open`` with the server's validation: every structural check, embedding norms on ``norm_rows``
     spread rows (``python -m precompute validate`` checks 100 k); the index read by validation is kept."""
-    loaded: dict = {}
-    validate_bundle(path, check_norms_rows=norm_rows, keep=loaded, hash_thumbnails=False)
-    bundle = Bundle.open(path, validate=False)
-    if "index" in loaded:
-        bundle.__dict__["index"] = loaded["index"]  # as Bundle.open does: do not read the index twice
-    return bundle
+    return Bundle.open(path, check_norms_rows=norm_rows, hash_thumbnails=False)
 
 
 def load_explorer_data(path: str | Path, map_engine: str = "memory") -> ExplorerData:

@@ -230,17 +230,17 @@ class Bundle:
 
     path: Path
     manifest: dict = field(repr=False)
+    loaded_index: object = field(default=None, repr=False)   # the index validation already read, if any
 
     @classmethod
-    def open(cls, path: str | Path, validate: bool = True) -> "Bundle":
+    def open(cls, path: str | Path, validate: bool = True, check_norms_rows: int = 100_000,
+             hash_thumbnails: bool = True) -> "Bundle":
+        """The bundle at ``path``, checked first (``checked_bundle``; options as ``validate_bundle``'s)."""
         path = Path(path)
-        loaded: dict = {}
-        if validate:
-            validate_bundle(path, keep=loaded)
-        bundle = cls(path=path, manifest=json.loads((path / "manifest.json").read_text()))
-        if "index" in loaded:  # validation already read the whole index: do not read it twice
-            bundle.__dict__["index"] = loaded["index"]
-        return bundle
+        if not validate:
+            return cls(path=path, manifest=json.loads((path / "manifest.json").read_text()))
+        manifest, index = checked_bundle(path, check_norms_rows, hash_thumbnails)
+        return cls(path=path, manifest=manifest, loaded_index=index)
 
     @property
     def n(self) -> int:
@@ -268,6 +268,8 @@ class Bundle:
 
     @cached_property
     def index(self):
+        if self.loaded_index is not None:   # validation read the whole index already: not twice
+            return self.loaded_index
         import faiss
 
         return faiss.read_index(str(self.path / "index.faiss"))
@@ -333,16 +335,20 @@ def _check_thumbnails(path: Path, man: dict, n: int, hash_blob: bool = True) -> 
         _fail(blob_path, "does not match the sha256 recorded in manifest.json (modified or corrupt thumbnails)")
 
 
-def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dict | None = None,
-                    hash_thumbnails: bool = True) -> dict:
-    """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file.
+def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, hash_thumbnails: bool = True) -> dict:
+    """Check a bundle against contract version 1. Returns the manifest; raises BundleError naming the file
+    (``checked_bundle`` returns the similarity index it read as well)."""
+    return checked_bundle(path, check_norms_rows, hash_thumbnails)[0]
+
+
+def checked_bundle(path: str | Path, check_norms_rows: int = 100_000, hash_thumbnails: bool = True) -> tuple:
+    """(manifest, faiss index) of a bundle that passes every check of contract version 1; BundleError otherwise.
 
     Every structural check (files, manifest, shapes, dtypes, row counts, catalogue columns, thumbnails, index size)
     always runs in full; ``check_norms_rows`` is how many evenly spread embedding rows are checked to be finite and
     unit-norm (all rows when the bundle has fewer). ``python -m precompute validate`` and the pipeline use the 100 k
     default; a server opening a bundle passes a small sample (``explorer.data.STARTUP_NORM_ROWS``), since 100 k rows
     of a 1 M x 2048 bundle read most of its 4 GB embeddings file.
-    ``keep``, when given, receives the objects read while checking that a caller would read again (``"index"``).
     ``hash_thumbnails=False`` skips the sha256 of the thumbnail blob (GBs at millions of objects; a server start
     skips it as it samples the norms: the blob is image bytes shown as images, nothing in it runs)."""
     path = Path(path)
@@ -423,8 +429,6 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
         _fail(idx_path, f"cannot be read by faiss ({str(e).splitlines()[0][:200]})")
     if idx.ntotal != n or idx.d != d:
         _fail(idx_path, f"holds {idx.ntotal} vectors of dim {idx.d}, expected {n} of dim {d}")
-    if keep is not None:
-        keep["index"] = idx
 
     model = man["model"]
     ckpt = model.get("checkpoint")
@@ -444,7 +448,7 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, keep: dic
         if spec.get("kind") not in COLOUR_KINDS:
             _fail(man_path, f"colour_by['{col}'] has kind {spec.get('kind')!r}; expected one of {COLOUR_KINDS}")
     _check_report(path, man)
-    return man
+    return man, idx
 
 
 def _check_report(path: Path, man: dict) -> None:

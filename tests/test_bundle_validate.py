@@ -182,7 +182,7 @@ def test_server_validation_keeps_the_index_it_read(bundle):
     from explorer.data import open_bundle_for_serving
 
     opened = open_bundle_for_serving(bundle, norm_rows=3)
-    assert "index" in opened.__dict__ and opened.index.ntotal == 300
+    assert opened.loaded_index is not None and opened.index is opened.loaded_index and opened.index.ntotal == 300
 
 
 def test_a_swap_killed_between_its_renames_names_the_surviving_bundle(small_bundle, tmp_path):
