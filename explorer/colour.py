@@ -81,9 +81,14 @@ def layer_from_values(column: str, title: str, kind: str, values: np.ndarray, un
     """A per-session colour layer over float32 ``values`` (categorical: codes into ``categories``; NaN: no value)."""
     spec = ColourSpec(column=column, title=title, kind=kind, units=units, categories=tuple(categories))
     values = np.ascontiguousarray(values, dtype=np.float32)
+    return ColourLayer(spec, values, *column_stats(values, spec))
+
+
+def column_stats(values: np.ndarray, spec: ColourSpec) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """(default colour range, full bounds for the range slider, share of objects without a value) of one colour
+    column: the numbers the legend, the slider and the points/ metadata all use."""
     clim = default_range(values, spec)
-    bounds = full_range(values) if kind == "continuous" else clim
-    return ColourLayer(spec, values, clim, bounds, null_fraction(values))
+    return clim, (full_range(values) if spec.kind == "continuous" else clim), null_fraction(values)
 
 
 def density_spec() -> ColourSpec:

@@ -336,9 +336,7 @@ def prepare(bundle: Bundle, map_engine: str = "memory") -> ExplorerData:
             continue
         values = colour.colour_values(catalog[name], spec)
         cols[spec.value_column] = values
-        ranges[name] = colour.default_range(values, spec)
-        bounds[name] = colour.full_range(values) if spec.kind == "continuous" else ranges[name]
-        nulls[name] = colour.null_fraction(values)
+        ranges[name], bounds[name], nulls[name] = colour.column_stats(values, spec)
     frame = pd.DataFrame(cols, copy=False)
     return ExplorerData(bundle=bundle, catalog=catalog, frame=frame, specs=specs, ranges=ranges, bounds=bounds,
                         null_fractions=nulls)

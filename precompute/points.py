@@ -81,11 +81,9 @@ def colour_columns(bundle_path: Path) -> tuple[pd.DataFrame, dict]:
             continue
         values = colour.colour_values(catalog[name], spec)
         cols[spec.value_column] = values
-        rng = colour.default_range(values, spec)
+        rng, bounds, nulls = colour.column_stats(values, spec)
         meta[name] = {"value_column": spec.value_column, "kind": spec.kind, "categories": list(spec.categories),
-                      "range": list(rng),
-                      "bounds": list(colour.full_range(values) if spec.kind == "continuous" else rng),
-                      "null_fraction": colour.null_fraction(values)}
+                      "range": list(rng), "bounds": list(bounds), "null_fraction": nulls}
     return pd.DataFrame(cols, copy=False), meta
 
 
