@@ -48,9 +48,7 @@ class Survey:
     # ablations in BENCHMARKS.md) and the paper's configuration, the default when a GPU is present.
     cpu_recipe: dict = {}
     gpu_recipe: dict = {}
-    augmentations: tuple[str, ...] = ()
     colour_by: dict = {}
-    thumbnail_size: int = 64
 
     @property
     def n_channels(self) -> int:

@@ -41,7 +41,6 @@ class FIRST(Survey):
                   "batch_size": 128, "bin": 2, "crop": 64, "views": "d4", "centre": True}
     gpu_recipe = {"method": "byol", "arch": "resnet18", "stem": "standard", "epochs": 300, "batch_size": 256,
                   "bin": 1, "crop": 70, "views": "d4", "centre": False}
-    augmentations = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
     colour_by = {
         "angular_extent_arcsec": {"title": "Largest angular size", "kind": "continuous", "units": "arcsec"},
         "fr_class": {"title": "Fanaroff-Riley class", "kind": "categorical", "units": ""},

@@ -40,7 +40,6 @@ class SDSS(Survey):
                   "views": "d4", "centre": True}
     gpu_recipe = {"method": "moco", "arch": "resnet50", "stem": "hayat", "epochs": 200, "batch_size": 256,
                   "views": "identity"}
-    augmentations = ("reddening", "rotation", "jitter", "noise")  # names in models.augment; psf_blur off
     colour_by = {
         "gz2_smooth_or_features_smooth_fraction": {"title": "GZ2 smooth fraction", "kind": "fraction", "units": ""},
         "gz2_smooth_or_features_features_or_disk_fraction": {"title": "GZ2 features/disk fraction",
