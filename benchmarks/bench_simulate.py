@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from precompute.surveys.sim_common import default_workers
-from precompute.surveys.simulate import simulate_first, simulate_sdss
+from precompute.simulators.sim_common import default_workers
+from precompute.simulators.simulate import simulate_first, simulate_sdss
 
 
 def _cpu_seconds() -> float:

@@ -13,7 +13,7 @@ from precompute.bundle import BundleError
 
 # command -> (module, one-line help)
 COMMANDS = {
-    "simulate": ("precompute.surveys.simulate", "write a simulated SDSS-like or FIRST-like survey with known truth"),
+    "simulate": ("precompute.simulators.simulate", "write a simulated SDSS-like or FIRST-like survey with known truth"),
     "demo": ("precompute.pipeline", "simulate an SDSS-like survey, train a small MoCo v2 encoder, write a bundle"),
     "build": ("precompute.pipeline", "build a bundle from a survey's local data (SDSS HDF5 or FIRST catalogue + FITS)"),
     "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),

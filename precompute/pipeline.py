@@ -114,8 +114,8 @@ def survey_sources(args) -> dict:
 
 def simulate_demo_survey(work: Path, n: int, seed: int, progress: bool) -> Path:
     """Cached simulation of an SDSS-like survey for the demo; returns its folder."""
-    from precompute.surveys import sim_sdss
-    from precompute.surveys.simulate import simulate_sdss
+    from precompute.simulators import sim_sdss
+    from precompute.simulators.simulate import simulate_sdss
 
     wd = WorkDir(work, log=log)
     res = wd.run("simulate", {"survey": "sdss", "n": n, "seed": seed, "version": sim_sdss.VERSION}, {},
@@ -131,7 +131,7 @@ def run(args) -> int:
         sim = simulate_demo_survey(work, args.n, args.seed, not args.no_progress)
         sources = {"images": sim / "images.h5", "gz2": sim / "gz2.csv", "truth": sim / "truth.parquet"}
         sources = {k: v for k, v in sources.items() if v.is_file()}
-        note = {"simulated": f"precompute.surveys.simulate.simulate_sdss(n={args.n}, seed={args.seed})"}
+        note = {"simulated": f"precompute.simulators.simulate.simulate_sdss(n={args.n}, seed={args.seed})"}
         cfg = config_from_args(args, "sdss", sources, DEMO, note)
         until = args.stop_after or "bundle"
     else:

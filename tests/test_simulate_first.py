@@ -14,9 +14,9 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.stats import spearmanr
 
-from precompute.surveys import sim_first
-from precompute.surveys.sim_common import kpc_per_arcsec
-from precompute.surveys.simulate import simulate_first
+from precompute.simulators import sim_first
+from precompute.simulators.sim_common import kpc_per_arcsec
+from precompute.simulators.simulate import simulate_first
 
 N, SEED = 80, 5
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "first_mirabest"

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from precompute.surveys import sim_sdss
-from precompute.surveys.sim_common import SDSS_BOXES, STREAM_PIXELS, object_rng
-from precompute.surveys.simulate import simulate_sdss
+from precompute.simulators import sim_sdss
+from precompute.simulators.sim_common import SDSS_BOXES, STREAM_PIXELS, object_rng
+from precompute.simulators.simulate import simulate_sdss
 
 N, SEED = 160, 3
 R_COEFF = np.array([4.239, 3.303, 2.285, 1.698, 1.263])

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from precompute.surveys.sim_common import default_workers
+from precompute.simulators.sim_common import default_workers
 
 
 def simulate_sdss(n: int, out, seed: int = 0, progress: bool = True, workers: int | None = None) -> Path:
     """Simulated SDSS ugriz survey of ``n`` objects in ``out``; returns ``out`` as a Path."""
-    from precompute.surveys.sim_sdss import simulate_sdss as _simulate
+    from precompute.simulators.sim_sdss import simulate_sdss as _simulate
 
     return _simulate(n, out, seed=seed, progress=progress, workers=workers)
 
 
 def simulate_first(n: int, out, seed: int = 0, progress: bool = True, workers: int | None = None) -> Path:
     """Simulated VLA FIRST survey of ``n`` radio sources in ``out``; returns ``out`` as a Path."""
-    from precompute.surveys.sim_first import simulate_first as _simulate
+    from precompute.simulators.sim_first import simulate_first as _simulate
 
     return _simulate(n, out, seed=seed, progress=progress, workers=workers)
 

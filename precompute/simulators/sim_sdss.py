@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.surveys.sim_common import (STREAM_PARAMS, STREAM_PIXELS, STREAM_VOTES, SDSS_BOXES,
+from precompute.simulators.sim_common import (STREAM_PARAMS, STREAM_PIXELS, STREAM_VOTES, SDSS_BOXES,
                                            distance_modulus, galactic_reddening, kpc_per_arcsec,
                                            luminosity_distance_m, object_rng, ordered_map, sample_footprint)
 
@@ -813,7 +813,7 @@ def simulate_sdss(n: int, out, seed: int = 0, progress: bool = True, workers: in
     Identical output for the same (n, seed) whatever ``workers`` (default: min(2, cores))."""
     import h5py
 
-    from precompute.surveys.sim_common import default_workers
+    from precompute.simulators.sim_common import default_workers
 
     if n < 1:
         raise ValueError(f"simulate_sdss: n must be >= 1, got {n}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.surveys.sim_common import (FIRST_BOXES, STREAM_PARAMS, STREAM_PIXELS, kpc_per_arcsec,
+from precompute.simulators.sim_common import (FIRST_BOXES, STREAM_PARAMS, STREAM_PIXELS, kpc_per_arcsec,
                                            luminosity_distance_m, object_rng, ordered_map, sample_footprint)
 
 IMAGE = 150
@@ -269,7 +269,7 @@ def fits_header(ra: float, dec: float):
     h["BPA"] = (0.0, "[deg]")
     h["SURVEY"] = "FIRST"
     h["TELESCOP"] = "VLA"
-    h["ORIGIN"] = "simulated VLA FIRST (precompute.surveys.sim_first)"
+    h["ORIGIN"] = "simulated VLA FIRST (precompute.simulators.sim_first)"
     return h
 
 
@@ -304,7 +304,7 @@ def render_source(task: tuple[int, dict, str]) -> dict:
 
 def simulate_first(n: int, out, seed: int = 0, progress: bool = True, workers: int | None = None) -> Path:
     """Write a simulated FIRST survey of ``n`` radio sources into ``out`` (catalog.csv, cutouts/*.fits.fz)."""
-    from precompute.surveys.sim_common import default_workers
+    from precompute.simulators.sim_common import default_workers
 
     if n < 1:
         raise ValueError(f"simulate_first: n must be >= 1, got {n}")
