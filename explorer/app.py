@@ -370,10 +370,13 @@ def build_legend(data: ExplorerData, state: ExplorerState, view: MapView):
                                 view.param.density_log_peak), width=230, css_classes=["colour-legend"])
 
 
-def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=None):
-    """The whole page for one session."""
+def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=None,
+               argv: list[str] | None = None):
+    """The whole page for one session; ``argv``: the app's arguments (``--labels PATH``), read by its sections."""
     pn.extension(raw_css=[CSS])
     state = state or ExplorerState()
+    if argv is not None:
+        state.argv = list(argv)
     track_session(state)
     wire_search(data, state)
     view = MapView(data, state)
@@ -428,7 +431,7 @@ def create_page(argv: list[str] | None = None, environ: dict | None = None):
             return build_compare_page(data, load_explorer_data(other, engine))
         except BundleError as e:
             return build_error_page(other, str(e))
-    return build_page(data)
+    return build_page(data, argv=list(argv or []))
 
 
 def compare_bundle_path(argv: list[str] | None) -> Path | None:

@@ -15,7 +15,6 @@ import argparse
 import html
 import io
 import os
-import sys
 import tempfile
 import weakref
 from pathlib import Path
@@ -42,7 +41,7 @@ def resolve_labels_path(bundle_path, argv: list[str] | None = None, environ: dic
     """``--labels PATH`` in argv, else $EXPLORER_LABELS, else ``<bundle>.labels.sqlite`` beside the bundle."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--labels", default=None)
-    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    args, _ = parser.parse_known_args(list(argv or []))
     env = os.environ if environ is None else environ
     chosen = args.labels or env.get(LABELS_ENV)
     return Path(chosen) if chosen else default_labels_path(bundle_path)
@@ -134,7 +133,7 @@ def build_labels_section(data, state, argv: list[str] | None = None):
     """Labelling, undo, export/import and SAMP for the current map selection."""
     session = session_for(state)
     try:
-        store = store_for(data, argv)
+        store = store_for(data, state.argv if argv is None else argv)
     except LabelStoreError as e:
         return pn.Column("### Labels", pn.pane.Alert(str(e), alert_type="danger"))
     catalog = data.catalog

@@ -68,7 +68,8 @@ def build_probe_section(data, state, argv: list[str] | None = None):
     def make_target():
         kind, column = targets[target.value]
         if kind == "labels":
-            return probes.target_from_labels(store_for(data, argv).current(), data.catalog["object_id"])
+            store = store_for(data, state.argv if argv is None else argv)
+            return probes.target_from_labels(store.current(), data.catalog["object_id"])
         return probes.target_from_column(data.catalog, column, colour_by=data.bundle.colour_by)
 
     def job(tgt, meth, n, *, progress, cancel):

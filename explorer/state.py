@@ -44,6 +44,8 @@ class ExplorerState(param.Parameterized):
     dropped_duplicates = param.Integer(default=0)
     search_ms = param.Number(default=0.0, doc="time of the last search, for the status line")
 
+    argv = param.List(default=[], doc="the app's own arguments (create_page's argv), e.g. --labels PATH")
+
     # the features' own per-session objects, created on first use (labels_ui.session_for, skyquery_ui.marker_for);
     # kept here rather than in module-level dictionaries keyed by the state, whose values would keep it alive
     label_session = param.Parameter(default=None, doc="labels_ui.LabelSession: author, selection method, messages")

@@ -223,3 +223,18 @@ def test_export_file_names_carry_the_bundle_and_the_date():
 
     assert re.fullmatch(r"demo-labels-\d{8}", export_stem("demo"))
     assert re.fullmatch(r"my_bundle_v2-labels-\d{8}", export_stem("my bundle/v2"))
+
+
+def test_the_label_store_comes_from_the_apps_own_arguments_not_the_process_argv(small_bundle, tmp_path, monkeypatch):
+    """``--labels`` reaches the sections through create_page's argv; a notebook kernel's sys.argv is ignored."""
+    import sys
+
+    from explorer.app import create_page
+    from explorer.labels_ui import store_for
+
+    monkeypatch.setattr(sys, "argv", ["ipykernel", "--labels", str(tmp_path / "kernel.sqlite")])
+    page = create_page(["--bundle", str(small_bundle), "--labels", str(tmp_path / "mine.sqlite")])
+    state = page.explorer_state
+    assert state.argv[-1].endswith("mine.sqlite")
+    assert (tmp_path / "mine.sqlite").exists() and not (tmp_path / "kernel.sqlite").exists()
+    assert store_for(page.explorer_view.data, None).path.name != "kernel.sqlite"
