@@ -130,7 +130,7 @@ def bench_recolour(data, state, n_rounds: int = 3) -> dict:
 
 
 def bench_hover(data, view, rng, n: int = 2000, cards: bool = True) -> dict:
-    from explorer.app import hover_card_html
+    from explorer.cards import hover_card_html
 
     x, y = data.frame["x"].to_numpy(), data.frame["y"].to_numpy()
     x0, x1, y0, y1 = view._extent
@@ -157,7 +157,7 @@ def bench_hover(data, view, rng, n: int = 2000, cards: bool = True) -> dict:
 
 
 def bench_click(data, state, rng, n: int = 40) -> dict:
-    from explorer.app import detail_html
+    from explorer.cards import detail_html
 
     total, cpu, search, detail = [], [], [], []
     for j, i in enumerate(rng.integers(0, data.n, n + 3)):

@@ -15,6 +15,7 @@ import panel as pn
 
 from explorer import colour
 from explorer.about import build_about_section
+from explorer.cards import THUMB_PX, detail_html, hover_card_html, neighbour_card_html
 from explorer.data import (
     MAKE_ONE,
     ExplorerData,
@@ -25,7 +26,6 @@ from explorer.data import (
 from explorer.labels_ui import build_labels_section
 from explorer.probe_ui import build_probe_section
 from explorer.selection_ui import attach_map_selection
-from explorer.links import archive_links, sky_position
 from explorer.plot import MAP_HEIGHT, MapView, colour_layer
 from explorer.search import find_neighbours
 from explorer.skyquery_ui import build_sky_search_section, query_marker
@@ -48,10 +48,6 @@ OfflineFast.__name__ = "Fast"   # Panel finds a design's bundled files (fast/js/
 
 TITLE = "Latent-space explorer"
 ACCENT = "#1f6f8b"
-THUMB_PX = 96
-DETAIL_THUMB_PX = 160
-KEY_COLUMNS = ("object_id", "redshift", "r_mag", "angular_extent_arcsec", "morph_class", "split")
-HIDDEN_COLUMNS = {"umap_x", "umap_y", "ra", "dec"}
 
 CSS = """
 .cb-legend {font-size: 12px; line-height: 1.35;}
@@ -70,75 +66,6 @@ CSS = """
 .nb-card {font-size: 11px; text-align: center;}
 .nb-sim {font-weight: 600;}
 """
-
-
-# ------------------------------------------------------------------------------------------------- formatting
-def format_value(v) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "—"
-    try:
-        import pandas as pd
-
-        if pd.isna(v):
-            return "—"
-    except (TypeError, ValueError):
-        pass
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.4g}"
-    return html.escape(str(v))
-
-
-def _units(data: ExplorerData, column: str) -> str:
-    spec = data.specs.get(column)
-    return f" {spec.units}" if spec is not None and spec.units else ""
-
-
-def column_title(data: ExplorerData, column: str) -> str:
-    """The manifest's title for a column (e.g. 'Spectroscopic redshift'), else its name with spaces."""
-    spec = data.specs.get(column)
-    return html.escape(spec.title if spec is not None else str(column).replace("_", " "))
-
-
-def _value_with_units(data: ExplorerData, value, column: str) -> str:
-    text = format_value(value)
-    if text == "—":
-        return '<span class="muted" title="this catalogue has no value for this object">— (none)</span>'
-    return text + _units(data, column)
-
-
-def _rows_html(pairs) -> str:
-    return "<table>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in pairs) + "</table>"
-
-
-def hover_card_html(data: ExplorerData, i: int | None) -> str:
-    """The small card shown for the object under the pointer (empty hint over empty space)."""
-    if i is None:
-        return '<div class="obj-card muted">Point at an object to see it; click it to find similar ones.</div>'
-    row = data.row(i)
-    pos = sky_position(row["ra"], row["dec"])
-    pairs = [("id", format_value(row["object_id"])), ("RA, Dec", f"{pos['ra_deg']}°, {pos['dec_deg']}°")]
-    pairs += [(column_title(data, c), _value_with_units(data, row[c], c)) for c in KEY_COLUMNS[1:] if c in row.index]
-    return (f'<div class="obj-card hover-card"><img src="{data.thumbnail_uri(i)}" width="{THUMB_PX + 32}" '
-            f'height="{THUMB_PX + 32}" alt="thumbnail of {html.escape(str(row["object_id"]))}">'
-            f'{_rows_html(pairs)}</div>')
-
-
-def detail_html(data: ExplorerData, i: int | None) -> str:
-    """The selected object: large thumbnail, position in both notations, archive links and its catalogue row."""
-    if i is None:
-        return '<div class="detail muted">Click an object on the map.</div>'
-    row = data.row(i)
-    pos = sky_position(row["ra"], row["dec"])
-    links = " · ".join(f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{label}</a>'
-                       for label, url in archive_links(row["ra"], row["dec"], data.survey))
-    pairs = [("object_id", format_value(row["object_id"])),
-             ("RA", f"{pos['ra_hms']} ({pos['ra_deg']}°)"),
-             ("Dec", f"{pos['dec_dms']} ({pos['dec_deg']}°)")]
-    pairs += [(html.escape(str(c)), format_value(row[c]) + _units(data, c))
-              for c in row.index if c not in HIDDEN_COLUMNS and c != "object_id"]
-    return (f'<div class="detail"><img class="detail-thumb" src="{data.thumbnail_uri(i)}" '
-            f'width="{DETAIL_THUMB_PX}" height="{DETAIL_THUMB_PX}" alt="selected object">'
-            f'<p>{links}</p>{_rows_html(pairs)}</div>')
 
 
 # ------------------------------------------------------------------------------------------------- search
@@ -160,22 +87,6 @@ def run_search(data: ExplorerData, state: ExplorerState) -> None:
 def wire_search(data: ExplorerData, state: ExplorerState) -> None:
     state.param.watch(lambda *_: run_search(data, state),
                       ["positives", "negatives", "k", "duplicate_arcsec", "negative_weight"])
-
-
-def rank_text(percentile: float) -> str:
-    """'top 0.3 %' for a score above 99.7 % of random pairs (never 'top 0 %': the reference resolves 0.01 %)."""
-    top = max(100.0 - float(percentile), 0.01)
-    return f"top {top:.2g} %" if top < 10 else f"top {top:.0f} %"
-
-
-def neighbour_card_html(data: ExplorerData, rank: int, i: int, sim: float) -> str:
-    row = data.row(i)
-    pct = float(data.similarity_percentile(sim))
-    title = (f"cosine {sim:.3f}: more similar than {pct:.2f} % of random pairs of objects in this bundle")
-    return (f'<div class="nb-card"><img class="nb-thumb" src="{data.thumbnail_uri(i)}" width="{THUMB_PX}" '
-            f'height="{THUMB_PX}" alt="neighbour {rank}"><div title="{html.escape(title)}"><span class="nb-sim">'
-            f'{rank_text(pct)}</span> · {sim:.3f}</div><div class="nb-id">{html.escape(str(row["object_id"]))}</div>'
-            f'</div>')
 
 
 class NeighbourGallery:

@@ -56,7 +56,7 @@ def test_parquet_list_column_and_fits_catalogue_without_images(tmp_path, capsys)
     row = int(np.flatnonzero(cat["object_id"] == "obj0011")[0])
     np.testing.assert_allclose(np.asarray(bundle.embeddings[row], np.float32), v, atol=2e-3)
 
-    from explorer.app import hover_card_html
+    from explorer.cards import hover_card_html
     from explorer.data import NO_IMAGE_URI, load_explorer_data
 
     data = load_explorer_data(tmp_path / "bundle")

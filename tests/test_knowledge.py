@@ -170,6 +170,6 @@ def test_about_card_says_plainly_when_the_embedding_does_not_beat_its_twin():
 
 
 def test_neighbour_rank_text():
-    from explorer.app import rank_text
+    from explorer.cards import rank_text
 
     assert rank_text(99.7) == "top 0.3 %" and rank_text(100.0) == "top 0.01 %" and rank_text(50.0) == "top 50 %"
