@@ -52,10 +52,12 @@ class NotebookBundle:
         return self.data.catalog
 
     def row_of(self, object_id) -> int:
-        rows = np.flatnonzero(np.asarray(self.data.object_ids) == str(object_id))
-        if len(rows) == 0:
+        from explorer.labels_ui import rows_by_object_id
+
+        rows = rows_by_object_id(self.data)   # built once per bundle, shared with the labels
+        if str(object_id) not in rows:
             raise KeyError(f"no object {object_id!r} in {self.data.bundle.path}")
-        return int(rows[0])
+        return int(rows.get_indexer([str(object_id)])[0])
 
     def _table(self, rows, cosines) -> pd.DataFrame:
         rows = np.asarray(rows, dtype=np.int64)

@@ -345,10 +345,7 @@ def build_bundle(args) -> Path:
 
     cat = bundle_catalog(catalog, np.load(proj.path / "coords.npy"), cfg.seed)
     colour_by = catalogue_colour_by(cat, colour_columns(survey, cat))
-    tasks = rp.catalogue_tasks(cat, colour_by)[: rp.MAX_TASKS]
-    rows = rp.evaluation_rows(tasks, len(cat), cfg.seed)
-    report = rp.build_report(tasks, {"embedding": np.asarray(embeddings[rows], np.float32)}, rows, embeddings,
-                             {}, cfg.seed)
+    report = rp.embedding_only_report(rp.catalogue_tasks(cat, colour_by), len(cat), embeddings, cfg.seed)
     print("[report]\n" + rp.format_table(report), flush=True)
     report_path = rp.write_report(report, work / "from-embeddings-report.json")
     if (imp.path / "images.npy").exists():

@@ -8,6 +8,7 @@ every cutout fetched by the explorer) embeds exactly as with a trained encoder.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from precompute.cache import StageResult, WorkDir, fingerprint_file
@@ -16,7 +17,15 @@ from precompute.surveys.base import get_survey
 
 
 def published_build(path: str | Path, fmt: str) -> dict:
-    """build_encoder kwargs, survey and preprocessing of a published checkpoint (what Config.resolved needs)."""
+    """build_encoder kwargs, survey and preprocessing of a published checkpoint (what Config.resolved needs); the
+    file is read and checked once per process and content, however often a run resolves its config."""
+    path = Path(path)
+    stat = path.stat() if path.is_file() else None
+    return dict(_checked_config(str(path.resolve()), fmt, stat and (stat.st_size, stat.st_mtime_ns)))
+
+
+@lru_cache(maxsize=4)
+def _checked_config(path: str, fmt: str, version) -> dict:
     from models.checkpoints import CheckpointError, load_published_encoder
 
     try:

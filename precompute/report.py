@@ -240,6 +240,16 @@ def add_arguments(parser, command: str) -> None:
                         help="write report.json into the bundle (default: print only)")
 
 
+def embedding_only_report(tasks: list[dict], n: int, embeddings: np.ndarray, seed: int = 0) -> dict:
+    """The report of an embedding with no network or images to compare it with (an old bundle, or embeddings
+    made elsewhere): its health and its figures on the labelled tasks."""
+    tasks = tasks[:MAX_TASKS]
+    rows = evaluation_rows(tasks, n, seed)
+    features = {"embedding": np.asarray(embeddings[rows], dtype=np.float32)}
+    return build_report(tasks, features, rows, embeddings,
+                        notes={"baselines": "not computed: they need the build's images"}, seed=seed)
+
+
 def run(args) -> int:
     """Health and embedding-only figures of an existing bundle (the baselines need the build's images: run
     `python -m precompute build ... --stop-after report` for those)."""
@@ -254,11 +264,7 @@ def run(args) -> int:
         tasks = survey.report_tasks(catalog, colour_columns(survey, catalog))
     except KeyError:   # a survey this installation does not know: its manifest still names the labelled columns
         tasks = catalogue_tasks(catalog, bundle.manifest.get("colour_by", {}))
-    tasks = tasks[:MAX_TASKS]
-    rows = evaluation_rows(tasks, len(catalog))
-    features = {"embedding": np.asarray(bundle.embeddings[rows], dtype=np.float32)}
-    rep = build_report(tasks, features, rows, bundle.embeddings,
-                       notes={"baselines": "not computed: they need the build's images"})
+    rep = embedding_only_report(tasks, len(catalog), bundle.embeddings)
     print(format_table(rep))
     if args.write:
         write_report(rep, Path(args.bundle) / "report.json")

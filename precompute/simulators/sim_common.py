@@ -90,6 +90,15 @@ def distance_modulus(z) -> np.ndarray:
     return 5.0 * np.log10(luminosity_distance_m(z) / 3.0856775814913673e17)
 
 
+def offset_away_from_centre(rng, half: float, min_px: float) -> tuple[float, float]:
+    """A uniform position in the stamp (pixels from its centre, within +-``half``) at least ``min_px`` from it:
+    where unrelated field sources go, clear of the object itself."""
+    while True:
+        x, y = rng.uniform(-half, half, 2)
+        if np.hypot(x, y) >= min_px:
+            return x, y
+
+
 # -- parallel map ------------------------------------------------------------------------------------------
 def ordered_map(func: Callable, items: Iterable, n_items: int, workers: int, desc: str,
                 progress: bool = True, chunksize: int = 8) -> Iterator:

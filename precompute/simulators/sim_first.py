@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from precompute.simulators.sim_common import (FIRST_BOXES, STREAM_PARAMS, STREAM_PIXELS, kpc_per_arcsec,
-                                           luminosity_distance_m, object_rng, ordered_map, sample_footprint)
+                                           luminosity_distance_m, object_rng, offset_away_from_centre, ordered_map,
+                                           sample_footprint)
 
 IMAGE = 150
 PIXEL_SCALE = 1.8                      # arcsec / px
@@ -112,10 +113,7 @@ def _background_sources(rng) -> list[list[float]]:
     kept >= BACKGROUND_MIN_PX from the centre."""
     rows = []
     for _ in range(rng.poisson(BACKGROUND_PER_CUTOUT)):
-        while True:
-            x, y = rng.uniform(-CENTRE, CENTRE, 2)
-            if np.hypot(x, y) >= BACKGROUND_MIN_PX:
-                break
+        x, y = offset_away_from_centre(rng, CENTRE, BACKGROUND_MIN_PX)
         s_min, s_max, slope = 1e-3, 50e-3, -0.8          # inverse CDF of dN/dS ∝ S^-1.8
         flux = (s_min**slope + rng.uniform() * (s_max**slope - s_min**slope)) ** (1 / slope)
         size = rng.uniform(0.0, 1.5)

@@ -36,7 +36,8 @@ import pandas as pd
 
 from precompute.simulators.sim_common import (STREAM_PARAMS, STREAM_PIXELS, STREAM_VOTES, SDSS_BOXES,
                                            distance_modulus, galactic_reddening, kpc_per_arcsec,
-                                           luminosity_distance_m, object_rng, ordered_map, sample_footprint)
+                                           luminosity_distance_m, object_rng, offset_away_from_centre,
+                                           ordered_map, sample_footprint)
 
 # Part of the demo's simulation cache key: raise it whenever a change alters what the simulator draws.
 VERSION = 2
@@ -357,10 +358,7 @@ def _field_neighbours(rng) -> list[dict]:
     but not part of its magnitude, radii or truth."""
     out = []
     for _ in range(rng.poisson(NEIGHBOURS_PER_STAMP)):
-        while True:
-            x, y = rng.uniform(-CENTRE, CENTRE, 2)
-            if np.hypot(x, y) >= NEIGHBOUR_MIN_PX:
-                break
+        x, y = offset_away_from_centre(rng, CENTRE, NEIGHBOUR_MIN_PX)
         r_mag = rng.uniform(19.0, 22.0)
         if rng.uniform() < 0.4:
             c = _component("point", 1.0, (0, 0, 0), dx=x * PIXEL_SCALE, dy=y * PIXEL_SCALE)
