@@ -39,7 +39,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from explorer import colour
-from explorer.plot import MAP_FRAME, SPREAD
+from explorer.kernels import SPREAD
+from explorer.plot import MAP_FRAME
 
 WIDTH = HEIGHT = MAP_FRAME
 

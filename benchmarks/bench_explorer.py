@@ -54,8 +54,8 @@ def _map_only_data(folder: Path):
     """ExplorerData over a folder holding only a bundle's catalog.parquet (no embeddings, index or thumbnails)."""
     from benchmarks.fixture_bundle import COLOUR_BY
     from explorer.data import prepare
-    from explorer.plot import warm_kernels
-    from precompute.bundle import Bundle
+    from explorer.kernels import warm_kernels
+    from core.bundle import Bundle
 
     data = prepare(Bundle(path=folder, manifest={"survey": "fixture", "colour_by": COLOUR_BY, "n_objects": -1}))
     _ = data.tree

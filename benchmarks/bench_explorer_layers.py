@@ -55,7 +55,8 @@ def run(n: int, n_selected: int, repeat: int = 7) -> dict:
     from explorer import colour
     from explorer.labels_ui import label_codes
     from explorer.probe_ui import PROBE_KEY
-    from explorer.plot import MapView, warm_kernels
+    from explorer.kernels import warm_kernels
+    from explorer.plot import MapView
     from explorer.state import ExplorerState
 
     hv.extension("bokeh")

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from precompute.index import KINDS, SimilaritySearch, build_index, exact_search, index_bytes, recall_at_k
+from core.index import KINDS, SimilaritySearch, build_index, exact_search, index_bytes, recall_at_k
 
 
 def time_queries(search, queries: np.ndarray, k: int = 10, warmup: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ def run_precompute(args: list[str]) -> dict:
 # ------------------------------------------------------------------------------------------------- metrics
 def knn_ids(emb: np.ndarray, k: int) -> np.ndarray:
     """k nearest neighbours by cosine, excluding the object itself (exact, faiss)."""
-    from precompute.index import exact_search
+    from core.index import exact_search
 
     _, ids = exact_search(emb, emb, k=k + 1)
     return ids[:, 1:]
@@ -95,8 +95,8 @@ def ingest_images(bundle: Path) -> np.ndarray:
 
 
 def first_metrics(bundle: Path) -> dict:
-    from precompute.bundle import Bundle
-    from precompute.surveys.base import get_survey
+    from core.bundle import Bundle
+    from core.surveys.base import get_survey
 
     b = Bundle.open(bundle)
     cat = b.catalog
@@ -130,8 +130,8 @@ def sdss_probe(bundle: Path, n_labels: int = 1000, seed: int = 0) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from precompute.bundle import Bundle
-    from precompute.surveys.base import get_survey
+    from core.bundle import Bundle
+    from core.surveys.base import get_survey
 
     b = Bundle.open(bundle)
     cat = b.catalog

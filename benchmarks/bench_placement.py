@@ -2,7 +2,7 @@
 
 Holds out ``--held-out`` objects of a bundle, fits PCA + UMAP on the rest exactly as the project stage does, then
 places each held-out object (a) with ``umap.transform`` of the fitted reducer and (b) with
-``precompute.project.place_by_neighbours`` from its 15 nearest fitted objects by cosine. Distances are in units of
+``core.placement.place_by_neighbours`` from its 15 nearest fitted objects by cosine. Distances are in units of
 the map's scale (the median distance of a point to the map's centre); also reported: how far each held-out object's
 own 15 neighbours sit from one another on the map (the scale below which placement cannot be judged).
 
@@ -26,8 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from precompute.knowledge import knn_indices, l2_normalise
-    from precompute.project import fit_umap, place_by_neighbours, reduce_with_pca
+    from core.knowledge import knn_indices, l2_normalise
+    from core.placement import place_by_neighbours
+    from precompute.project import fit_umap, reduce_with_pca
 
     emb = l2_normalise(np.load(Path(args.bundle) / "embeddings.npy", mmap_mode="r"))
     rng = np.random.default_rng(args.seed)

@@ -33,7 +33,7 @@ CATALOGS = {"mirabest": DATA / "first_mirabest" / "catalog.csv", "frdeep": DATA 
 
 def load_union(cache: Path) -> tuple[pd.DataFrame, np.ndarray]:
     """Both samples through the project's FIRST reader (cached as .npz: reading 1.9 k FITS files takes a minute)."""
-    from precompute.surveys.first import FIRST
+    from core.surveys.first import FIRST
 
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
@@ -67,7 +67,7 @@ def tasks(catalog: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray, str]
 
 
 def score(features: np.ndarray, task_defs: dict) -> dict:
-    from precompute import knowledge as kn
+    from core import knowledge as kn
 
     out = {}
     for name, (rows, labels, kind) in task_defs.items():
@@ -84,7 +84,7 @@ def score(features: np.ndarray, task_defs: dict) -> dict:
 def build_augment(args):
     from models.augment import build_augmentations
 
-    return build_augmentations("first", crop=args.crop, scale=(args.min_scale, 1.0), jitter_strength=args.jitter,
+    return build_augmentations("radio", crop=args.crop, scale=(args.min_scale, 1.0), jitter_strength=args.jitter,
                                blur_p=args.blur_p)
 
 
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
 
     from models.embed import embed
     from models.encoders import build_encoder
-    from models.train import train
-    from precompute.surveys.first import FIRST
+    from models.train import TrainConfig, train
+    from core.surveys.first import FIRST
     from sklearn.decomposition import PCA
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -139,9 +139,10 @@ def main(argv=None) -> int:
     if args.hidden is not None:
         method_cfg["hidden_dim"] = args.hidden
     t0 = time.perf_counter()
-    encoder, history = train(normalised, method=args.method, encoder_cfg=encoder_cfg, augment=build_augment(args),
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                             weight_decay=args.weight_decay, method_cfg=method_cfg, seed=args.seed, progress=False)
+    settings = TrainConfig(method=args.method, encoder=encoder_cfg, epochs=args.epochs, batch_size=args.batch_size,
+                           lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
+                           method_cfg=method_cfg, seed=args.seed, progress=False)
+    encoder, history = train(normalised, build_augment(args), settings)
     train_s = time.perf_counter() - t0
     task_defs = tasks(catalog)
     results = {}

@@ -1,4 +1,4 @@
-"""BENCHMARK: merging sharded embeddings into one .npy (precompute.shards) vs the old concatenate-in-memory path.
+"""BENCHMARK: merging sharded embeddings into one .npy (core.arrays) vs the old concatenate-in-memory path.
 
     python -m benchmarks.bench_shards                       # 1 M x 2048 float16 merge (4 GB), old path at 200 k
     python -m benchmarks.bench_shards --n 200000 --old-n 50000 --tmp /tmp/shards-bench
@@ -35,8 +35,8 @@ ROOT = Path(__file__).parents[1]
 
 def write_synthetic_shards(folder: Path, n: int, dim: int, rows_per_shard: int, seed: int = 0) -> None:
     """Unit-vector float16 shards on the rows_per_shard grid; one random pool, rolled per shard (fast to make)."""
-    from precompute.bundle import l2_normalise
-    from precompute.shards import shard_name, shard_ranges
+    from core.contract import l2_normalise
+    from core.arrays import shard_name, shard_ranges
 
     folder.mkdir(parents=True, exist_ok=True)
     pool = l2_normalise(np.random.default_rng(seed).normal(size=(rows_per_shard, dim)), np.float16)
@@ -45,8 +45,8 @@ def write_synthetic_shards(folder: Path, n: int, dim: int, rows_per_shard: int, 
 
 
 def child(task: str, folder: Path, out: Path, n: int) -> dict:
-    from precompute.bundle import l2_normalise
-    from precompute.shards import copy_to_npy, merge_embedding_shards
+    from core.contract import l2_normalise
+    from core.arrays import copy_to_npy, merge_embedding_shards
 
     t0 = time.perf_counter()
     if task == "none":

@@ -71,7 +71,7 @@ def bench_fetch_embed() -> dict:
     if not real_data_present():
         return {"fetch-and-embed": "skipped: ../shared/data/first_mirabest not present"}
     from explorer.query_embed import QueryEmbedder
-    from precompute.bundle import Bundle
+    from core.bundle import Bundle
 
     with tempfile.TemporaryDirectory() as tmp, ReplayServer() as srv:
         bundle = Bundle.open(build_first_bundle(Path(tmp) / "b", n=40))

@@ -19,11 +19,12 @@ import time
 import models  # noqa: F401  (first: sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP)
 import numpy as np
 import torch
-from models.augment import build_augmentations, compute_mad
+from models.augment import build_augmentations
 from models.encoders import build_encoder, use_channels_last
 from models.moco import MoCo
 from models.synthetic import two_class_blobs
-from models.train import train
+from models.train import TrainConfig, train
+from core.surveys.sdss import SDSS
 
 
 def time_it(fn, repeats: int) -> tuple[float, float]:
@@ -65,8 +66,8 @@ def bench_step(encoder_cfg: dict, views: tuple, device, repeats: int, bf16: bool
 def bench_train(images: np.ndarray, encoder_cfg: dict, augment, batch: int, steps: int, device):
     """(images/s of the training loop as it reports it, images per CPU-second including set-up)."""
     cpu = time.process_time()
-    _, history = train(images, method="moco", encoder_cfg=encoder_cfg, augment=augment, epochs=1,
-                       batch_size=batch, max_steps=steps, progress=False, device=device)
+    _, history = train(images, augment, TrainConfig(method="moco", encoder=encoder_cfg, epochs=1, batch_size=batch,
+                                                    max_steps=steps, progress=False, device=device))
     return round(history[-1]["images_per_s"]), round(steps * batch / (time.process_time() - cpu))
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     args = p.parse_args()
 
     images, _ = two_class_blobs(args.batch * (args.steps + 1), size=107, channels=5, seed=0)
-    augment = build_augmentations("sdss", mad=compute_mad(images), crop=64, jitter=7)
+    augment = build_augmentations("ugriz", **SDSS().augmentation_params(images, crop=64))
     batch = torch.from_numpy(images[: args.batch])
     results = []
     cpu = torch.device("cpu")

@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from precompute import knowledge as kn
+from core import knowledge as kn
 
 
 def whiten(x: np.ndarray, floor: float) -> np.ndarray:

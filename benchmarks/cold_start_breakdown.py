@@ -39,8 +39,9 @@ def timed_render(self, *a, **k):
     step(f"  map render inside the document: {time.time() - t:.2f} s")
     return out
 plot.MapView.render = timed_render
-from explorer.data import load_explorer_data, resolve_bundle_path
-data = load_explorer_data(resolve_bundle_path(sys.argv[1:]))
+from explorer.data import load_explorer_data
+from explorer.settings import Settings
+data = load_explorer_data(Settings.parse(sys.argv[1:]).bundle)
 step("load_explorer_data")
 page = app.build_page(data)
 step("build_page")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.bundle import assign_splits, pack_thumbnails, write_bundle
+from core.write import assign_splits, pack_thumbnails, write_bundle
 
 COLOUR_BY = {
     "gz2_smooth_fraction": {"title": "GZ2 smooth fraction", "kind": "fraction", "units": ""},

@@ -69,7 +69,7 @@ def latency(ms: np.ndarray, source: str, **detail) -> tuple[dict, dict]:
 def machine() -> dict:
     import psutil
 
-    from precompute.bundle import software_versions
+    from core.write import software_versions
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
@@ -81,7 +81,7 @@ def machine() -> dict:
 
 # ============================================================================================ figures
 def bench_search(bundle, queries: int, repeats_exact: int = 3) -> dict:
-    from precompute.index import SimilaritySearch, exact_search, recall_at_k
+    from core.index import SimilaritySearch, exact_search, recall_at_k
 
     emb = bundle.embeddings
     searcher = SimilaritySearch(bundle.index, emb)
@@ -97,13 +97,13 @@ def bench_search(bundle, queries: int, repeats_exact: int = 3) -> dict:
         ms.append((time.perf_counter() - t) * 1e3)
     ms = np.array(ms)
     exact_ms = timed(lambda: exact_search(emb, q[:1], 10), repeats_exact, warmup=1)
-    src = "precompute.index.SimilaritySearch.search (explorer.data.ExplorerData.searcher)"
+    src = "core.index.SimilaritySearch.search (explorer.data.ExplorerData.searcher)"
     p50, p95 = latency(ms, src, index=type(searcher.index).__name__, rerank=searcher.rerank)
     return {
         "search_p50_ms": p50, "search_p95_ms": p95,
         "search_recall_at_10": figure(recall_at_k(np.array(found), truth), "fraction",
-                                      "vs precompute.index.exact_search in the same run", queries=queries),
-        "search_exact_ms": figure(np.median(exact_ms), "ms", "precompute.index.exact_search, one query"),
+                                      "vs core.index.exact_search in the same run", queries=queries),
+        "search_exact_ms": figure(np.median(exact_ms), "ms", "core.index.exact_search, one query"),
         "search_speedup_vs_exact": figure(np.median(exact_ms) / np.median(ms), "x", "exact_ms / search_p50_ms"),
     }
 
@@ -143,7 +143,7 @@ def bench_render_explorer(frame, repeats: int) -> dict:
         import holoviews as hv
         from holoviews.operation.datashader import dynspread, rasterize
 
-        from explorer.plot import SPREAD
+        from explorer.kernels import SPREAD
     except ImportError as e:
         return {"render_explorer_p50_ms": figure(None, "ms", f"unavailable: {e}")}
     col = next((c for c in frame.columns if c not in ("x", "y")), None)
@@ -156,7 +156,7 @@ def bench_render_explorer(frame, repeats: int) -> dict:
                         dynamic=False)
         return dynspread(img, dynamic=False, **SPREAD)
 
-    p50, _ = latency(timed(render, repeats), "holoviews rasterize + dynspread with explorer.plot.SPREAD "
+    p50, _ = latency(timed(render, repeats), "holoviews rasterize + dynspread with explorer.kernels.SPREAD "
                      "(the MapView colour layer, without Bokeh serialisation)", column=col, view="full")
     return {"render_explorer_p50_ms": p50}
 
@@ -319,7 +319,7 @@ def ensure_bundle(path: Path, n: int, dim: int) -> Path:
 
 def run(args) -> dict:
     from explorer.data import prepare
-    from precompute.bundle import Bundle
+    from core.bundle import Bundle
 
     path = ensure_bundle(Path(args.bundle), args.n, args.dim)
     t = time.perf_counter()

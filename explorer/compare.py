@@ -16,7 +16,8 @@ import pandas as pd
 import panel as pn
 
 from explorer.about import build_about_section, comparison_html
-from explorer.app import ACCENT, CSS, MAP_HELP, OfflineFast, build_gallery, build_legend, wire_search
+from explorer.gallery import build_gallery, wire_search
+from explorer.layout import ACCENT, CSS, MAP_HELP, OfflineFast, build_legend
 from explorer.cards import hover_card_html
 from explorer.data import ExplorerData
 from explorer.selection_ui import attach_map_selection

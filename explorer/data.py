@@ -6,7 +6,7 @@ browser session of a ``panel serve`` process shares one copy) and prepares what 
 (x, y and one float32 column per colour-by choice), the KD-tree for hover/click, the similarity searcher over the
 memory-mapped embeddings, and the packed thumbnails.
 
-The map engine (``resolve_map_engine``: ``--map-engine``, else ``$EXPLORER_MAP_ENGINE``, else ``memory``) decides
+The map engine (``explorer.settings``: ``--map-engine``, else ``$EXPLORER_MAP_ENGINE``, else ``memory``) decides
 where the bundle's colour columns live. ``memory``: in the map frame, as above. ``dask``: in the bundle's
 ``points/`` (partitioned Parquet written by ``python -m precompute points``), read lazily by Dask at each render, so
 only x/y (float32, for the hover tree, lasso and selection) stay in memory; ``auto``: ``dask`` when the bundle has
@@ -16,10 +16,8 @@ only where the colour columns themselves are a real share of the server's memory
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +26,15 @@ import numpy as np
 import pandas as pd
 
 from explorer import colour
+from explorer.filerows import FileRows
 from explorer.hover import build_tree
-from precompute.bundle import Bundle, BundleError
+from explorer.kernels import warm_colour_kernels, warm_density_kernels
+from core.bundle import Bundle
+from core.contract import BundleError
 
 log = logging.getLogger("explorer")
 
-DEFAULT_BUNDLE = "bundles/demo"
-ENV_VAR = "EXPLORER_BUNDLE"
 MAKE_ONE = "make demo   (or: python -m precompute demo --out bundles/demo)"
-MAP_ENGINES = ("memory", "dask", "auto")
-ENGINE_ENV_VAR = "EXPLORER_MAP_ENGINE"
 # ``auto`` reads colours from points/ once the float32 colour columns would pass this (e.g. 10 M objects x 27
 # columns): below it memory mode is both faster and small next to the catalogue (docs/SCALING.md).
 AUTO_DASK_ABOVE_BYTES = 1 << 30
@@ -54,31 +51,9 @@ NO_IMAGE_URI = "data:image/svg+xml;base64," + base64.b64encode(_NO_IMAGE_SVG.enc
 _MIME = {"webp": "image/webp", "jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 
 
-def resolve_bundle_path(argv: list[str] | None = None, environ: dict | None = None) -> Path:
-    """The bundle folder from ``--bundle DIR`` in argv, else $EXPLORER_BUNDLE, else ``bundles/demo``."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--bundle", default=None)
-    args, _ = parser.parse_known_args(list(argv or []))
-    env = os.environ if environ is None else environ
-    return Path(args.bundle or env.get(ENV_VAR) or DEFAULT_BUNDLE)
-
-
-def resolve_map_engine(argv: list[str] | None = None, environ: dict | None = None) -> str:
-    """``--map-engine`` in argv, else $EXPLORER_MAP_ENGINE, else ``memory``; one of MAP_ENGINES (unresolved auto)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--map-engine", default=None)
-    args, _ = parser.parse_known_args(list(argv or []))
-    env = os.environ if environ is None else environ
-    engine = (args.map_engine or env.get(ENGINE_ENV_VAR) or "memory").strip().lower()
-    if engine not in MAP_ENGINES:
-        raise BundleError(f"unknown map engine {engine!r} (from --map-engine or ${ENGINE_ENV_VAR}); "
-                          f"choose one of {', '.join(MAP_ENGINES)}")
-    return engine
-
-
 def choose_map_engine(engine: str, bundle: Bundle) -> str:
     """Resolve ``auto``: dask when the bundle has points/ and its colour columns would pass AUTO_DASK_ABOVE_BYTES."""
-    from precompute.points import POINTS_DIR
+    from core.points import POINTS_DIR
 
     if engine != "auto":
         return engine
@@ -95,7 +70,7 @@ class MapPoints:
     """
 
     def __init__(self, folder: Path, meta: dict):
-        from precompute.scale import load_points_dask
+        from core.scale import load_points_dask
 
         self.folder, self.meta = Path(folder), meta
         self.ddf = load_points_dask(self.folder)
@@ -176,13 +151,30 @@ class ExplorerData:
 
     @built_once
     def searcher(self):
-        from precompute.index import SimilaritySearch
+        from core.index import SimilaritySearch
 
         return SimilaritySearch(self.bundle.index, self.embedding_rows)
 
     @built_once
     def _thumb_blob(self) -> FileRows:
         return FileRows(self.bundle.path / "thumbnails" / "blob.bin")
+
+    @built_once
+    def matcher(self):
+        """Finds this bundle's objects by position or name (``explorer.skyquery.CatalogueMatcher``)."""
+        from explorer.skyquery import CatalogueMatcher
+
+        return CatalogueMatcher(self.ra, self.dec, self.object_ids)   # the shared copy of the ids
+
+    def query_embedder(self, cutout_cache: Path):
+        """Embeds fetched or uploaded cutouts like the bundle's own (``explorer.query_embed``); the first caller's
+        cutout cache folder holds for the process."""
+        from explorer.query_embed import QueryEmbedder
+
+        with self.build_lock("query_embedder"):
+            if "_query_embedder" not in self.__dict__:
+                self.__dict__["_query_embedder"] = QueryEmbedder(self.bundle, cache_dir=cutout_cache)
+        return self.__dict__["_query_embedder"]
 
     @built_once
     def ra(self) -> np.ndarray:
@@ -207,7 +199,7 @@ class ExplorerData:
     @built_once
     def report(self) -> dict | None:
         """The bundle's report.json (what the embedding knows; checked by validation), or None."""
-        from precompute.report import read_report
+        from core.contract import read_report
 
         return read_report(self.bundle.path / "report.json")
 
@@ -217,14 +209,14 @@ class ExplorerData:
         embeddings for bundles made before reports existed."""
         if self.report is not None:
             return self.report["similarity_reference"]
-        from precompute.knowledge import similarity_reference
+        from core.knowledge import similarity_reference
 
         rows = np.sort(np.random.default_rng(0).choice(self.n, min(self.n, 20_000), replace=False))
         return similarity_reference(np.asarray(self.embedding_rows[rows], dtype=np.float32))
 
     def similarity_percentile(self, cosine) -> np.ndarray:
         """Percentile (0-100) of ``cosine`` among random pairs: 99.9 means closer than 99.9 % of random pairs."""
-        from precompute.knowledge import percentile
+        from core.knowledge import percentile
 
         return percentile(self.similarity_reference, cosine)
 
@@ -275,50 +267,10 @@ class ExplorerData:
     def _warm_quietly(self) -> None:
         try:
             self.warm()  # the hover tree first: the pointer is the first thing a visitor uses
-            from explorer.plot import warm_colour_kernels, warm_density_kernels
-
             warm_density_kernels()
             warm_colour_kernels(dask_points=self.points)
         except Exception:  # noqa: BLE001 - the first hover/click rebuilds and reports it
             log.exception("background warm-up of %s failed", self.bundle.path)
-
-
-class FileRows:
-    """Rows of a memory-mappable ``.npy`` (or bytes of a blob) read with ``os.pread`` instead of a memory map.
-
-    A search reads ~100 scattered rows and a hover one thumbnail. Through a memory map each page fault maps a
-    read-ahead window (this disk reads ahead 8 MB), so the mapped file piles up in the server's resident memory:
-    measured +1.2 GB RSS after 40 searches on a 1 M x 2048 bundle. pread copies just the bytes asked for.
-    """
-
-    def __init__(self, path: Path, offset: int = 0, shape: tuple = (), dtype=np.uint8):
-        self.path, self.offset, self.shape, self.dtype = Path(path), int(offset), tuple(shape), np.dtype(dtype)
-        self._fd = os.open(self.path, os.O_RDONLY)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_RANDOM)
-        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize if self.shape else 1
-
-    @classmethod
-    def of_npy(cls, memmap: np.memmap) -> "FileRows":
-        return cls(memmap.filename, memmap.offset, memmap.shape, memmap.dtype)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, rows):
-        scalar = np.ndim(rows) == 0
-        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
-        out = np.empty((len(rows),) + self.shape[1:], dtype=self.dtype)
-        flat = out.reshape(len(rows), -1).view(np.uint8)
-        for j, i in enumerate(rows):
-            if not 0 <= i < self.shape[0]:
-                raise IndexError(f"row {i} outside {self.path.name} ({self.shape[0]} rows)")
-            flat[j] = np.frombuffer(os.pread(self._fd, self._row_bytes, self.offset + int(i) * self._row_bytes),
-                                    np.uint8)
-        return out[0] if scalar else out
-
-    def read_bytes(self, start: int, stop: int) -> bytes:
-        return os.pread(self._fd, int(stop - start), self.offset + int(start))
 
 
 def prepare(bundle: Bundle, map_engine: str = "memory") -> ExplorerData:
@@ -344,7 +296,7 @@ def prepare(bundle: Bundle, map_engine: str = "memory") -> ExplorerData:
 
 def _prepare_dask(bundle: Bundle, catalog: pd.DataFrame, specs: dict, xy: dict) -> ExplorerData:
     """Dask mode: x/y in memory, colour columns and their ranges from points/ (checked against the bundle)."""
-    from precompute.points import POINTS_DIR, check_points
+    from core.points import POINTS_DIR, check_points
 
     meta = check_points(bundle.path, bundle.n, bundle.manifest.get("created"), specs)
     columns = {name: meta["columns"][name] for name, spec in specs.items() if spec.kind != colour.DENSITY}
@@ -401,5 +353,5 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["BundleError", "ExplorerData", "MapPoints", "load_explorer_data", "open_bundle_for_serving",
-           "resolve_bundle_path", "resolve_map_engine", "MAKE_ONE", "MAP_ENGINES", "STARTUP_NORM_ROWS", "prepare"]
+__all__ = ["BundleError", "ExplorerData", "MapPoints", "load_explorer_data", "open_bundle_for_serving", "MAKE_ONE",
+           "STARTUP_NORM_ROWS", "prepare"]

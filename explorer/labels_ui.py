@@ -11,7 +11,6 @@ The label store is ``--labels PATH`` (or ``$EXPLORER_LABELS``), else ``<bundle>.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import io
 import os
@@ -26,9 +25,9 @@ import panel as pn
 import param
 
 from explorer import colour, export
-from explorer.labels import LabelStore, LabelStoreError, default_labels_path
+from explorer.labels import LabelStore, LabelStoreError
+from explorer.settings import Settings
 
-LABELS_ENV = "EXPLORER_LABELS"
 EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
 N_SAMPLE = 12
 LABELS_KEY = "session:user-labels"
@@ -37,22 +36,13 @@ NO_FILTER = "—"
 
 
 # ============================================================================================ store per bundle
-def resolve_labels_path(bundle_path, argv: list[str] | None = None, environ: dict | None = None) -> Path:
-    """``--labels PATH`` in argv, else $EXPLORER_LABELS, else ``<bundle>.labels.sqlite`` beside the bundle."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--labels", default=None)
-    args, _ = parser.parse_known_args(list(argv or []))
-    env = os.environ if environ is None else environ
-    chosen = args.labels or env.get(LABELS_ENV)
-    return Path(chosen) if chosen else default_labels_path(bundle_path)
-
-
 _STORES: dict[Path, LabelStore] = {}
 
 
-def store_for(data, argv: list[str] | None = None) -> LabelStore:
-    """One LabelStore object per path per process (it keeps one SQLite connection per thread)."""
-    path = resolve_labels_path(data.bundle.path, argv).resolve()
+def store_for(data, settings: Settings | None = None) -> LabelStore:
+    """The label store of ``data``'s bundle under ``settings`` (default: beside the bundle); one LabelStore object
+    per path per process (it keeps one SQLite connection per thread)."""
+    path = (settings or Settings()).labels_path(data.bundle.path).resolve()
     if path not in _STORES:
         _STORES[path] = LabelStore(path)
     return _STORES[path]
@@ -129,171 +119,184 @@ HOW_TO_LABEL = ("<span class='muted label-howto'>To label a family: choose the l
                 "map's toolbar, draw around the objects, type a label name and press Enter.</span>")
 
 
-def build_labels_section(data, state, argv: list[str] | None = None):
-    """Labelling, undo, export/import and SAMP for the current map selection."""
-    session = session_for(state)
+def build_labels_section(data, state, settings: Settings | None = None):
+    """Labelling, undo, export/import and SAMP for the current map selection (the store: ``settings``, default the
+    session's)."""
     try:
-        store = store_for(data, state.argv if argv is None else argv)
+        store = store_for(data, settings or state.settings)
     except LabelStoreError as e:
         return pn.Column("### Labels", pn.pane.Alert(str(e), alert_type="danger"))
-    catalog = data.catalog
-    object_ids = data.object_ids
+    return LabelsPanel(data, state, store).view
 
-    author = pn.widgets.TextInput(label="Your name", value=os.environ.get("USER", "anonymous"), css_classes=["label-author"])
-    name = pn.widgets.TextInput(label="Label name", placeholder="e.g. ring galaxies", css_classes=["label-name-input"])
-    add = pn.widgets.Button(label="Label selection", color="primary", css_classes=["label-add"])
-    remove = pn.widgets.Button(label="Remove selection from label", color="light")
-    undo = pn.widgets.Button(label="Undo my last", color="light")
-    listing = pn.pane.HTML(_labels_html(store), css_classes=["labels-pane"], sizing_mode="stretch_width")
-    status = pn.pane.HTML("", sizing_mode="stretch_width")
 
-    def selected_ids():
-        return object_ids[np.asarray(state.selection_ids, dtype=np.int64)]
+class LabelsPanel:
+    """The labels section of one session: its widgets, what its buttons do, and the share card."""
 
-    def write(action):
+    def __init__(self, data, state, store: LabelStore):
+        self.data, self.state, self.store = data, state, store
+        self.session = session_for(state)
+        self.object_ids = data.object_ids
+        self.author = pn.widgets.TextInput(label="Your name", value=os.environ.get("USER", "anonymous"),
+                                           css_classes=["label-author"])
+        self.name = pn.widgets.TextInput(label="Label name", placeholder="e.g. ring galaxies",
+                                         css_classes=["label-name-input"])
+        add = pn.widgets.Button(label="Label selection", color="primary", css_classes=["label-add"])
+        remove = pn.widgets.Button(label="Remove selection from label", color="light")
+        undo = pn.widgets.Button(label="Undo my last", color="light")
+        add_clicked = pn.widgets.Button(label="Label clicked object", color="light")
+        self.listing = pn.pane.HTML(_labels_html(store), css_classes=["labels-pane"], sizing_mode="stretch_width")
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width")
+        add.on_click(lambda _: self.add_selection())
+        # Enter in the name box labels the selection, as the button does (it did nothing)
+        self.name.param.watch(lambda _: len(state.selection_ids) and self.add_selection(), "enter_pressed")
+        add_clicked.on_click(lambda _: self.add_clicked())
+        remove.on_click(lambda _: self.remove_selection())
+        undo.on_click(lambda _: self.undo())
+        self.label_filter = pn.widgets.Select(label="Select the members of a label", options=[NO_FILTER],
+                                              value=NO_FILTER, css_classes=["label-filter"], width=200)
+        clear = pn.widgets.Button(label="Clear selection", color="light", width=120, align="end")
+        clear.on_click(lambda _: state.clear_selection())
+        self.filtering = []  # non-empty while the filter itself sets the selection
+        self.label_filter.param.watch(self.select_label_members, "value")
+        state.param.watch(self.forget_filter, "selection_ids")
+        self.session.param.watch(self.refresh, ["version"])
+        count = pn.pane.HTML(pn.bind(self.selection_text, state.param.selection_ids))
+        sample = pn.pane.HTML(pn.bind(lambda rows: selection_sample_html(data, rows), state.param.selection_ids),
+                              sizing_mode="stretch_width")
+        self.refresh()
+        self.view = pn.Column(
+            "### Labels", pn.pane.HTML(HOW_TO_LABEL), count, sample, pn.Row(self.label_filter, clear), self.author,
+            self.name, pn.Row(add, undo), pn.Row(add_clicked, remove), self.status, self.listing, self.share_card(),
+            css_classes=["labels-section"],
+        )
+
+    # -- labelling ----------------------------------------------------------------------------------------------
+    def selected_ids(self) -> np.ndarray:
+        return self.object_ids[np.asarray(self.state.selection_ids, dtype=np.int64)]
+
+    def write(self, action) -> None:
+        """Run ``action`` (a store change returning its message) and show the message, or the error in words."""
         try:
-            session.message = action()
+            self.session.message = action()
         except (ValueError, LabelStoreError, export.ExportError, export.SampError) as e:
-            session.message = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
-        session.version += 1
+            self.session.message = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+        self.session.version += 1
 
-    def do_add(_):
-        ids = selected_ids()
-        write(lambda: (store.add(name.value, ids, author=author.value, method=session.selection_method),
-                       f"labelled {len(ids):,} objects '{html.escape(name.value.strip())}'")[1])
+    def say(self, message: str) -> None:
+        self.session.message, self.session.version = message, self.session.version + 1
 
-    def do_remove(_):
-        ids = selected_ids()
-        write(lambda: (store.remove(name.value, ids, author=author.value, method=session.selection_method),
-                       f"removed {len(ids):,} objects from '{html.escape(name.value.strip())}'")[1])
+    def add_selection(self) -> None:
+        ids, label = self.selected_ids(), self.name.value
+        self.write(lambda: (self.store.add(label, ids, author=self.author.value, method=self.session.selection_method),
+                            f"labelled {len(ids):,} objects '{html.escape(label.strip())}'")[1])
 
-    def do_undo(_):
+    def remove_selection(self) -> None:
+        ids, label = self.selected_ids(), self.name.value
+        self.write(lambda: (self.store.remove(label, ids, author=self.author.value,
+                                              method=self.session.selection_method),
+                            f"removed {len(ids):,} objects from '{html.escape(label.strip())}'")[1])
+
+    def add_clicked(self) -> None:
+        i = self.state.selected
+        if i is None:
+            self.say("click an object on the map first")
+            return
+        oid, label = self.object_ids[i], self.name.value
+        self.write(lambda: (self.store.add(label, [oid], author=self.author.value, method="click"),
+                            f"labelled {html.escape(oid)} '{html.escape(label.strip())}'")[1])
+
+    def undo(self) -> None:
+        author = self.author.value
+
         def action():   # only this author's own changes: undo must never reach into someone else's work
-            undone = store.undo_last(author=author.value, only_by=author.value)
+            undone = self.store.undo_last(author=author, only_by=author)
             if undone is None:
-                return f"nothing of yours ({html.escape(author.value)}) to undo"
-            ev = store.events().set_index("id").loc[undone]
+                return f"nothing of yours ({html.escape(author)}) to undo"
+            ev = self.store.events().set_index("id").loc[undone]
             verb = "added to" if ev["kind"] == "add" else "removed from"
             return (f"undid your last change: {int(ev['n_objects']):,} objects {verb} "
                     f"'{html.escape(str(ev['label']))}'")
 
-        write(action)
+        self.write(action)
 
-    add.on_click(do_add)
-    # Enter in the name box labels the selection, as the button does (it did nothing)
-    name.param.watch(lambda _: len(state.selection_ids) and do_add(None), "enter_pressed")
-    add_clicked = pn.widgets.Button(label="Label clicked object", color="light")
-
-    def do_add_clicked(_):
-        i = state.selected
-        if i is None:
-            session.message, session.version = "click an object on the map first", session.version + 1
+    # -- the label filter and the listing ------------------------------------------------------------------------
+    def select_label_members(self, event) -> None:
+        if self.filtering or event.new == NO_FILTER:
             return
-        write(lambda: (store.add(name.value, [object_ids[i]], author=author.value, method="click"),
-                       f"labelled {html.escape(object_ids[i])} '{html.escape(name.value.strip())}'")[1])
-
-    add_clicked.on_click(do_add_clicked)
-    remove.on_click(do_remove)
-    undo.on_click(do_undo)
-
-    label_filter = pn.widgets.Select(label="Select the members of a label", options=[NO_FILTER], value=NO_FILTER,
-                                     css_classes=["label-filter"], width=200)
-    clear = pn.widgets.Button(label="Clear selection", color="light", width=120, align="end")
-    clear.on_click(lambda _: state.clear_selection())
-    filtering = []  # non-empty while the filter itself sets the selection
-
-    def on_filter(event):
-        if filtering or event.new == NO_FILTER:
-            return
-        filtering.append(True)
+        self.filtering.append(True)
         try:
-            session.selection_method = "label-filter"
-            state.selection_ids = label_member_rows(data, store, event.new)
+            self.session.selection_method = "label-filter"
+            self.state.selection_ids = label_member_rows(self.data, self.store, event.new)
         finally:
-            filtering.pop()
+            self.filtering.pop()
 
-    def on_other_selection(_):
-        if not filtering and label_filter.value != NO_FILTER:
-            filtering.append(True)
+    def forget_filter(self, _) -> None:
+        if not self.filtering and self.label_filter.value != NO_FILTER:
+            self.filtering.append(True)
             try:
-                label_filter.value = NO_FILTER  # the selection is no longer that label's members
+                self.label_filter.value = NO_FILTER  # the selection is no longer that label's members
             finally:
-                filtering.pop()
+                self.filtering.pop()
 
-    label_filter.param.watch(on_filter, "value")
-    state.param.watch(on_other_selection, "selection_ids")
+    def refresh(self, *_) -> None:
+        self.listing.object = _labels_html(self.store)
+        self.status.object = f"<span class='muted label-status'>{self.session.message}</span>"
+        names = sorted(self.store.label_counts())
+        self.label_filter.options = [NO_FILTER] + names
+        if names or LABELS_KEY in self.state.session_colours:
+            self.state.add_colour_layer(labels_colour_layer(self.data, self.store))
 
-    def refresh(*_):
-        listing.object = _labels_html(store)
-        status.object = f"<span class='muted label-status'>{session.message}</span>"
-        names = sorted(store.label_counts())
-        label_filter.options = [NO_FILTER] + names
-        if names or LABELS_KEY in state.session_colours:
-            state.add_colour_layer(labels_colour_layer(data, store))
-
-    session.param.watch(refresh, ["version"])
-
-    def selection_text(ids):
+    def selection_text(self, ids) -> str:
         n = len(ids)
-        return (f"<span class='selection-count'>{n:,} objects selected ({session.selection_method})</span>" if n
+        return (f"<span class='selection-count'>{n:,} objects selected ({self.session.selection_method})</span>" if n
                 else "<span class='muted selection-count'>Select objects with the lasso or box tool on the map.</span>")
 
-    count = pn.pane.HTML(pn.bind(selection_text, state.param.selection_ids))
-    sample = pn.pane.HTML(pn.bind(lambda rows: selection_sample_html(data, rows), state.param.selection_ids),
-                          sizing_mode="stretch_width")
+    # -- export, import, SAMP ------------------------------------------------------------------------------------
+    def share_card(self):
+        catalog = self.data.catalog
+        self.columns = pn.widgets.MultiChoice(label="Catalogue columns to include",
+                                              options=[c for c in catalog.columns if c not in ("object_id", "ra", "dec")])
+        fmt = pn.widgets.Select(label="Format", options=list(EXPORT_FORMATS), value="CSV", width=110)
+        stem = export_stem(self.data.bundle.path.name)
+        download = pn.widgets.FileDownload(callback=lambda: self.export_file(fmt.value), filename=f"{stem}.csv",
+                                           label="Download labels", color="success")
+        fmt.param.watch(lambda e: setattr(download, "filename", f"{stem}{EXPORT_FORMATS[e.new]}"), "value")
+        self.upload = pn.widgets.FileInput(accept=",".join(export.FORMATS), label="Import labels")
+        self.match_by = pn.widgets.RadioButtonGroup(options=["object_id", "sky"], value="object_id")
+        self.radius = pn.widgets.FloatInput(label="Sky match radius (arcsec)", value=1.0, start=0.01, step=0.5,
+                                            width=160)
+        self.upload.param.watch(self.import_upload, "value")
+        samp = pn.widgets.Button(label="Send selection to TOPCAT (SAMP)", color="light")
+        samp.on_click(lambda _: self.send_to_samp())
+        return pn.Card(self.columns, pn.Row(fmt, download), samp, pn.layout.Divider(),
+                       "<span class='muted'>Import labels: CSV / VOTable / FITS with object_id (or ra, dec) and label"
+                       "</span>", self.match_by, self.radius, self.upload,
+                       title="Export, import and share", collapsed=True, sizing_mode="stretch_width",
+                       css_classes=["labels-share"])
 
-    # export / import / SAMP
-    columns = pn.widgets.MultiChoice(label="Catalogue columns to include",
-                                     options=[c for c in catalog.columns if c not in ("object_id", "ra", "dec")])
-    fmt = pn.widgets.Select(label="Format", options=list(EXPORT_FORMATS), value="CSV", width=110)
+    def export_file(self, fmt: str):
+        table = export.labels_table(self.data.catalog, self.store.current(), columns=self.columns.value)
+        return _table_bytes(table, EXPORT_FORMATS[fmt])
 
-    def export_file():
-        table = export.labels_table(catalog, store.current(), columns=columns.value)
-        return _table_bytes(table, EXPORT_FORMATS[fmt.value])
-
-    stem = export_stem(data.bundle.path.name)
-    download = pn.widgets.FileDownload(callback=export_file, filename=f"{stem}.csv", label="Download labels",
-                                       color="success")
-    fmt.param.watch(lambda e: setattr(download, "filename", f"{stem}{EXPORT_FORMATS[e.new]}"), "value")
-
-    upload = pn.widgets.FileInput(accept=",".join(export.FORMATS), label="Import labels")
-    match_by = pn.widgets.RadioButtonGroup(options=["object_id", "sky"], value="object_id")
-    radius = pn.widgets.FloatInput(label="Sky match radius (arcsec)", value=1.0, start=0.01, step=0.5, width=160)
-
-    def do_import(event):
+    def import_upload(self, event) -> None:
         if not event.new:
             return
-        suffix = Path(upload.filename or "upload.csv").suffix
+        suffix = Path(self.upload.filename or "upload.csv").suffix
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"import{suffix}"
             path.write_bytes(event.new)
-            write(lambda: export.import_labels(store, catalog, path, author=author.value, by=match_by.value,
-                                               radius=radius.value * u.arcsec).summary())
+            self.write(lambda: export.import_labels(self.store, self.data.catalog, path, author=self.author.value,
+                                                    by=self.match_by.value,
+                                                    radius=self.radius.value * u.arcsec).summary())
 
-    upload.param.watch(do_import, "value")
-
-    samp = pn.widgets.Button(label="Send selection to TOPCAT (SAMP)", color="light")
-
-    def do_samp(_):
-        rows = np.asarray(state.selection_ids, dtype=np.int64)
+    def send_to_samp(self) -> None:
+        rows = np.asarray(self.state.selection_ids, dtype=np.int64)
         if len(rows) == 0:
-            session.message, session.version = "select objects first", session.version + 1
+            self.say("select objects first")
             return
-        table = export.selection_table(catalog, rows, columns=columns.value, name=name.value or "selection")
-        write(lambda: f"sent {len(rows):,} objects to {export.send_to_samp(table, name.value or 'selection')} SAMP client(s)")
-
-    samp.on_click(do_samp)
-    refresh()
-    share = pn.Card(columns, pn.Row(fmt, download), samp, pn.layout.Divider(),
-                    "<span class='muted'>Import labels: CSV / VOTable / FITS with object_id (or ra, dec) and label"
-                    "</span>", match_by, radius, upload,
-                    title="Export, import and share", collapsed=True, sizing_mode="stretch_width",
-                    css_classes=["labels-share"])
-    return pn.Column(
-        "### Labels", pn.pane.HTML(HOW_TO_LABEL), count, sample, pn.Row(label_filter, clear), author, name,
-        pn.Row(add, undo), pn.Row(add_clicked, remove), status, listing, share,
-        css_classes=["labels-section"],
-    )
+        name = self.name.value or "selection"
+        table = export.selection_table(self.data.catalog, rows, columns=self.columns.value, name=name)
+        self.write(lambda: f"sent {len(rows):,} objects to {export.send_to_samp(table, name)} SAMP client(s)")
 
 
 def selection_sample_html(data, rows, k: int = N_SAMPLE, seed: int = 0) -> str:

@@ -25,6 +25,7 @@ from astropy.coordinates import SkyCoord
 
 from explorer.data import ExplorerData, load_explorer_data
 from explorer.search import find_neighbours
+from explorer.settings import Settings
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ProbeFit:
 class NotebookBundle:
     def __init__(self, data: ExplorerData, labels: str | Path | None = None):
         self.data = data
-        self._labels_path = labels
+        self.settings = Settings(bundle=data.bundle.path, labels=Path(labels) if labels is not None else None)
 
     def __repr__(self) -> str:
         model = self.data.bundle.manifest.get("model", {})
@@ -78,7 +79,6 @@ class NotebookBundle:
         """``where``: a SkyCoord or any text the sky search takes (no name resolution here). The bundle's object
         within ``radius_arcsec`` is the query; off the catalogue, fetch or cut a cutout and use similar_to_images."""
         from explorer.skyquery import parse_position
-        from explorer.skyquery_ui import matcher_for
 
         if isinstance(where, SkyCoord):
             coord = where
@@ -87,7 +87,7 @@ class NotebookBundle:
             if not parsed.ok:
                 raise ValueError(parsed.message)
             coord = parsed.coord
-        match = matcher_for(self.data).match(coord, radius=radius_arcsec * u.arcsec)
+        match = self.data.matcher.match(coord, radius=radius_arcsec * u.arcsec)
         if not match.matched:
             raise LookupError(match.message)
         return self.similar(self.data.object_ids[match.index], k=k)
@@ -95,20 +95,17 @@ class NotebookBundle:
     def similar_to_images(self, images: np.ndarray, k: int = 12) -> list[pd.DataFrame]:
         """Raw cutouts on the bundle's grid, (N, C, H, W) or one (C, H, W), in the survey's stored units: each is
         embedded with the bundle's encoder exactly as its images were, and searched."""
-        from explorer.skyquery_ui import embedder_for
-
         images = np.asarray(images, dtype=np.float32)
         if images.ndim == 3:
             images = images[None]
-        query = embedder_for(self.data)
+        query = self.data.query_embedder(self.settings.cutout_cache)
         return [self._table(r.neighbour_ids, r.similarities) for r in (query.from_image(im, k=k) for im in images)]
 
     def labels(self) -> pd.DataFrame:
         """The current labels (after every add, remove and undo) from the bundle's label store."""
         from explorer.labels_ui import store_for
 
-        return store_for(self.data, [] if self._labels_path is None else ["--labels", str(self._labels_path)]
-                         ).current()
+        return store_for(self.data, self.settings).current()
 
     def fit_probe(self, column: str, method: str | None = None, n_train: int | None = None) -> ProbeFit:
         """A linear probe of ``column`` on the embeddings, trained on the bundle's train split, scored on its test
@@ -129,7 +126,7 @@ class NotebookBundle:
         from explorer.app import build_page
 
         pn.extension()
-        return build_page(self.data)
+        return build_page(self.data, settings=self.settings)
 
 
 def open_bundle(path: str | Path, labels: str | Path | None = None) -> NotebookBundle:

@@ -9,7 +9,9 @@ import numpy as np
 import panel as pn
 
 from explorer import colour, probes
+from explorer.jobs import JobRunner
 from explorer.labels_ui import session_for, store_for
+from explorer.settings import Settings
 
 N_CANDIDATES = 8
 PROBE_KEY, TRUST_KEY = "session:probe", "session:probe-trust"
@@ -39,117 +41,120 @@ def probe_targets(data) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def build_probe_section(data, state, argv: list[str] | None = None):
+def build_probe_section(data, state, settings: Settings | None = None):
     """Fit a linear probe on the embeddings off the UI thread; show test metrics and labelling candidates."""
-    session = session_for(state)
-    targets = probe_targets(data)
-    target = pn.widgets.Select(label="Probe target", options=list(targets))
-    method = pn.widgets.Select(label="Method", options=["default", "z-bins (redshift)"], value="default")
-    n_train = pn.widgets.IntInput(label="Training labels (0 = all)", value=0, start=0, step=100)
-    fit = pn.widgets.Button(label="Fit probe", color="primary", css_classes=["probe-fit"])
-    cancel = pn.widgets.Button(label="Cancel", color="light")
-    bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
-    status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-status"])
-    candidates = pn.pane.HTML("", sizing_mode="stretch_width")
-    select_candidates = pn.widgets.Button(label="Select these candidates to label them", color="light",
-                                          visible=False)
-    last = {"candidates": np.zeros(0, np.int64)}
+    return ProbePanel(data, state, settings).view
 
-    def do_select_candidates(_):
-        session.selection_method = "probe-candidate"  # the labels section records events with this method
-        state.selection_ids = last["candidates"]
 
-    select_candidates.on_click(do_select_candidates)
-    runner = probes.ProbeRunner()
-    split = data.split
-    poll = {"cb": None, "kind": "fit"}  # kind: which job the runner holds, the fit or the trust after it
-    trust_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-trust"])
+class ProbePanel:
+    """The probe section's widgets and what its buttons do. A fit and then the trust layer run as jobs
+    (``explorer.jobs``): progress, results and errors come back on the session's event loop."""
 
-    def make_target():
-        kind, column = targets[target.value]
+    def __init__(self, data, state, settings: Settings | None = None):
+        self.data, self.state, self.settings = data, state, settings
+        self.session = session_for(state)
+        self.targets = probe_targets(data)
+        self.target = pn.widgets.Select(label="Probe target", options=list(self.targets))
+        self.method = pn.widgets.Select(label="Method", options=["default", "z-bins (redshift)"], value="default")
+        self.n_train = pn.widgets.IntInput(label="Training labels (0 = all)", value=0, start=0, step=100)
+        fit = pn.widgets.Button(label="Fit probe", color="primary", css_classes=["probe-fit"])
+        cancel = pn.widgets.Button(label="Cancel", color="light")
+        self.bar = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width", visible=False)
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-status"])
+        self.trust_note = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["probe-trust"])
+        self.candidates = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.select_candidates = pn.widgets.Button(label="Select these candidates to label them", color="light",
+                                                   visible=False)
+        self.candidate_rows = np.zeros(0, np.int64)
+        self.jobs = JobRunner("probe")
+        fit.on_click(lambda _: self.fit())
+        cancel.on_click(lambda _: self.cancel())
+        self.select_candidates.on_click(lambda _: self.select_the_candidates())
+        self.view = pn.Column("### Linear probe", self.target, self.method, self.n_train, pn.Row(fit, cancel),
+                              self.bar, self.status, self.trust_note, self.candidates, self.select_candidates,
+                              css_classes=["probe-section"])
+
+    # -- the fit ------------------------------------------------------------------------------------------------
+    def make_target(self) -> probes.ProbeTarget:
+        kind, column = self.targets[self.target.value]
         if kind == "labels":
-            store = store_for(data, state.argv if argv is None else argv)
-            return probes.target_from_labels(store.current(), data.catalog["object_id"])
-        return probes.target_from_column(data.catalog, column, colour_by=data.bundle.colour_by)
+            store = store_for(self.data, self.settings or self.state.settings)
+            return probes.target_from_labels(store.current(), self.data.catalog["object_id"])
+        return probes.target_from_column(self.data.catalog, column, colour_by=self.data.bundle.colour_by)
 
-    def job(tgt, meth, n, *, progress, cancel):
-        probe = probes.fit_probe(data.bundle.embeddings, tgt, split, method=meth, n_train=n, progress=progress,
-                                 cancel=cancel)
-        pred = probes.score_all(probe, data.bundle.embeddings, progress=progress, cancel=cancel)
-        # fit_probe drew its training rows with the same (target, split, n, seed 0): the trust layer's reference set
-        train = probes.training_rows(tgt, split, n)
-        return probe, pred, probes.uncertain_candidates(pred, tgt.labelled, N_CANDIDATES), train
-
-    def trust_job(train_rows, *, progress, cancel):
-        return probes.trust_distance(data.bundle.embeddings, train_rows, progress=progress, cancel=cancel)
-
-    def start_polling():
-        bar.param.update(visible=True, value=0)
-        if poll["cb"] is None:
-            poll["cb"] = pn.state.add_periodic_callback(check, period=250)
-
-    def do_fit(_):
+    def fit(self) -> None:
         try:
-            tgt = make_target()
+            target = self.make_target()
         except probes.ProbeError as e:
-            status.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            self.status.object = _error_html(str(e))
             return
-        meth = "z-bins" if method.value.startswith("z-bins") and tgt.kind == "continuous" else None
-        runner.submit(job, tgt, meth, n_train.value or None)
-        poll["kind"] = "fit"
-        trust_note.object = ""
-        start_polling()
+        method = "z-bins" if self.method.value.startswith("z-bins") and target.kind == "continuous" else None
+        self.trust_note.object = ""
+        self.bar.param.update(visible=True, value=0)
+        self.jobs.submit(fit_and_score, self.data.bundle.embeddings, target, self.data.split, method,
+                         self.n_train.value or None, on_done=self.show_fit, on_error=self.fit_failed,
+                         on_progress=lambda f, m: self.show_progress(self.status, f, m))
 
-    def check():
-        current = runner.current
-        if current is None:
-            return
-        bar.value = int(100 * current.progress)
-        message = f"<span class='muted'>{html.escape(current.message)}</span>"
-        if poll["kind"] == "fit":
-            status.object = message
-        else:
-            trust_note.object = message
-        if not current.done:
-            return
-        poll["cb"].stop()
-        poll["cb"] = None
-        bar.visible = False
-        if current.cancelled:
-            (status if poll["kind"] == "fit" else trust_note).object = "<span class='muted'>cancelled</span>"
-            return
-        try:
-            result = current.future.result()
-        except Exception as e:  # shown, not raised: the page must keep working
-            shown = status if poll["kind"] == "fit" else trust_note
-            shown.object = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
-            return
-        if poll["kind"] == "fit":
-            show_fit(*result)
-        else:
-            state.add_colour_layer(trust_colour_layer(result))
-            trust_note.object = (f"<span class='muted trust-ready'>colour by '{TRUST_TITLE}' to see where the probe "
-                                 f"is far from its labelled objects</span>")
+    def cancel(self) -> None:
+        job = self.jobs.current
+        if job is not None and not job.done:
+            job.cancel()
+            self.bar.visible = False
+            self.status.object = "<span class='muted'>cancelled</span>"
 
-    def show_fit(probe, pred, cand, train_rows):
-        spec = data.specs.get(probe.target)
+    def show_progress(self, where, fraction: float, message: str) -> None:
+        self.bar.value = int(100 * fraction)
+        where.object = f"<span class='muted'>{html.escape(message)}</span>"
+
+    def fit_failed(self, message: str) -> None:   # shown, not raised: the page must keep working
+        self.bar.visible = False
+        self.status.object = _error_html(message)
+
+    def show_fit(self, result) -> None:
+        probe, pred, cand, train_rows = result
+        self.bar.visible = False
+        spec = self.data.specs.get(probe.target)
         title = f"{spec.title if spec is not None else probe.target} ({probe.method} probe)"
-        status.object = _metrics_html(probe, title)
-        session.param.update(probe_values=pred.value, probe_title=title)
-        state.add_colour_layer(probe_colour_layer(probe, pred, title))
-        state.param.update(colour_by=PROBE_KEY, colour_range=None)   # show what was just fitted
-        candidates.object = _candidates_html(data, cand, pred, probe.method)
-        last["candidates"] = np.asarray(cand, dtype=np.int64)
-        select_candidates.visible = len(cand) > 0
-        runner.submit(trust_job, train_rows)  # after the fit, on the same background thread
-        poll["kind"] = "trust"
-        start_polling()
+        self.status.object = _metrics_html(probe, title)
+        self.session.param.update(probe_values=pred.value, probe_title=title)
+        self.state.add_colour_layer(probe_colour_layer(probe, pred, title))
+        self.state.param.update(colour_by=PROBE_KEY, colour_range=None)   # show what was just fitted
+        self.candidates.object = _candidates_html(self.data, cand, pred, probe.method)
+        self.candidate_rows = np.asarray(cand, dtype=np.int64)
+        self.select_candidates.visible = len(cand) > 0
+        self.bar.param.update(visible=True, value=0)
+        self.jobs.submit(probes.trust_distance, self.data.bundle.embeddings, train_rows, on_done=self.show_trust,
+                         on_error=self.trust_failed,
+                         on_progress=lambda f, m: self.show_progress(self.trust_note, f, m))
 
-    fit.on_click(do_fit)
-    cancel.on_click(lambda _: runner.current and runner.current.cancel())
-    return pn.Column("### Linear probe", target, method, n_train, pn.Row(fit, cancel), bar, status, trust_note,
-                     candidates, select_candidates,
-                     css_classes=["probe-section"])
+    # -- the trust layer and the candidates -----------------------------------------------------------------
+    def show_trust(self, distance: np.ndarray) -> None:
+        self.bar.visible = False
+        self.state.add_colour_layer(trust_colour_layer(distance))
+        self.trust_note.object = (f"<span class='muted trust-ready'>colour by '{TRUST_TITLE}' to see where the probe "
+                                  f"is far from its labelled objects</span>")
+
+    def trust_failed(self, message: str) -> None:
+        self.bar.visible = False
+        self.trust_note.object = _error_html(message)
+
+    def select_the_candidates(self) -> None:
+        self.session.selection_method = "probe-candidate"  # the labels section records events with this method
+        self.state.selection_ids = self.candidate_rows
+
+
+def fit_and_score(embeddings, target: probes.ProbeTarget, split, method, n_train, *, progress, cancel):
+    """Fit, score every object, and find the labelling candidates: (probe, predictions, candidates, train rows)."""
+    probe = probes.fit_probe(embeddings, target, split, method=method, n_train=n_train, progress=progress,
+                             cancel=cancel)
+    pred = probes.score_all(probe, embeddings, progress=progress, cancel=cancel)
+    # fit_probe drew its training rows with the same (target, split, n, seed 0): the trust layer's reference set
+    train = probes.training_rows(target, split, n_train)
+    return probe, pred, probes.uncertain_candidates(pred, target.labelled, N_CANDIDATES), train
+
+
+def _error_html(message: str) -> str:
+    return f"<span style='color:#b00'>{html.escape(message)}</span>"
 
 
 # what each probe metric is called and means, for the table under the fit

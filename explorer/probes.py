@@ -7,23 +7,24 @@ Targets (``ProbeTarget``) come from a catalogue column or from the user's labels
 Training uses ``split == "train"`` rows that have a label (optionally a random subset of ``n_train`` of them, for
 label-efficiency curves); metrics use ``split == "test"``.
 
-Fitting is full-batch L-BFGS in torch on float32 with explicit gradients: features are standardised first (the
-embeddings are unit vectors, ~1/sqrt(D) per component, badly conditioned otherwise) and the scaling is folded back
-into the weights, so scoring is one matmul over the raw embeddings. Gradients are computed as ``G.T @ X`` rather
-than by autograd's ``X.T @ G`` (measured 5-15x slower on this CPU for a handful of outputs). Runs on CUDA when
-present.
+Fitting is full-batch L-BFGS (``explorer.linear_fit``), the figures are ``explorer.probe_metrics``'; the page runs
+fits and scoring through ``explorer.jobs``.
 """
 from __future__ import annotations
 
 import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
+
+from explorer.jobs import Cancelled, Progress
+from explorer.linear_fit import fit_device, fit_linear, gather_rows
+from explorer.probe_metrics import (binary_scores, categorical_metrics, fraction_metrics, redshift_metrics,
+                                    regression_metrics)
 
 # torch is imported inside the functions that fit and score: importing it here cost ~2 s of every server start
 # (the labels section imports this module for its page), long before anyone fits a probe.
@@ -35,20 +36,11 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 
 Z_BINS = 180
 Z_MAX = 0.4
-HQ_HIGH, HQ_LOW = 0.8, 0.2  # "high-quality" GZ2 labels (Hayat+21)
-OUTLIER_DZ = 0.05
 KINDS = ("fraction", "categorical", "continuous")
 METHODS = ("soft-bce", "multinomial", "one-vs-rest", "ridge", "z-bins")
 LINKS = {"soft-bce": "sigmoid", "one-vs-rest": "sigmoid", "multinomial": "softmax", "z-bins": "softmax",
          "ridge": "identity"}
 DEFAULT_METHOD = {"fraction": "soft-bce", "categorical": "multinomial", "continuous": "ridge"}
-
-Progress = Callable[[float, str], None]
-
-
-class ProbeCancelled(Exception):
-    """Raised inside a fit or scoring loop when its job was cancelled."""
-
 
 class ProbeError(ValueError):
     """A probe that cannot be fitted as asked; the message says what to change."""
@@ -122,62 +114,6 @@ def target_from_labels(current: pd.DataFrame, object_ids: Sequence, labels: Sequ
 
 
 # ============================================================================================ metrics
-def _binary_scores(y: np.ndarray, p: np.ndarray) -> dict:
-    from sklearn.metrics import roc_auc_score
-
-    pred = p > 0.5
-    tp = int(np.sum(pred & y))
-    out = {
-        "acc": float(np.mean(pred == y)) if len(y) else float("nan"),
-        "prec": tp / int(pred.sum()) if pred.any() else float("nan"),
-        "rec": tp / int(y.sum()) if y.any() else float("nan"),
-        "auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
-    }
-    return out
-
-
-def fraction_metrics(p_true: np.ndarray, p_pred: np.ndarray) -> dict:
-    """Acc, Prec, Rec, AUC on high-quality labels (P > 0.8 or < 0.2, binarised at 0.5), plus the soft BCE."""
-    p_true = np.asarray(p_true, np.float64)
-    p_pred = np.clip(np.asarray(p_pred, np.float64), 1e-7, 1 - 1e-7)
-    hq = (p_true > HQ_HIGH) | (p_true < HQ_LOW)
-    out = _binary_scores(p_true[hq] > 0.5, p_pred[hq])
-    out["n_high_quality"] = int(hq.sum())
-    out["bce"] = float(-np.mean(p_true * np.log(p_pred) + (1 - p_true) * np.log(1 - p_pred))) if len(p_true) else float("nan")
-    return out
-
-
-def redshift_metrics(z_pred: np.ndarray, z_true: np.ndarray) -> dict:
-    """Hayat+21: dz = (z_p - z_s)/(1 + z_s); bias <dz>, sigma_MAD = 1.4826 MAD(dz), eta = % |dz| > 0.05."""
-    z_pred, z_true = np.asarray(z_pred, np.float64), np.asarray(z_true, np.float64)
-    dz = (z_pred - z_true) / (1 + z_true)
-    return {
-        "bias": float(np.mean(dz)),
-        "sigma_mad": float(1.4826 * np.median(np.abs(dz - np.median(dz)))),
-        "eta_percent": float(100 * np.mean(np.abs(dz) > OUTLIER_DZ)),
-    }
-
-
-def regression_metrics(y_pred: np.ndarray, y_true: np.ndarray) -> dict:
-    err = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
-    var = np.var(y_true)
-    return {"rmse": float(np.sqrt(np.mean(err**2))), "r2": float(1 - np.mean(err**2) / var) if var > 0 else float("nan")}
-
-
-def categorical_metrics(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict:
-    """Accuracy and balanced accuracy; with two classes also Prec, Rec, AUC for the second class."""
-    from sklearn.metrics import balanced_accuracy_score
-
-    classes = list(classes)
-    true_idx = np.array([classes.index(v) for v in y_true])
-    pred_idx = np.argmax(proba, axis=1)
-    out = {"acc": float(np.mean(pred_idx == true_idx)), "balanced_acc": float(balanced_accuracy_score(true_idx, pred_idx))}
-    if len(classes) == 2:
-        out.update({k: v for k, v in _binary_scores(true_idx == 1, proba[:, 1]).items() if k != "acc"})
-    return out
-
-
-# ============================================================================================ fitting
 @dataclass
 class LinearProbe:
     """A fitted probe on raw embeddings: outputs = emb @ weight + bias, then ``link``."""
@@ -198,114 +134,6 @@ class LinearProbe:
     @property
     def link(self) -> str:
         return LINKS[self.method]
-
-
-def _device() -> torch.device:
-    import torch
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def gather_rows(embeddings: np.ndarray, rows: np.ndarray, device=None, chunk: int = 32_768) -> torch.Tensor:
-    """float32 copy of the given rows (read in sorted order, so the memory map is read forwards)."""
-    import torch
-    rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    in_order = bool(np.all(order == np.arange(len(rows))))
-    out = torch.empty((len(rows), embeddings.shape[1]), dtype=torch.float32)
-    for s in range(0, len(rows), chunk):
-        sel = order[s : s + chunk]
-        block = torch.from_numpy(np.ascontiguousarray(embeddings[rows[sel]]))
-        if in_order:  # plain slice copy; index_put is several times slower
-            out[s : s + len(sel)].copy_(block)
-        else:
-            out[torch.from_numpy(sel)] = block.float()
-    return out.to(device or _device())
-
-
-def column_moments(X: torch.Tensor, max_rows: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-column mean and standard deviation from (at most) ``max_rows`` evenly spaced rows.
-
-    They only precondition the fit (the scaling is folded back exactly into the weights), so a sample is plenty:
-    on 8 k rows the standard deviations are good to ~2 %, and the full-data pass cost as much as the whole fit
-    (torch's X.std(0) is a strided reduction on CPU: 17 s at 100 k x 2048 on this box).
-    """
-    import torch
-    n = X.shape[0]
-    rows = torch.linspace(0, n - 1, min(n, max_rows), device=X.device).long()
-    sample = X[rows].cpu().numpy()  # numpy reduces along axis 0 row by row; torch's dim-0 std is strided
-    mean = sample.mean(axis=0, dtype=np.float64)
-    std = sample.std(axis=0, dtype=np.float64, ddof=1) if len(sample) > 1 else np.ones(X.shape[1])
-    as_tensor = lambda a: torch.from_numpy(np.nan_to_num(a, nan=1.0).astype(np.float32)).to(X.device)
-    return as_tensor(mean), as_tensor(std)
-
-
-def _loss_and_grad(X, Y, V, b, mu, sd, link: str, l2: float, chunk: int = 1024):
-    """Loss and gradients in standardised coordinates without touching X: z = ((x - mu) / sd) @ V + b.
-
-    On CPU the rows go in cache-sized chunks, each used for its outputs and its gradient while it is still in
-    cache (one trip through memory per evaluation instead of two: ~30 % faster measured at 100 k x 2048).
-    """
-    import torch
-    W = V / sd[:, None]
-    offset = b - mu @ W
-    n = X.shape[0]
-    if X.device.type != "cpu":
-        chunk = n
-    loss = torch.zeros((), dtype=torch.float64, device=X.device)
-    gX = torch.zeros((Y.shape[1], X.shape[1]), dtype=X.dtype, device=X.device)  # accumulates G.T @ X
-    gsum = torch.zeros(Y.shape[1], dtype=X.dtype, device=X.device)
-    for s in range(0, n, chunk):
-        xb, yb = X[s : s + chunk], Y[s : s + chunk]
-        Z = xb @ W + offset
-        if link == "sigmoid":
-            loss += (torch.nn.functional.softplus(Z) - yb * Z).sum()
-            G = torch.sigmoid(Z) - yb
-        elif link == "softmax":
-            logp = torch.log_softmax(Z, dim=1)
-            loss += -(yb * logp).sum()
-            G = logp.exp() - yb
-        else:
-            G = Z - yb
-            loss += 0.5 * (G * G).sum()
-        gX.addmm_(G.T, xb)  # G.T @ X: the fast orientation (module docstring)
-        gsum += G.sum(0)
-    gV = (gX.T / n - mu[:, None] * (gsum / n)) / sd[:, None] + l2 * V
-    return (loss / n).float() + 0.5 * l2 * (V * V).sum(), gV.contiguous(), gsum / n
-
-
-def fit_linear(X: torch.Tensor, Y: torch.Tensor, link: str, *, l2: float = 1e-3, max_iter: int = 30,
-               progress: Progress | None = None, cancel: threading.Event | None = None):
-    """Full-batch L-BFGS in standardised coordinates.
-
-    Returns (weight (D, C), bias (C,)) for the raw features, and the number of loss evaluations it took.
-    """
-    import torch
-    mu, sd = column_moments(X)
-    sd = sd.clamp_min(1e-6)
-    V = torch.zeros((X.shape[1], Y.shape[1]), device=X.device, requires_grad=True)
-    b = torch.zeros(Y.shape[1], device=X.device, requires_grad=True)
-    if link == "sigmoid":  # start at the base rate
-        b.data = torch.logit(Y.mean(0).clamp(1e-4, 1 - 1e-4))
-    opt = torch.optim.LBFGS([V, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-6,
-                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
-    calls = [0]
-
-    def closure():
-        if cancel is not None and cancel.is_set():
-            raise ProbeCancelled()
-        with torch.no_grad():
-            loss, gV, gb = _loss_and_grad(X, Y, V, b, mu, sd, link, l2)
-        V.grad, b.grad = gV, gb
-        calls[0] += 1
-        if progress:
-            progress(min(calls[0] / (max_iter * 1.25), 0.99), f"L-BFGS step {calls[0]}, loss {float(loss):.4f}")
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        weight = V / sd[:, None]
-        bias = b - mu @ weight
-    return weight.cpu().numpy().astype(np.float32), bias.cpu().numpy().astype(np.float32), calls[0]
 
 
 def z_bin_centres(n_bins: int = Z_BINS, z_max: float = Z_MAX) -> np.ndarray:
@@ -358,7 +186,7 @@ def fit_probe(embeddings: np.ndarray, target: ProbeTarget, split: np.ndarray, *,
         Y_np = (Y_np - y_offset) / y_scale
     if progress:
         progress(0.0, f"reading {len(rows)} training embeddings")
-    device = _device()
+    device = fit_device()
     t_gather = time.perf_counter()
     X = gather_rows(embeddings, rows, device)
     t_fit = time.perf_counter()
@@ -399,7 +227,7 @@ def evaluate(probe: LinearProbe, embeddings: np.ndarray, target: ProbeTarget, sp
     if probe.method == "soft-bce":
         m = fraction_metrics(np.asarray(truth, np.float64), out[:, 0])
     elif probe.method == "one-vs-rest":
-        m = _binary_scores(truth == target.positive, out[:, 0])
+        m = binary_scores(truth == target.positive, out[:, 0])
     elif probe.method == "multinomial":
         known = np.isin(truth, probe.classes)  # test classes never seen in training cannot be scored
         m = categorical_metrics(truth[known], out[known], probe.classes)
@@ -461,14 +289,14 @@ def score_all(probe: LinearProbe, embeddings: np.ndarray, chunk: int = 65_536, p
     n = embeddings.shape[0]
     value = np.empty(n, np.float32)
     unc = np.empty(n, np.float32)
-    device = _device()
+    device = fit_device()
     W = torch.from_numpy(probe.weight).to(device)
     b = torch.from_numpy(probe.bias).to(device)
     fp16_mv = device.type == "cpu" and embeddings.dtype == np.float16 and W.shape[1] == 1
     w16 = W[:, 0].half() if fp16_mv else None
     for s in range(0, n, chunk):
         if cancel is not None and cancel.is_set():
-            raise ProbeCancelled()
+            raise Cancelled()
         block = torch.from_numpy(np.ascontiguousarray(embeddings[s : s + chunk]))
         if fp16_mv:
             z = (block @ w16).float()[:, None] + b
@@ -522,7 +350,7 @@ def trust_distance(embeddings: np.ndarray, train_rows: np.ndarray, batch: int = 
     out = np.empty(n, np.float32)
     for s in range(0, n, batch):
         if cancel is not None and cancel.is_set():
-            raise ProbeCancelled()
+            raise Cancelled()
         q = np.ascontiguousarray(embeddings[s : s + batch], dtype=np.float32)
         faiss.normalize_L2(q)
         sims, _ = index.search(q, 1)
@@ -546,68 +374,3 @@ def label_efficiency(embeddings: np.ndarray, target: ProbeTarget, split: np.ndar
     return pd.DataFrame(rows)
 
 
-# ============================================================================================ off-thread runner
-@dataclass
-class ProbeJob:
-    """A job on the runner: poll ``progress``/``message`` from the UI, ``cancel()`` it, or wait on ``future``."""
-
-    future: Future
-    cancel_event: threading.Event
-    progress: float = 0.0
-    message: str = "queued"
-
-    def cancel(self) -> None:
-        self.cancel_event.set()
-        self.future.cancel()
-
-    @property
-    def done(self) -> bool:
-        return self.future.done()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.future.cancelled() or (self.future.done() and isinstance(self.future.exception(), ProbeCancelled))
-
-
-class ProbeRunner:
-    """Runs probe work on one background thread so the Panel page stays responsive.
-
-    ``submit(fn, *args, **kwargs)`` calls ``fn(*args, progress=..., cancel=..., **kwargs)``; a newer submission
-    cancels the one before (the user changed their mind), and ``on_progress`` (if given) hears every update.
-    ``torch_threads`` (off by default) calls ``torch.set_num_threads``, which is process-wide in torch: use it in
-    scripts, not in a server shared by sessions.
-    """
-
-    def __init__(self, on_progress: Progress | None = None, torch_threads: int | None = None):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe")
-        self._on_progress = on_progress
-        self._torch_threads = torch_threads
-        self.current: ProbeJob | None = None
-
-    def submit(self, fn: Callable, *args, **kwargs) -> ProbeJob:
-        import torch
-
-        if self.current is not None and not self.current.done:
-            self.current.cancel()
-        job = ProbeJob(Future(), threading.Event())
-
-        def report(fraction: float, message: str) -> None:
-            job.progress, job.message = float(fraction), message
-            if self._on_progress:
-                self._on_progress(job.progress, message)
-
-        def work():
-            if self._torch_threads:
-                torch.set_num_threads(self._torch_threads)
-            if job.cancel_event.is_set():
-                raise ProbeCancelled()
-            return fn(*args, progress=report, cancel=job.cancel_event, **kwargs)
-
-        job.future = self._pool.submit(work)
-        self.current = job
-        return job
-
-    def shutdown(self) -> None:
-        if self.current is not None:
-            self.current.cancel()
-        self._pool.shutdown(wait=True)

@@ -1,13 +1,13 @@
 """A cutout that is not in the bundle -> the bundle's encoder -> its neighbours and a place on the map.
 
     q = QueryEmbedder(bundle, cache_dir="~/.cache/skyquery")
-    result = q.from_position(SkyCoord(...))         # fetch (precompute.surveys.online) then embed and search
+    result = q.from_position(SkyCoord(...))         # fetch (core.surveys.online) then embed and search
     result = q.from_fits(uploaded_bytes)             # a FITS image with a celestial WCS
 
 The cutout is put on the bundle's grid (pixel scale from the manifest, cutout size and bands from the encoder
-config or the survey), passed through the encoder's own preprocessing (``precompute.encoder.load_embedder``), then
-searched with ``precompute.index.SimilaritySearch``. Its map position is the UMAP-weighted mean of its neighbours'
-positions (``precompute.project.place_by_neighbours``): no fitted reducer is unpickled from a bundle. Everything here
+config or the survey), passed through the encoder's own preprocessing (``core.encoder.load_embedder``), then
+searched with ``core.index.SimilaritySearch``. Its map position is the UMAP-weighted mean of its neighbours'
+positions (``core.placement.place_by_neighbours``): no fitted reducer is unpickled from a bundle. Everything here
 blocks: the UI calls it off the Bokeh thread.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
-from precompute.surveys import online
+from core.surveys import online, services
 
 PLACED_BY_NEIGHBOURS = "among its nearest neighbours on the map (UMAP-weighted mean of their positions)"
 MAX_UPLOAD_PIXELS = 16 * 2**20   # 4096 x 4096 (64 MB as float32): any cutout, refusing survey tiles and bombs
@@ -63,7 +63,7 @@ class QueryEmbedder:
     def embedder(self) -> Callable[[np.ndarray], np.ndarray]:
         with self._lock:
             if self._embedder is None:
-                from precompute.encoder import load_embedder
+                from core.encoder import load_embedder
 
                 enc = self.bundle.encoder_dir
                 if not enc.is_dir():
@@ -87,7 +87,7 @@ class QueryEmbedder:
         return int(size), float(scale), len(bands)
 
     def _survey(self):
-        from precompute.surveys.base import get_survey
+        from core.surveys.base import get_survey
 
         try:
             return get_survey(self.bundle.survey)
@@ -98,7 +98,7 @@ class QueryEmbedder:
     def search(self):
         with self._lock:
             if self._search is None:
-                from precompute.index import SimilaritySearch
+                from core.index import SimilaritySearch
 
                 self._search = SimilaritySearch(self.bundle.index, self.bundle.embeddings)
             return self._search
@@ -149,8 +149,8 @@ class QueryEmbedder:
 
     def place(self, vec: np.ndarray, neighbour_ids: np.ndarray,
               similarities: np.ndarray | None = None) -> tuple[tuple[float, float], str]:
-        """Map position from the neighbours' positions (nothing fitted is unpickled: precompute.project)."""
-        from precompute.project import place_by_neighbours
+        """Map position from the neighbours' positions (nothing fitted is unpickled: core.placement)."""
+        from core.placement import place_by_neighbours
 
         if len(neighbour_ids) == 0:
             raise QueryError("the similarity search returned no neighbours; is the bundle's index empty?")
@@ -192,7 +192,7 @@ def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Head
             if hdu is None:
                 raise QueryError(f"{name} holds no image; upload a FITS image with a celestial WCS.")
             data = np.asarray(hdu.data, dtype=np.float32)
-            header = online._without_commentary(hdu.header)
+            header = services.without_commentary(hdu.header)
     except (OSError, ValueError, TypeError) as e:
         raise QueryError(f"{name} is truncated or corrupt ({e}).") from e
     if not WCS(header).has_celestial:

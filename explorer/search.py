@@ -75,7 +75,7 @@ def find_neighbours(searcher, embeddings: np.ndarray, ra: np.ndarray, dec: np.nd
                     k: int = DEFAULT_K, min_sep_arcsec: float = DEFAULT_DUPLICATE_ARCSEC,
                     negative_weight: float = DEFAULT_NEGATIVE_WEIGHT) -> Neighbours:
     """k most similar objects to the positives (minus negatives), excluding the examples themselves and sky
-    duplicates. ``searcher`` is a ``precompute.index.SimilaritySearch``."""
+    duplicates. ``searcher`` is a ``core.index.SimilaritySearch``."""
     positives = [int(i) for i in positives]
     negatives = [int(i) for i in negatives]
     q = query_vector(embeddings, positives, negatives, negative_weight)

@@ -4,7 +4,7 @@ HoloViews' own selection is unusable on rasterized plots at this size (docs/ARCH
 so the app hands the drawn geometry here: a bounding-box prefilter in numpy, then a shapely point-in-polygon test
 on the candidates only.
 
-Edge semantics (decided here, tested in tests/test_selection.py):
+Edge semantics (decided here, tested in tests/explorer/test_selection.py):
 - a point exactly on the lasso's edge or on a box's edge is selected (``shapely.intersects_xy``, not
   ``contains_xy``, which would drop boundary points): what the user sees under the line is included;
 - a self-intersecting lasso (a figure of eight) is repaired with ``shapely.make_valid``, so every lobe the user

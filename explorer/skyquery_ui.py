@@ -17,51 +17,23 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import panel as pn
 import param
 from astropy import units as u
 
-from explorer.query_embed import QueryEmbedder, QueryError, QueryResult
-from explorer.skyquery import (CatalogueMatcher, LocalMatch, ParsedPosition, footprint_plot, parse_position,
-                                resolve_name)
-from precompute.surveys.online import FetchError
+from core.surveys.base import find_survey
+from core.surveys.services import FetchError
+from explorer.jobs import JobRunner
+from explorer.query_embed import QueryError, QueryResult
+from explorer.settings import Settings
+from explorer.skyquery import LocalMatch, ParsedPosition, footprint_plot, parse_position, resolve_name
 
-CACHE_ENV = "SKYQUERY_CACHE_DIR"
-FETCHABLE_SURVEYS = ("first", "sdss")
 THUMB_PX = 128
 
-_MATCHERS: dict[Path, CatalogueMatcher] = {}
-_EMBEDDERS: dict[Path, QueryEmbedder] = {}
-_LOCK = threading.Lock()
 _WORKERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="skyquery")  # 2 cores shared by all sessions
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sky-explorer" / "cutouts").expanduser()
-
-
-def matcher_for(data) -> CatalogueMatcher:
-    """The bundle's catalogue matcher, built once per process."""
-    key = Path(data.bundle.path).resolve()
-    with _LOCK:
-        if key not in _MATCHERS:
-            _MATCHERS[key] = CatalogueMatcher(data.ra, data.dec, data.object_ids)  # the shared copy of the ids
-        return _MATCHERS[key]
-
-
-def embedder_for(data) -> QueryEmbedder:
-    """The bundle's query embedder (encoder and reducer load on first use), one per process."""
-    key = Path(data.bundle.path).resolve()
-    with _LOCK:
-        if key not in _EMBEDDERS:
-            _EMBEDDERS[key] = QueryEmbedder(data.bundle, cache_dir=cache_dir())
-        return _EMBEDDERS[key]
 
 
 # --------------------------------------------------------------------------------------------- map marker
@@ -125,7 +97,7 @@ class SkySearch:
 
     def __init__(self, data, state):
         self.data, self.state = data, state
-        self.matcher = matcher_for(data)
+        self.matcher = data.matcher
         self.position: ParsedPosition | None = None
         self.match: LocalMatch | None = None
         self.box = pn.widgets.TextInput(label="Position or object name",
@@ -143,6 +115,7 @@ class SkySearch:
         self.card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["sky-query-pane"])
         self.plot = pn.pane.HoloViews(footprint_plot(self.matcher), linked_axes=False, css_classes=["sky-footprint"])
         self.busy = False
+        self.jobs = JobRunner(pool=_WORKERS)   # the pool is shared by every session: 2 cores
 
         # Enter commits the box's whole text as ``value``: search exactly that (value_input lags fast typing and
         # pasting, and searched '08:58:47.' for '08:58:47.2 +12:00:01' in 7 of 16 quick tries)
@@ -152,7 +125,7 @@ class SkySearch:
         self.upload.param.watch(lambda event: self.embed_upload(event.new, self.upload.filename), "value")
 
     def view(self):
-        can_fetch = self.data.survey in FETCHABLE_SURVEYS
+        can_fetch = find_survey(self.data.survey).fetchable
         hint = ("" if can_fetch else f"<span class='muted'>No online image service for survey "
                 f"'{html.escape(self.data.survey)}': off-catalogue positions can use an uploaded FITS.</span>")
         return pn.Column("### Find on the sky", pn.Row(self.box, self.go, sizing_mode="stretch_width"), self.radius,
@@ -193,7 +166,7 @@ class SkySearch:
             return
         kind = "info" if match.in_footprint else "warn"
         self.status.object = _status(kind, f"{parsed.message} — {match.message}")
-        self.fetch.visible = self.data.survey in FETCHABLE_SURVEYS
+        self.fetch.visible = find_survey(self.data.survey).fetchable
 
     # -- fetch and embed, off the UI thread --------------------------------------------------------
     def fetch_here(self) -> None:
@@ -213,21 +186,20 @@ class SkySearch:
                             self.show)
 
     def _embedded(self, query):
-        q = embedder_for(self.data)
+        q = self.data.query_embedder((self.state.settings or Settings()).cutout_cache)
         result = query(q)
         return result, q.thumbnail_png(result.image)
 
     def run_off_thread(self, message: str, work, done) -> None:
-        """Run ``work()`` on a worker thread with a busy message; then ``done(result)`` on the session's event
-        loop, or the error message in the status line."""
+        """Run ``work()`` as a job (``explorer.jobs``) with a busy message; then ``done(result)`` on the session's
+        event loop, or the error message in the status line."""
         if self.busy:
             return
         self.busy = True
         self.fetch.disabled = True
         self.status.object = _status("busy", message)
-        doc = pn.state.curdoc
 
-        def finish(result, error):
+        def finish(result=None, error: str | None = None):
             self.busy = False
             self.fetch.disabled = False
             if error is not None:
@@ -235,19 +207,15 @@ class SkySearch:
             else:
                 done(result)
 
-        def run():
+        def run(*, progress, cancel):
             try:
-                outcome = (work(), None)
+                return work(), None
             except (FetchError, QueryError) as e:
-                outcome = (None, str(e))
+                return None, str(e)
             except Exception as e:  # anything else still ends the busy state, with a message
-                outcome = (None, f"The query failed unexpectedly ({type(e).__name__}: {e}).")
-            if doc is not None and doc.session_context is not None:
-                doc.add_next_tick_callback(lambda: finish(*outcome))
-            else:
-                finish(*outcome)
+                return None, f"The query failed unexpectedly ({type(e).__name__}: {e})."
 
-        _WORKERS.submit(run)
+        self.jobs.submit(run, on_done=lambda outcome: finish(*outcome))
 
     def show(self, embedded) -> None:
         result, thumbnail = embedded

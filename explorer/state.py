@@ -14,6 +14,7 @@ import numpy as np
 import param
 
 from explorer.search import DEFAULT_DUPLICATE_ARCSEC, DEFAULT_K, DEFAULT_NEGATIVE_WEIGHT
+from explorer.settings import Settings
 
 log = logging.getLogger("explorer")
 log.setLevel(logging.INFO)  # `panel serve` sets only Bokeh's logger to --log-level; the root stays at WARNING
@@ -44,7 +45,8 @@ class ExplorerState(param.Parameterized):
     dropped_duplicates = param.Integer(default=0)
     search_ms = param.Number(default=0.0, doc="time of the last search, for the status line")
 
-    argv = param.List(default=[], doc="the app's own arguments (create_page's argv), e.g. --labels PATH")
+    settings = param.ClassSelector(class_=Settings, default=None, doc="the app's settings (explorer.settings), "
+                                                                      "parsed once by create_page")
 
     # the features' own per-session objects, created on first use (labels_ui.session_for, skyquery_ui.marker_for);
     # kept here rather than in module-level dictionaries keyed by the state, whose values would keep it alive
@@ -90,7 +92,7 @@ def release_free_memory() -> None:
     """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
 
     A closed session's plots and aggregates are freed, but glibc keeps the pages in its per-thread arenas, so the
-    server's RSS stayed at its high-water mark (+220 MB after ten sessions in tests/test_soak.py)."""
+    server's RSS stayed at its high-water mark (+220 MB after ten sessions in tests/explorer/test_soak.py)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -99,7 +101,7 @@ def release_free_memory() -> None:
 
 def track_session(state: ExplorerState, report_after_s: float = 1.0) -> None:
     """Count ``state`` among the live sessions and, a moment after its browser session ends, log how many sessions
-    the server still holds: a number that keeps growing as visitors leave is a leak (tests/test_soak.py reads it)."""
+    the server still holds: a number that keeps growing as visitors leave is a leak (tests/explorer/test_soak.py reads it)."""
     import panel as pn
 
     _LIVE.add(state)

@@ -2,13 +2,15 @@
 
 Every random parameter is drawn per sample with torch's RNG on the batch's device, so there is no per-image
 Python or PIL code. Every augmentation has a ``name`` and can be switched off via
-``build_augmentations(survey, disabled=(...))`` (the papers' ablations).
+``build_augmentations(recipe, disabled=(...))`` (the papers' ablations).
 
 The geometric steps (rotation, jitter, centre crop, random resized crop, flips) compose into one affine map per
 sample, so they cost a single ``grid_sample`` that produces only the output crop, not a rotated full-size image.
 
-SDSS (Hayat et al. 2021): inputs are linearly scaled fluxes (one constant per band), so reddening and noise stay
-physical. FIRST (Slijepcevic et al. 2023): one-channel radio images.
+Recipes (``RECIPES``; a survey names its own in ``Survey.augmentation_recipe`` and fits its parameters):
+"ugriz" (Hayat et al. 2021) for multi-band optical galaxies whose inputs are linearly scaled fluxes (one constant
+per band), so reddening and noise stay physical; "radio" (Slijepcevic et al. 2023) for one-channel radio images.
+The survey's own numbers (extinction coefficients, band wavelengths, pixel scale) come from the survey's file.
 """
 from __future__ import annotations
 
@@ -20,12 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Schlafly & Finkbeiner (2011) A_b / E(B-V) for SDSS u, g, r, i, z (as used by Hayat et al. 2021).
-SDSS_EXTINCTION_R = (4.239, 3.303, 2.285, 1.698, 1.263)
-# SDSS effective wavelengths (Angstrom), for the lambda^-0.3 PSF scaling; r is the reference band.
-SDSS_WAVELENGTH_A = (3551.0, 4686.0, 6166.0, 7480.0, 8932.0)
-SDSS_PIXEL_SCALE = 0.396
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # photometric augmentations (act on pixel values)
@@ -35,7 +31,7 @@ class Reddening(nn.Module):
 
     name = "reddening"
 
-    def __init__(self, coefficients=SDSS_EXTINCTION_R, max_ebv: float = 0.5):
+    def __init__(self, coefficients, max_ebv: float = 0.5):
         super().__init__()
         self.register_buffer("coefficients", torch.tensor(coefficients, dtype=torch.float32), persistent=False)
         self.max_ebv = max_ebv
@@ -52,8 +48,7 @@ class PSFBlur(nn.Module):
 
     name = "psf_blur"
 
-    def __init__(self, pixel_scale: float = SDSS_PIXEL_SCALE, sigma_arcsec: float = 0.13,
-                 wavelengths=SDSS_WAVELENGTH_A, reference_band: int = 2):
+    def __init__(self, pixel_scale: float, wavelengths, sigma_arcsec: float = 0.13, reference_band: int = 2):
         super().__init__()
         scale = (np.asarray(wavelengths, dtype=np.float64) / wavelengths[reference_band]) ** -0.3
         self.register_buffer("band_scale", torch.tensor(scale, dtype=torch.float32), persistent=False)
@@ -219,7 +214,7 @@ class GeometricCrop(nn.Module):
     random-resize-crop inside it, flip). An output pixel at offset u from the crop centre reads the input at
     centre + M_1 (t_1 + M_2 (t_2 + ... u)): each step maps output-side coordinates to its input side, where
     (M_i, t_i) is the step's sampled (linear part, translation in output pixels).
-    With no random step this is exactly the centre crop of ``precompute.surveys.base.centre_crop``.
+    With no random step this is exactly the centre crop of ``core.surveys.base.centre_crop``.
     """
 
     name = "crop"
@@ -298,30 +293,28 @@ def compute_mad(images, max_images: int = 2000, seed: int = 0) -> np.ndarray:
     return np.median(np.abs(per_band - median), axis=1).astype(np.float32)
 
 
-SDSS_NAMES = ("reddening", "psf_blur", "rotation", "jitter", "noise")
-FIRST_NAMES = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
+UGRIZ_NAMES = ("reddening", "psf_blur", "rotation", "jitter", "noise")
+RADIO_NAMES = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
 
 
-def build_augmentations(survey: str, disabled=(), **params) -> Augmentations:
-    """The survey's self-supervised augmentation pipeline.
+def build_augmentations(recipe: str, disabled=(), **params) -> Augmentations:
+    """A recipe's self-supervised augmentation pipeline (``RECIPES``: its step names and builder).
 
-    survey "sdss" params: mad (per-band array from ``compute_mad``; required unless "noise" is disabled),
-    crop=64, jitter=7, max_ebv=0.5, extinction=SDSS_EXTINCTION_R, psf_sigma_arcsec=0.13,
-    pixel_scale=0.396, noise_range=(1, 3). "psf_blur" is off unless listed in ``enable``
+    "ugriz" params: extinction (A_b / E(B-V) per band), wavelengths (per band, for the PSF scaling), pixel_scale
+    (arcsec), mad (per-band array from ``compute_mad``; required unless "noise" is disabled), crop=64, jitter=7,
+    max_ebv=0.5, psf_sigma_arcsec=0.13, noise_range=(1, 3). "psf_blur" is off unless listed in ``enable``
     (e.g. ``enable=("psf_blur",)``), as Hayat et al. found it weakest.
-    survey "first" params: crop=70, scale=(0.8, 1), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
+    "radio" params: crop=70, scale=(0.8, 1), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
     interpolation="bilinear".
-    ``disabled``: names to switch off (see SDSS_NAMES / FIRST_NAMES).
+    ``disabled``: names to switch off (a recipe's names: UGRIZ_NAMES / RADIO_NAMES).
     """
-    survey = survey.lower()
     disabled = set(disabled)
-    known = {"sdss": SDSS_NAMES, "first": FIRST_NAMES}
-    if survey not in known:
-        raise ValueError(f"no augmentations for survey {survey!r}; known: {sorted(known)}")
-    unknown = disabled - set(known[survey])
+    if recipe not in RECIPES:
+        raise ValueError(f"no augmentation recipe {recipe!r}; known: {sorted(RECIPES)}")
+    names, builder = RECIPES[recipe]
+    unknown = disabled - set(names)
     if unknown:
-        raise ValueError(f"cannot disable {sorted(unknown)} for {survey!r}: its augmentations are {known[survey]}")
-    builder = _sdss if survey == "sdss" else _first
+        raise ValueError(f"cannot disable {sorted(unknown)} for {recipe!r}: its augmentations are {names}")
     return builder(disabled, **params)
 
 
@@ -329,14 +322,15 @@ def _keep(steps, disabled):
     return [s for s in steps if s.name not in disabled]
 
 
-def _sdss(disabled, mad=None, crop=64, jitter=7, max_ebv=0.5, extinction=SDSS_EXTINCTION_R, psf_sigma_arcsec=0.13,
-          pixel_scale=SDSS_PIXEL_SCALE, noise_range=(1.0, 3.0), enable=(), interpolation="bilinear"):
+def _ugriz(disabled, extinction, wavelengths, pixel_scale, mad=None, crop=64, jitter=7, max_ebv=0.5,
+           psf_sigma_arcsec=0.13, noise_range=(1.0, 3.0), enable=(), interpolation="bilinear"):
     if "psf_blur" not in enable:
         disabled = disabled | {"psf_blur"}
     if mad is None and "noise" not in disabled:
-        raise ValueError("SDSS noise augmentation needs mad=compute_mad(training_images) (or disabled=('noise',))")
+        raise ValueError("the ugriz noise augmentation needs mad=compute_mad(training_images) (or "
+                         "disabled=('noise',))")
     # Reddening is a per-band constant factor, so it commutes with the geometry: apply it to the small crop.
-    before = [PSFBlur(pixel_scale, psf_sigma_arcsec)] if "psf_blur" not in disabled else []
+    before = [PSFBlur(pixel_scale, wavelengths, psf_sigma_arcsec)] if "psf_blur" not in disabled else []
     after = [Reddening(extinction, max_ebv)]
     if "noise" not in disabled:
         after.append(GaussianNoise(mad, *noise_range))
@@ -344,10 +338,14 @@ def _sdss(disabled, mad=None, crop=64, jitter=7, max_ebv=0.5, extinction=SDSS_EX
     return Augmentations(before, geometry, _keep(after, disabled))
 
 
-def _first(disabled, crop=70, scale=(0.8, 1.0), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
+def _radio(disabled, crop=70, scale=(0.8, 1.0), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
            interpolation="bilinear"):
     steps = [Rotation(), RandomResizedCrop(scale), Flip("horizontal"), Flip("vertical")]
     # image order: rotate full image, centre crop, random resized crop inside it, flips
     geometry = GeometricCrop(crop, _keep(steps, disabled), interpolation)
     after = [ColourJitter(jitter_strength, jitter_p), RandomBlur(blur_p)]
     return Augmentations([], geometry, _keep(after, disabled))
+
+
+# recipe name -> (its step names, its builder(disabled, **params)); a new recipe registers here
+RECIPES = {"ugriz": (UGRIZ_NAMES, _ugriz), "radio": (RADIO_NAMES, _radio)}

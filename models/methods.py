@@ -4,7 +4,8 @@ A method is a module whose ``forward(view_1, view_2)`` returns the loss and whos
 ``MethodSpec`` says how to build it around an encoder, its learning rate (per 256 images) and weight decay, how many
 warm-up epochs it wants, whether its BatchNorm must be synchronised across GPUs, and what to do after each
 optimiser step (BYOL's target update). ``models/train.py`` reads only this table: adding a method is one file with
-its module and one ``register_method`` call (tests/test_train.py registers a toy one that way).
+its module and one ``register_method`` call (tests/plugins/toy_method.py is a toy one;
+tests/test_plugins.py trains it).
 """
 from __future__ import annotations
 

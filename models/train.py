@@ -1,7 +1,8 @@
-"""Self-supervised training loop for MoCo v2 and BYOL: one process, or many under ``torchrun`` (DDP).
+"""Self-supervised training loop for every registered method (``models.methods``): one process, or many under
+``torchrun`` (DDP). ``train(images, augment, TrainConfig(...))``; the command line is precompute's::
 
-    python -m models.train --method moco --data images.npy --survey sdss --epochs 5 --out encoder/
-    torchrun --nproc_per_node 2 --standalone -m models.train --method byol --data first.npy --survey first ...
+    python -m precompute train-array --survey sdss --images normalised.npy --out encoder/
+    torchrun --nproc_per_node 2 --standalone -m precompute train-array --survey first --images first.npy ...
 
 ``batch_size`` is the global batch (split evenly across processes) and learning rates scale with it
 (lr = base x batch / 256). A checkpoint is written after every epoch and resuming from it is exact: model,
@@ -10,14 +11,12 @@ each epoch depends only on (seed, epoch).
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import math
 import os
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,10 @@ from torch import nn
 
 from .embed import resolve_device
 from .encoders import build_encoder, use_channels_last
-from .methods import METHOD_REGISTRY, method_spec
+from .methods import method_spec
 from .moco import plain_batchnorm
+from .optim import make_optimizer, warmup_cosine
 
-METHODS = tuple(METHOD_REGISTRY)   # the built-in methods (models/methods.py); registered ones join later
-OPTIMIZERS = ("sgd", "lars", "adamw")
 # per 256 images (Hayat et al.; Slijepcevic et al. Table 3; SimCLR with SGD as in Chen et al.'s small-batch runs)
 CHECKPOINT = "checkpoint.pt"
 
@@ -139,52 +137,6 @@ def build_method(method: str, encoder: nn.Module, n_images: int, global_batch: i
     return method_spec(method).build(encoder, n_images, global_batch, queue_size, dict(method_cfg or {}), world)
 
 
-class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise trust ratios (You et al. 2017), as in BYOL. Parameters with one
-    dimension (biases, BatchNorm) get neither weight decay nor adaptation."""
-
-    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0, eta=0.001):
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if p.ndim > 1:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = torch.norm(p), torch.norm(grad)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
-                                        torch.ones_like(w_norm))
-                    grad = grad * trust
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-group["lr"])
-
-
-def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float):
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    if name == "lars":
-        return LARS(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    """Learning-rate factor per step: linear warm-up, then cosine decay to 0."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,134 +213,157 @@ def knn_accuracy(encoder: nn.Module, images, labels, crop: int | None, device, k
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
 # ----------------------------------------------------------------------------------------------------------------
-def train(images, *, method: str, encoder_cfg: dict, augment: nn.Module, epochs: int, batch_size: int,
-          lr: float | None = None, optimizer: str = "sgd", checkpoint_dir=None, resume: bool = True, device=None,
-          num_workers: int = 0, seed: int = 0, progress: bool = True, knn_monitor=None, max_steps=None,
-          queue_size=None, method_cfg: dict | None = None, weight_decay: float | None = None,
-          warmup_epochs: float | None = None, compile: bool = False) -> tuple[nn.Module, list[dict]]:
-    """Train ``method`` ("moco" / "byol" / "simclr") on ``images`` (N, C, H, W) float32 (normalised, full stored size: the
-    augmentations crop) and return (the trained backbone in eval mode on CPU, per-epoch history).
+@dataclass
+class TrainConfig:
+    """What the training loop takes besides the images and their augmentations: the one place its defaults live.
+    ``precompute`` fills it from a survey's recipe (``precompute.config.Config.train_config``)."""
+
+    method: str = "moco"
+    encoder: dict = field(default_factory=lambda: {"arch": "small", "in_channels": 1, "stem": "standard",
+                                                   "width": None})   # models.encoders.build_encoder arguments
+    epochs: int = 20
+    batch_size: int = 128              # global: split evenly across processes
+    lr: float | None = None            # None: the method's base rate x batch / 256
+    optimizer: str = "sgd"
+    weight_decay: float | None = None  # None: the method's
+    warmup_epochs: float | None = None  # None: the method's
+    max_steps: int | None = None       # stop after this many optimiser steps in total (a finished epoch is saved)
+    queue_size: int | None = None      # MoCo: None is ~5 % of the data
+    method_cfg: dict = field(default_factory=dict)
+    seed: int = 0
+    device: str | None = None
+    num_workers: int = 0
+    progress: bool = True
+    compile: bool = False              # wrap the model with torch.compile
+
+
+def train(images, augment: nn.Module, cfg: TrainConfig, checkpoint_dir=None, resume: bool = True,
+          knn_monitor=None) -> tuple[nn.Module, list[dict]]:
+    """Train ``cfg.method`` on ``images`` (N, C, H, W) float32 (normalised, full stored size: the augmentations
+    crop) and return (the trained backbone in eval mode on CPU, per-epoch history).
 
     History rows: epoch, loss (mean over the epoch and processes), images_per_s, lr (at the epoch's end), knn_acc
-    (when ``knn_monitor=(val_images, val_labels)``), steps. ``max_steps`` stops after that many optimiser steps in
-    total (a finished epoch is still checkpointed). ``compile`` wraps the model with torch.compile.
-    """
-    method_spec(method)   # an unknown method fails here, before any process group starts
+    (when ``knn_monitor=(val_images, val_labels)``), steps, complete."""
+    method_spec(cfg.method)   # an unknown method fails here, before any process group starts
     if images.ndim != 4:
         raise ValueError(f"train expects (N, C, H, W) images, got shape {tuple(images.shape)}")
-    procs = Processes(device)
+    procs = Processes(cfg.device)
     try:
-        return _train(images, procs, method=method, encoder_cfg=encoder_cfg, augment=augment, epochs=epochs,
-                      batch_size=batch_size, lr=lr, optimizer=optimizer, checkpoint_dir=checkpoint_dir,
-                      resume=resume, num_workers=num_workers, seed=seed, progress=progress,
-                      knn_monitor=knn_monitor, max_steps=max_steps, queue_size=queue_size, method_cfg=method_cfg,
-                      weight_decay=weight_decay, warmup_epochs=warmup_epochs, use_compile=compile)
+        return _train(images, procs, augment, cfg, checkpoint_dir, resume, knn_monitor)
     finally:
         procs.close()
 
 
-def _train(images, procs: Processes, *, method, encoder_cfg, augment, epochs, batch_size, lr, optimizer,
-           checkpoint_dir, resume, num_workers, seed, progress, knn_monitor, max_steps, queue_size, method_cfg,
-           weight_decay, warmup_epochs, use_compile):
-    device, cuda = procs.device, procs.device.type == "cuda"
-    spec = method_spec(method)
-    if batch_size % procs.world:
-        raise ValueError(f"batch_size {batch_size} (global) must divide evenly across {procs.world} processes")
-    steps_per_epoch = len(images) // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(images)} images are fewer than one batch of {batch_size}")
-    total_steps = steps_per_epoch * epochs
-    seed_everything(seed)     # identical initial weights in every process
-    model = build_method(method, build_encoder(**encoder_cfg), len(images), batch_size, queue_size, method_cfg,
-                         procs.world)
-    seed_everything(seed * 1000 + procs.rank)     # but each process augments differently
-    layout = torch.channels_last if use_channels_last(model, device) else torch.contiguous_format
-    model = model.to(device).to(memory_format=layout)
-    augment = augment.to(device)
-    lr = lr if lr is not None else spec.base_lr * batch_size / 256
-    weight_decay = weight_decay if weight_decay is not None else spec.weight_decay
-    if warmup_epochs is None:
-        warmup_epochs = spec.warmup_epochs(epochs)
-    opt = make_optimizer(optimizer, model, lr, weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, int(warmup_epochs * steps_per_epoch)))
+class Run:
+    """One training run's moving parts: the method module, its DDP runner, optimiser, schedule and step counts."""
 
-    run_key = {"method": method, "encoder_cfg": encoder_cfg, "batch_size": batch_size, "epochs": epochs,
-               "n_images": len(images), "seed": seed, "world": procs.world, "optimizer": optimizer}
+    def __init__(self, images, procs: Processes, cfg: TrainConfig):
+        self.spec, self.procs, self.cfg = method_spec(cfg.method), procs, cfg
+        if cfg.batch_size % procs.world:
+            raise ValueError(f"batch_size {cfg.batch_size} (global) must divide evenly across {procs.world} processes")
+        self.steps_per_epoch = len(images) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(images)} images are fewer than one batch of {cfg.batch_size}")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        seed_everything(cfg.seed)     # identical initial weights in every process
+        model = build_method(cfg.method, build_encoder(**cfg.encoder), len(images), cfg.batch_size, cfg.queue_size,
+                             cfg.method_cfg, procs.world)
+        seed_everything(cfg.seed * 1000 + procs.rank)     # but each process augments differently
+        self.layout = torch.channels_last if use_channels_last(model, procs.device) else torch.contiguous_format
+        self.model = model.to(procs.device).to(memory_format=self.layout)
+        lr = cfg.lr if cfg.lr is not None else self.spec.base_lr * cfg.batch_size / 256
+        weight_decay = cfg.weight_decay if cfg.weight_decay is not None else self.spec.weight_decay
+        warmup = cfg.warmup_epochs if cfg.warmup_epochs is not None else self.spec.warmup_epochs(cfg.epochs)
+        self.opt = make_optimizer(cfg.optimizer, self.model, lr, weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, warmup_cosine(self.total_steps, int(warmup * self.steps_per_epoch)))
+        self.key = {"method": cfg.method, "encoder_cfg": cfg.encoder, "batch_size": cfg.batch_size,
+                    "epochs": cfg.epochs, "n_images": len(images), "seed": cfg.seed, "world": procs.world,
+                    "optimizer": cfg.optimizer}
+
+    def resume_from(self, path: Path) -> tuple[int, list[dict]]:
+        state = load_checkpoint(path, self.key)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][self.procs.rank])
+        return state["epoch"], state["history"]
+
+    def runner(self) -> nn.Module:
+        """The module the steps call: DDP around the method when there are several processes, compiled if asked."""
+        runner, cuda = self.model, self.procs.device.type == "cuda"
+        if self.procs.distributed:
+            if cuda and self.spec.sync_batchnorm:
+                runner = self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # buffers (BN statistics, the MoCo queue) are not broadcast every step; see average_buffers
+            runner = nn.parallel.DistributedDataParallel(runner, device_ids=[self.procs.device.index] if cuda else None,
+                                                         broadcast_buffers=False)
+        return torch.compile(runner) if self.cfg.compile else runner
+
+
+def _train(images, procs: Processes, augment, cfg: TrainConfig, checkpoint_dir, resume, knn_monitor):
+    run = Run(images, procs, cfg)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
-    start_epoch, history = 0, []
-    if ckpt_path and resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, run_key)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"], state["history"]
-        set_rng_state(state["rng"][procs.rank])
-
-    if procs.distributed:
-        if cuda and spec.sync_batchnorm:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # buffers (BN statistics, the MoCo queue) are not broadcast every step; see average_buffers
-        runner = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
-                                                     broadcast_buffers=False)
-    else:
-        runner = model
-    if use_compile:
-        runner = torch.compile(runner)
-    core = model     # the unwrapped method (for EMA updates, state_dict)
-
+    start_epoch, history = run.resume_from(ckpt_path) if ckpt_path and resume and ckpt_path.is_file() else (0, [])
+    runner, augment = run.runner(), augment.to(procs.device)
     dataset = ArrayBatches(images)
-    step = start_epoch * steps_per_epoch
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
-    for epoch in range(start_epoch, epochs):
-        if max_steps is not None and step >= max_steps:
+    step = start_epoch * run.steps_per_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_steps is not None and step >= cfg.max_steps:
             break
-        runner.train()
-        batches = epoch_batches(len(images), batch_size, procs, seed, epoch)
-        bar = _progress(len(batches), epoch, epochs, progress and procs.main)
-        losses, done, started = [], 0, time.perf_counter()
-        for batch in make_loader(dataset, batches, procs, num_workers):
-            x = batch.to(device, non_blocking=True)
-            view_1 = augment(x).contiguous(memory_format=layout)
-            view_2 = augment(x).contiguous(memory_format=layout)
-            with autocast:
-                loss = runner(view_1, view_2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if spec.after_step is not None:
-                spec.after_step(core, step, total_steps)
-            losses.append(loss.detach())
-            done += 1
-            if bar is not None:
-                if done % 10 == 1 or done == len(batches):     # reading the loss syncs the GPU: not every step
-                    rate = done * batch_size / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{float(losses[-1]):.4f}", img_s=f"{rate:.0f}", refresh=False)
-                bar.update()
-            if max_steps is not None and step >= max_steps:
-                break
-        if bar is not None:
-            bar.close()
-        elapsed = time.perf_counter() - started
-        average_buffers(core, procs)
-        row = {"epoch": epoch, "loss": procs.all_mean(float(torch.stack(losses).mean())) if losses else float("nan"),
-               "images_per_s": done * batch_size / elapsed, "lr": sched.get_last_lr()[0], "steps": done,
-               "complete": done == len(batches)}
+        row, step = _epoch(run, runner, augment, dataset, epoch, step)
         if knn_monitor is not None and procs.main:
-            row["knn_acc"] = knn_accuracy(core.backbone, *knn_monitor, getattr(augment, "output_size", None), device)
-            core.backbone.to(memory_format=layout)
+            row["knn_acc"] = knn_accuracy(run.model.backbone, *knn_monitor, getattr(augment, "output_size", None),
+                                          procs.device)
+            run.model.backbone.to(memory_format=run.layout)
         history.append(row)
-        if procs.main and progress:
+        if procs.main and cfg.progress:
             knn = f", kNN accuracy {row['knn_acc']:.3f}" if "knn_acc" in row else ""
-            print(f"epoch {epoch + 1}/{epochs}: loss {row['loss']:.4f}, {row['images_per_s']:.0f} images/s, "
+            print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['loss']:.4f}, {row['images_per_s']:.0f} images/s, "
                   f"lr {row['lr']:.4g}{knn}", flush=True)
         if ckpt_path and row["complete"]:
-            _checkpoint(ckpt_path, core, opt, sched, epoch + 1, history, run_key, procs)
+            _checkpoint(ckpt_path, run.model, run.opt, run.sched, epoch + 1, history, run.key, procs)
+    encoder = plain_batchnorm(copy.deepcopy(run.model.backbone)).to("cpu").to(memory_format=torch.contiguous_format)
+    return encoder.eval(), history
 
-    encoder = plain_batchnorm(copy.deepcopy(core.backbone)).to("cpu").to(memory_format=torch.contiguous_format)
-    encoder = encoder.eval()
-    return encoder, history
+
+def _epoch(run: Run, runner, augment, dataset, epoch: int, step: int) -> tuple[dict, int]:
+    """One epoch of optimiser steps (fewer when ``max_steps`` is reached); its history row and the step count."""
+    cfg, procs = run.cfg, run.procs
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if procs.device.type == "cuda" else nullcontext()
+    runner.train()
+    batches = epoch_batches(len(dataset), cfg.batch_size, procs, cfg.seed, epoch)
+    bar = _progress(len(batches), epoch, cfg.epochs, cfg.progress and procs.main)
+    losses, done, started = [], 0, time.perf_counter()
+    for batch in make_loader(dataset, batches, procs, cfg.num_workers):
+        x = batch.to(procs.device, non_blocking=True)
+        view_1 = augment(x).contiguous(memory_format=run.layout)
+        view_2 = augment(x).contiguous(memory_format=run.layout)
+        with autocast:
+            loss = runner(view_1, view_2)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        step += 1
+        if run.spec.after_step is not None:
+            run.spec.after_step(run.model, step, run.total_steps)
+        losses.append(loss.detach())
+        done += 1
+        if bar is not None:
+            if done % 10 == 1 or done == len(batches):     # reading the loss syncs the GPU: not every step
+                rate = done * cfg.batch_size / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{float(losses[-1]):.4f}", img_s=f"{rate:.0f}", refresh=False)
+            bar.update()
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+    if bar is not None:
+        bar.close()
+    average_buffers(run.model, procs)
+    row = {"epoch": epoch, "loss": procs.all_mean(float(torch.stack(losses).mean())) if losses else float("nan"),
+           "images_per_s": done * cfg.batch_size / (time.perf_counter() - started),
+           "lr": run.sched.get_last_lr()[0], "steps": done, "complete": done == len(batches)}
+    return row, step
 
 
 def _checkpoint(path: Path, model, opt, sched, next_epoch, history, run_key, procs: Processes) -> None:
@@ -407,79 +382,3 @@ def _progress(total: int, epoch: int, epochs: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------------
-def weights_digest(module: nn.Module) -> str:
-    """sha256 over a module's state_dict tensors (to compare processes' weights)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--method", choices=METHODS, required=True)
-    p.add_argument("--data", required=True, help=".npy of (N, C, H, W) float32 normalised images")
-    p.add_argument("--survey", choices=("sdss", "first"), default=None,
-                   help="augmentation set (default: sdss for moco, first for byol)")
-    p.add_argument("--crop", type=int, default=None, help="augmentation output size (survey default)")
-    p.add_argument("--disable", nargs="*", default=(), help="augmentation names to switch off")
-    p.add_argument("--arch", default="small")
-    p.add_argument("--stem", default="standard")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=256, help="global batch")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--queue-size", type=int, default=None)
-    p.add_argument("--checkpoint-dir", default=None)
-    p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--device", default=None)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--out", default=None, help="folder for the trained encoder (save_encoder) and history.json")
-    p.add_argument("--quiet", action="store_true")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> None:
-    from .augment import build_augmentations, compute_mad
-    from .io import save_encoder
-
-    args = parse_args(argv)
-    images = np.load(args.data, mmap_mode="r")
-    if images.ndim != 4:
-        raise SystemExit(f"{args.data}: expected an (N, C, H, W) array, got shape {images.shape}")
-    survey = args.survey or ("sdss" if args.method == "moco" else "first")
-    params = {"crop": args.crop} if args.crop else {}
-    if survey == "sdss" and "noise" not in args.disable:
-        params["mad"] = compute_mad(images)
-    augment = build_augmentations(survey, disabled=args.disable, **params)
-    encoder_cfg = {"arch": args.arch, "in_channels": int(images.shape[1]), "stem": args.stem, "width": args.width}
-    encoder, history = train(images, method=args.method, encoder_cfg=encoder_cfg, augment=augment,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                             checkpoint_dir=args.checkpoint_dir, resume=not args.no_resume, device=args.device,
-                             num_workers=args.workers, seed=args.seed, progress=not args.quiet,
-                             max_steps=args.max_steps, queue_size=args.queue_size, compile=args.compile)
-    if args.out:
-        out = Path(args.out)
-        rank = int(os.environ.get("RANK", "0"))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"rank{rank}.sha256").write_text(weights_digest(encoder))
-        if rank == 0:
-            save_encoder(encoder, {**encoder_cfg, "method": args.method, "survey": survey,
-                                   "crop_size": augment.output_size}, out)
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from precompute.bundle import BundleError
+from core.contract import BundleError
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -18,6 +18,8 @@ COMMANDS = {
     "build": ("precompute.pipeline", "build a bundle from a survey's local data (SDSS HDF5 or FIRST catalogue + FITS)"),
     "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),
     "train": ("precompute.pipeline", "stage: train the self-supervised encoder"),
+    "train-array": ("precompute.train_array", "train a survey's encoder on an array of normalised images (one process "
+                                              "or torchrun DDP), with the pipeline's settings"),
     "embed": ("precompute.pipeline", "stage: embed every cutout with a trained encoder"),
     "report": ("precompute.report", "what a bundle's embedding knows (health, probes); with baselines: build "
                                     "--stop-after report"),

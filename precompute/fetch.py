@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.inputs import InputError, duplicate_ids, invalid_positions, read_catalog_csv
-from precompute.surveys.base import get_survey
+from core.inputs import InputError, duplicate_ids, invalid_positions, read_catalog_csv
+from core.surveys.base import get_survey
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 
@@ -74,14 +74,14 @@ def write_fits_atomic(path: Path, image: np.ndarray, header) -> None:
 def fetch_all(survey_name: str, catalog: str | Path, out: str | Path, timeout: float = 20.0, retries: int = 1,
               limit: int | None = None, progress: bool = True, fetch=None) -> dict:
     """Fetch every catalogue object not yet on disk; return a summary dict. ``fetch`` defaults to
-    ``precompute.surveys.online.fetch_cutout`` (tests pass a stand-in)."""
+    ``core.surveys.online.fetch_cutout`` (tests pass a stand-in)."""
     import astropy.units as u
     from astropy.coordinates import SkyCoord
 
-    from precompute.surveys.online import FetchError
+    from core.surveys.services import FetchError
 
     if fetch is None:
-        from precompute.surveys.online import fetch_cutout as fetch
+        from core.surveys.online import fetch_cutout as fetch
     survey = get_survey(survey_name)
     out = Path(out)
     df = read_catalog_csv(catalog, ("ra", "dec"), what="target catalogue")

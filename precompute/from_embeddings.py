@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from precompute.cache import StageResult, WorkDir, fingerprint_file
-from precompute.inputs import InputError
+from core.inputs import InputError
 
 CHUNK_ROWS = 16_384   # 32 MB of float32 at 512-d: memory stays flat whatever N is
 ID_CANDIDATES = ("object_id", "objid", "ObjID", "id", "ID", "name", "rgz_name")
@@ -321,9 +321,12 @@ def build_bundle(args) -> Path:
     import faiss
 
     from precompute import report as rp
-    from precompute.bundle import pack_thumbnails, write_bundle
-    from precompute.stages import Config, colour_columns, index, project
-    from precompute.surveys.base import get_survey
+    from core.knowledge import catalogue_tasks
+    from core.write import pack_thumbnails, write_bundle
+    from precompute.assemble import colour_columns
+    from precompute.config import Config
+    from precompute.stages import index, project
+    from core.surveys.base import get_survey
     from precompute.thumbnails import render_thumbnails
 
     t0 = time.perf_counter()
@@ -341,11 +344,11 @@ def build_bundle(args) -> Path:
     catalog = pd.read_parquet(imp.path / "catalog.parquet")
     embeddings = np.load(imp.path / "embeddings.npy", mmap_mode="r")
     proj, idx = project(wd, cfg, imp), index(wd, cfg, imp)
-    from precompute.stages import bundle_catalog
+    from precompute.assemble import bundle_catalog
 
     cat = bundle_catalog(catalog, np.load(proj.path / "coords.npy"), cfg.seed)
     colour_by = catalogue_colour_by(cat, colour_columns(survey, cat))
-    report = rp.embedding_only_report(rp.catalogue_tasks(cat, colour_by), len(cat), embeddings, cfg.seed)
+    report = rp.embedding_only_report(catalogue_tasks(cat, colour_by), len(cat), embeddings, cfg.seed)
     print("[report]\n" + rp.format_table(report), flush=True)
     report_path = rp.write_report(report, work / "from-embeddings-report.json")
     if (imp.path / "images.npy").exists():

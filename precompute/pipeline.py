@@ -19,9 +19,12 @@ from pathlib import Path
 from models.checkpoints import FORMATS as CHECKPOINT_FORMATS
 from models.encoders import STEMS
 from models.methods import METHOD_REGISTRY
-from precompute.inputs import InputError
+from core.inputs import InputError
+from core.surveys.base import get_survey, known_surveys
 from precompute.shards import world_from_env
-from precompute.stages import Config, WorkDir, log, run_pipeline
+from precompute.cache import WorkDir
+from precompute.config import Config, log
+from precompute.stages import run_pipeline
 
 # The demo must finish in ~10 min on 2 CPU cores including simulating 20k galaxies: a narrow ResNet with the
 # standard (strided) stem, trained on a 6,000-image subset (SSL does not need every image to learn the features;
@@ -35,14 +38,9 @@ def add_arguments(parser, command: str) -> None:
         parser.add_argument("--out", default="bundles/demo", help="bundle folder to write (default bundles/demo)")
         parser.add_argument("--n", type=int, default=DEMO["n"], help=f"simulated galaxies (default {DEMO['n']})")
     else:
-        parser.add_argument("--survey", required=True, choices=("first", "sdss"))
+        parser.add_argument("--survey", required=True, choices=known_surveys())
         parser.add_argument("--out", required=True, help="bundle folder to write")
-        parser.add_argument("--catalog", nargs="+", action="extend",
-                            help="FIRST: catalogue CSV(s) (file, ra, dec, labels; FITS paths relative to each); "
-                                 "several are joined, e.g. MiraBest and FRDEEP")
-        parser.add_argument("--images", help="SDSS: HDF5 of cutouts (Hayat et al. layout)")
-        parser.add_argument("--gz2", help="SDSS: Galaxy Zoo 2 CSV (Hart et al. 2016 columns), joined within 2\"")
-        parser.add_argument("--truth", help="SDSS: simulator truth.parquet (optional)")
+        add_source_arguments(parser)
     parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
     if command in ("demo", "build"):
         parser.add_argument("--stop-after", choices=("ingest", "train", "embed", "report"),
@@ -102,14 +100,29 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
         checkpoint_format=getattr(args, "checkpoint_format", None))
 
 
+def add_source_arguments(parser) -> None:
+    """One option per input file any survey reads (``Survey.inputs``), its help naming the survey."""
+    seen = set()
+    for name in known_surveys():
+        for source in get_survey(name).inputs:
+            if source.name not in seen:
+                seen.add(source.name)
+                extra = {"nargs": "+", "action": "extend"} if source.many else {}
+                parser.add_argument(f"--{source.name}", help=source.help, **extra)
+
+
 def survey_sources(args) -> dict:
-    if args.survey == "first":
-        if not args.catalog:
-            raise InputError("--survey first needs --catalog CSV (columns file, ra, dec; FITS paths relative to it)")
-        return {"catalog": args.catalog[0] if len(args.catalog) == 1 else list(args.catalog)}
-    if not args.images:
-        raise InputError("--survey sdss needs --images H5 (Hayat et al. layout: images, ra, dec, ObjID ...)")
-    return {"images": args.images, "gz2": args.gz2, "truth": args.truth}
+    """The chosen survey's input files from the command line; InputError naming the missing required ones."""
+    survey = get_survey(args.survey)
+    sources = {}
+    for source in survey.inputs:
+        value = getattr(args, source.name, None)
+        if source.required and not value:
+            raise InputError(f"--survey {survey.name} needs --{source.name}: {source.help}")
+        if source.many and value:
+            value = value[0] if len(value) == 1 else list(value)
+        sources[source.name] = value
+    return sources
 
 
 def simulate_demo_survey(work: Path, n: int, seed: int, progress: bool) -> Path:

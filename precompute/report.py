@@ -1,6 +1,6 @@
 """The report stage: what the bundle's embedding knows, beside two baselines computed on the same objects.
 
-For every labelled column (``Survey.report_tasks``), the figures of ``precompute.knowledge`` for
+For every labelled column (``Survey.report_tasks``), the figures of ``core.knowledge`` for
 - ``embedding``: the bundle's own vectors;
 - ``untrained``: the same architecture with random weights, with the same preprocessing, views and centring;
 - ``pixel_pca``: PCA-50 of the preprocessed encoder inputs;
@@ -17,15 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from precompute import knowledge as kn
+from core import knowledge as kn
 
 REPORT_FORMAT = 1
 MAX_EVAL_ROWS = 2000     # objects scored per report (a seeded sample of the labelled ones): minutes, not hours
 MAX_TASKS = 8            # the survey's own tests first, then its colour-by columns in order
 PCA_DIM = 50
-NOT_TASKS = {"sample", "split"}   # bookkeeping columns, not properties of the objects
 SOURCE_TITLES = {"embedding": "this embedding", "untrained": "same network, untrained",
                  "pixel_pca": f"PCA-{PCA_DIM} of the pixels"}
 
@@ -172,67 +170,6 @@ def _plain(obj):
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
 
 
-def read_report(path: Path) -> dict | None:
-    """The report, or None when the file is absent; a malformed file raises ValueError naming it."""
-    if not path.is_file():
-        return None
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON report ({e})") from e
-    if not isinstance(report, dict) or not isinstance(report.get("summary"), dict) \
-            or not isinstance(report.get("health"), dict) or not isinstance(report.get("tasks"), list):
-        raise ValueError(f"{path}: not a report written by `python -m precompute report`")
-    if not _valid_reference(report.get("similarity_reference")):
-        raise ValueError(f"{path}: similarity_reference must hold increasing finite quantiles at increasing levels")
-    return report
-
-
-def _valid_reference(ref) -> bool:
-    if not isinstance(ref, dict):
-        return False
-    try:
-        q = np.asarray(ref.get("quantiles"), dtype=np.float64)
-        levels = np.asarray(ref.get("levels", np.linspace(0, 1, q.size)), dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return (q.ndim == 1 and len(q) >= 2 and levels.shape == q.shape and bool(np.isfinite(q).all())
-            and bool(np.isfinite(levels).all()) and bool((np.diff(q) >= 0).all()) and bool((np.diff(levels) > 0).all()))
-
-
-def catalogue_tasks(catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
-    """Default tasks: every categorical / continuous colour column, and each vote fraction as a high-quality
-    binary label (> 0.8 vs < 0.2, Hayat et al.). ``rows`` and ``labels`` are numpy arrays."""
-    tasks = []
-    for col, spec in colour_by.items():
-        if col not in catalog.columns or col in NOT_TASKS:
-            continue
-        values = catalog[col]
-        title = spec.get("title", col)
-        if spec.get("kind") == "categorical":
-            mask = kn.usable_categorical(values.to_numpy())
-            if mask.any():
-                tasks.append({"name": col, "column": col, "title": title, "kind": "categorical",
-                              "rows": np.flatnonzero(mask), "labels": values.astype(str).to_numpy()[mask]})
-        elif spec.get("kind") == "fraction":
-            v = pd.to_numeric(values, errors="coerce").to_numpy(float)
-            confident = (v > 0.8) | (v < 0.2)
-            if confident.sum() >= 40:
-                tasks.append({"name": f"{col}>0.8", "column": col, "title": f"{title} > 0.8 vs < 0.2",
-                              "kind": "categorical", "rows": np.flatnonzero(confident),
-                              "labels": np.where(v[confident] > 0.8, "high", "low")})
-        else:
-            v = pd.to_numeric(values, errors="coerce").to_numpy(float)
-            ok = np.isfinite(v)
-            if ok.sum() < 40:
-                continue
-            log = bool((v[ok] > 0).all() and v[ok].max() > 30 * v[ok].min())
-            tasks.append({"name": col, "column": col, "title": f"log10 {title}" if log else title,
-                          "kind": "continuous", "rows": np.flatnonzero(ok),
-                          "labels": np.log10(v[ok]) if log else v[ok]})
-    return tasks
-
-
 # ------------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser, command: str) -> None:
     parser.add_argument("bundle", help="bundle folder")
@@ -253,9 +190,9 @@ def embedding_only_report(tasks: list[dict], n: int, embeddings: np.ndarray, see
 def run(args) -> int:
     """Health and embedding-only figures of an existing bundle (the baselines need the build's images: run
     `python -m precompute build ... --stop-after report` for those)."""
-    from precompute.bundle import Bundle
-    from precompute.stages import colour_columns
-    from precompute.surveys.base import get_survey
+    from core.bundle import Bundle
+    from precompute.assemble import colour_columns
+    from core.surveys.base import get_survey
 
     bundle = Bundle.open(args.bundle)
     catalog = bundle.catalog
@@ -263,7 +200,7 @@ def run(args) -> int:
         survey = get_survey(bundle.survey)
         tasks = survey.report_tasks(catalog, colour_columns(survey, catalog))
     except KeyError:   # a survey this installation does not know: its manifest still names the labelled columns
-        tasks = catalogue_tasks(catalog, bundle.manifest.get("colour_by", {}))
+        tasks = kn.catalogue_tasks(catalog, bundle.manifest.get("colour_by", {}))
     rep = embedding_only_report(tasks, len(catalog), bundle.embeddings)
     print(format_table(rep))
     if args.write:

@@ -1,7 +1,7 @@
 """`python -m precompute validate DIR`: check a bundle; exit 1 with one clear message when it is not valid."""
 from __future__ import annotations
 
-from precompute.bundle import validate_bundle
+from core.validate import validate_bundle
 
 
 def add_arguments(parser, command):

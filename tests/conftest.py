@@ -312,3 +312,20 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real survey data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def toy_plugins():
+    """Register the toy survey and method (by importing their files) and unregister them afterwards."""
+    import importlib
+
+    from core.surveys import base as surveys
+    from models.methods import METHOD_REGISTRY
+    from tests.plugins import toy_method, toy_survey
+
+    importlib.reload(toy_method)
+    importlib.reload(toy_survey)
+    toy_method.STEPS_SEEN.clear()
+    yield toy_survey, toy_method
+    METHOD_REGISTRY.pop("toy", None)
+    surveys._REGISTRY.pop("toy", None)

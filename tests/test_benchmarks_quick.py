@@ -59,7 +59,7 @@ def test_dask_render_matches_in_memory_aggregate(tmp_path):
     import numpy as np
 
     from benchmarks.scale.dask_render import synthetic_points
-    from precompute.scale import aggregate_points, load_points_dask, points_extent, render_points, \
+    from core.scale import aggregate_points, load_points_dask, points_extent, render_points, \
         write_points_parquet
 
     parts = list(synthetic_points(30_000, partition_rows=10_000))
@@ -79,7 +79,7 @@ def test_dask_render_matches_in_memory_aggregate(tmp_path):
 
 
 def test_load_points_dask_names_the_missing_folder(tmp_path):
-    from precompute.scale import load_points_dask
+    from core.scale import load_points_dask
 
     with pytest.raises(FileNotFoundError, match="no-such"):
         load_points_dask(tmp_path / "no-such")
@@ -89,7 +89,7 @@ def test_bundle_catalogue_repartitions_into_map_points(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from precompute.scale import catalog_to_points_parquet, load_points_dask
+    from core.scale import catalog_to_points_parquet, load_points_dask
 
     n = 2_500
     cat = pd.DataFrame({"object_id": [f"o{i}" for i in range(n)], "umap_x": np.linspace(0, 1, n),

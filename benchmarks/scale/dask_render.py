@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.run import finish, median_ms
-from precompute.scale import (
+from core.scale import (
     load_points_dask,
     points_extent,
     render_points,

@@ -54,7 +54,7 @@ def tiny_thumbnails(labels: np.ndarray, size: int, rng) -> tuple[np.memmap, np.n
 def build_scale_bundle(out: Path, n: int, dim: int = 16, thumb_px: int = 16, seed: int = 0) -> Path:
     """A bundle of ``n`` fixture objects (same catalogue model as ``make_fixture_bundle``), cheap at 10 M."""
     from benchmarks.fixture_bundle import CLASSES, COLOUR_BY, clustered_embeddings
-    from precompute.bundle import assign_splits, write_bundle
+    from core.write import assign_splits, write_bundle
 
     n_clusters = 40
     emb, labels, latent2 = clustered_embeddings(n, dim, n_clusters, seed, np.float16)
@@ -96,7 +96,7 @@ def build_scale_bundle(out: Path, n: int, dim: int = 16, thumb_px: int = 16, see
 
 
 def cmd_build(a) -> dict:
-    from precompute.points import write_points
+    from core.points import write_points
 
     res = {"n": a.n, "dim": a.dim, "thumb_px": a.thumb_px}
     t = time.perf_counter()
@@ -189,9 +189,10 @@ def rss_breakdown(bundle: Path, engine: str, sessions: int = 2) -> dict:
     hv.extension("bokeh")
     from explorer import app
     from explorer.data import prepare
-    from explorer.plot import MapView, warm_kernels
+    from explorer.kernels import warm_kernels
+    from explorer.plot import MapView
     from explorer.state import ExplorerState
-    from precompute.bundle import Bundle
+    from core.bundle import Bundle
 
     out = {"imports": rss_mb(os.getpid())}
     b = Bundle.open(bundle, validate=True)

@@ -1,6 +1,6 @@
 """A small real FIRST bundle for the sky-query tests, built from shared/data/first_mirabest (read in place, never
 copied into the repository): N real cutouts, a small untrained ResNet saved with ``models.io.save_encoder`` and
-the FIRST survey's fitted preprocessing (so ``precompute.encoder.load_embedder`` embeds exactly as a pipeline
+the FIRST survey's fitted preprocessing (so ``core.encoder.load_embedder`` embeds exactly as a pipeline
 bundle does), and a 2-D PCA standing in for the UMAP map (without a minute of numba JIT in a test).
 """
 from __future__ import annotations
@@ -40,9 +40,9 @@ def build_first_bundle(out: Path, n: int = 40, skip_first: bool = False, width: 
 
     from models.encoders import build_encoder
     from models.io import save_encoder
-    from precompute.bundle import assign_splits, write_bundle
-    from precompute.encoder import load_embedder
-    from precompute.surveys.first import FIRST
+    from core.write import assign_splits, write_bundle
+    from core.encoder import load_embedder
+    from core.surveys.first import FIRST
 
     torch.set_num_threads(1)
     out = Path(out)

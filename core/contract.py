@@ -1,0 +1,81 @@
+"""The bundle contract: its format version, required columns and the error every reader and writer raises.
+
+Layout (format version 1, see docs/ARCHITECTURE.md, "The bundle")::
+
+    manifest.json          what is here and how it was made
+    catalog.parquet        one row per object; row i <=> row i of every array
+    embeddings.npy         (N, D) float16/float32, L2-normalised, memory-mappable
+    index.faiss            similarity index over embeddings.npy (inner product = cosine)
+    thumbnails/blob.bin    all thumbnails (JPEG/WebP bytes) back to back
+    thumbnails/offsets.npy (N + 1,) int64 byte offsets into blob.bin
+    encoder/               weights + config.json (architecture and exact preprocessing)
+    projection/            optional: projection.json, the map's PCA + UMAP parameters (no pickles)
+    report.json            optional: what the embedding knows (``precompute report``)
+
+``core.write`` writes one atomically, ``core.validate`` checks one, ``core.bundle.Bundle`` reads one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+REQUIRED_COLUMNS = ("object_id", "ra", "dec", "umap_x", "umap_y", "split")
+SPLITS = ("train", "val", "test")
+COLOUR_KINDS = ("fraction", "continuous", "categorical")
+NORM_TOLERANCE = 1e-2  # float16 storage keeps |v| within ~1e-3 of 1
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used. The message names the file and what to do."""
+
+
+def fail(path: Path, what: str, fix: str = "rebuild it with `python -m precompute demo` or `python -m precompute build`"):
+    """Raise the one-line BundleError: which file, what is wrong with it, what to do."""
+    what = " ".join(str(what).split())   # one line, whatever a library's message spans
+    raise BundleError(f"{path}: {what}; {fix}.")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def l2_normalise(x: np.ndarray, dtype=np.float16) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(dtype)
+
+
+def read_report(path: Path) -> dict | None:
+    """The report, or None when the file is absent; a malformed file raises ValueError naming it."""
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON report ({e})") from e
+    if not isinstance(report, dict) or not isinstance(report.get("summary"), dict) \
+            or not isinstance(report.get("health"), dict) or not isinstance(report.get("tasks"), list):
+        raise ValueError(f"{path}: not a report written by `python -m precompute report`")
+    if not _valid_reference(report.get("similarity_reference")):
+        raise ValueError(f"{path}: similarity_reference must hold increasing finite quantiles at increasing levels")
+    return report
+
+
+def _valid_reference(ref) -> bool:
+    if not isinstance(ref, dict):
+        return False
+    try:
+        q = np.asarray(ref.get("quantiles"), dtype=np.float64)
+        levels = np.asarray(ref.get("levels", np.linspace(0, 1, q.size)), dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return (q.ndim == 1 and len(q) >= 2 and levels.shape == q.shape and bool(np.isfinite(q).all())
+            and bool(np.isfinite(levels).all()) and bool((np.diff(q) >= 0).all()) and bool((np.diff(levels) > 0).all()))

@@ -1,0 +1,188 @@
+"""One interface for every survey. SDSS and FIRST differ only in what a subclass of ``Survey`` says.
+
+A survey knows:
+- its bands, pixel scale, stored cutout size and the network's input crop;
+- how to read its local data into a :class:`Cutouts` (catalogue + image array) and, online, how to fetch one
+  cutout by position (astroquery), with a timeout;
+- its normalisation (``preprocess``): the exact transform from stored pixels to encoder input. Its parameters are
+  fitted once on the training images (``fit_preprocessing``) and saved with the encoder, so a cutout fetched later
+  is embedded exactly as the bundle's images were;
+- its augmentation recipe (a ``models.augment`` recipe and the parameters fitted for it), its colour-by columns,
+  how to draw a thumbnail, its online image services and archive links, and the inputs of
+  ``python -m precompute build --survey NAME``.
+
+Adding a survey is one file in this folder with a ``@register``-ed subclass (tests/test_plugins.py builds a
+bundle and a page from a toy one); ``BUILTIN`` lists the files imported when a survey is asked for by name.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import pandas as pd
+
+BUILTIN = ("sdss", "first")
+
+
+@dataclass(frozen=True)
+class SourceInput:
+    """One input file of ``python -m precompute build --survey NAME`` (the option is ``--<name>``)."""
+
+    name: str
+    help: str
+    required: bool = False
+    many: bool = False      # several files may be given (joined by the survey's reader)
+
+
+@dataclass
+class Cutouts:
+    """Images and catalogue of one survey sample, row i <=> image i.
+
+    ``catalog`` has at least ``object_id``, ``ra``, ``dec`` (deg, ICRS) and the survey's label columns;
+    ``images`` is (N, C, H, W) float32 in the survey's native units; ``skipped`` lists (object_id, reason) for
+    inputs that could not be used.
+    """
+
+    catalog: pd.DataFrame
+    images: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if len(self.catalog) != len(self.images):
+            raise ValueError(f"{len(self.catalog)} catalogue rows but {len(self.images)} images")
+
+
+class Survey:
+    name: str = "base"
+    bands: tuple[str, ...] = ()
+    pixel_scale_arcsec: float = 1.0
+    cutout_size: int = 64          # stored image side, pixels
+    crop_size: int = 64            # encoder input side, pixels (centre crop)
+    method: str = "moco"           # default self-supervised method
+    arch: str = "small"
+    stem: str = "standard"
+    # Training recipes, as ``precompute.config.Config`` fields: what learns in minutes on a CPU (chosen by the
+    # ablations in BENCHMARKS.md) and the paper's configuration, the default when a GPU is present.
+    cpu_recipe: dict = {}
+    gpu_recipe: dict = {}
+    colour_by: dict = {}
+    augmentation_recipe: str = ""                   # a models.augment recipe name
+    inputs: tuple[SourceInput, ...] = ()            # what read_local takes, as command-line options
+    online_services: tuple[tuple[str, str], ...] = ()   # (label, core.surveys.services.SERVICES name), tried in order
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.bands)
+
+    # -- normalisation --------------------------------------------------------------------------------
+    def fit_preprocessing(self, images: np.ndarray, bin: int = 1, crop: int | None = None) -> dict:
+        """Parameters of ``preprocess`` fitted on training images (JSON-serialisable); ``bin`` and ``crop`` are
+        the recipe's pixel binning and encoder input side."""
+        return {"bin": int(bin), "crop": int(crop or self.crop_size)}
+
+    def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Stored pixels (N, C, H, W) -> normalised float32 at full stored size (training input, before
+        the augmentations, which do their own cropping)."""
+        raise NotImplementedError
+
+    def preprocess(self, images: np.ndarray, params: dict) -> np.ndarray:
+        """Stored pixels (N, C, H, W) -> encoder input for embedding: normalise, then centre crop to the encoder's
+        input size (``params["crop"]`` when the preprocessing fixed one, else the survey's ``crop_size``)."""
+        crop = int(params.get("crop", self.crop_size))
+        return np.ascontiguousarray(centre_crop(self.normalise(images, params), crop), dtype=np.float32)
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
+        """Labelled tests for the report stage (``precompute.report``): by default every colour-by column."""
+        from core.knowledge import catalogue_tasks
+
+        return catalogue_tasks(catalog, colour_by)
+
+    # -- display --------------------------------------------------------------------------------------
+    def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
+        """One stored image (C, H, W) -> (h, w, 3) uint8 for display."""
+        raise NotImplementedError
+
+    # -- data -----------------------------------------------------------------------------------------
+    def read_local(self, **paths) -> Cutouts:
+        raise NotImplementedError
+
+    def listed_files(self, source: str, path: Path) -> list[Path] | None:
+        """Files that the input ``source`` at ``path`` names and that the reader also reads (their content is part
+        of the ingest stage's cache key); None when it names none."""
+        return None
+
+    # -- training -------------------------------------------------------------------------------------
+    def augmentation_params(self, normalised: np.ndarray, crop: int) -> dict:
+        """Parameters of ``augmentation_recipe`` for these normalised training images and encoder input side."""
+        return {"crop": int(crop)}
+
+    # -- online ---------------------------------------------------------------------------------------
+    @property
+    def fetchable(self) -> bool:
+        """Whether a cutout can be fetched by position (``core.surveys.online.fetch_cutout``)."""
+        return bool(self.online_services)
+
+    def archive_links(self, ra_deg: float, dec_deg: float) -> list[tuple[str, str]]:
+        """(label, url) of archive viewers at this position: the Legacy Survey and Simbad for any survey."""
+        return [legacy_survey_link("Legacy Survey", ra_deg, dec_deg, zoom=16), simbad_link(ra_deg, dec_deg)]
+
+
+def legacy_survey_link(label: str, ra_deg: float, dec_deg: float, zoom: int) -> tuple[str, str]:
+    return label, "https://www.legacysurvey.org/viewer?" + urlencode(
+        {"ra": f"{ra_deg:.6f}", "dec": f"{dec_deg:.6f}", "layer": "ls-dr10", "zoom": str(zoom)})
+
+
+def simbad_link(ra_deg: float, dec_deg: float) -> tuple[str, str]:
+    return "Simbad", "https://simbad.cds.unistra.fr/simbad/sim-coo?" + urlencode(
+        {"Coord": f"{ra_deg:.6f} {dec_deg:+.6f}", "CooFrame": "ICRS", "Radius": "10", "Radius.unit": "arcsec"})
+
+
+def sample_rows(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most ``n`` images, a fixed random subset in file order (for fitting normalisation on large arrays)."""
+    if len(images) <= n:
+        return np.asarray(images)
+    rows = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+    return np.asarray(images[rows])
+
+
+def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]
+
+
+_REGISTRY: dict[str, type[Survey]] = {}
+
+
+def register(cls: type[Survey]) -> type[Survey]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_survey(name: str) -> Survey:
+    """The survey object by name ('sdss', 'first', or any registered one)."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(f"core.surveys.{name}")
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown survey {name!r}; known: {known_surveys()}")
+    return _REGISTRY[name]()
+
+
+def find_survey(name: str) -> Survey:
+    """The survey of this name, or the plain ``Survey`` (no services, generic links) for a name none registers: a
+    bundle made elsewhere may name any survey."""
+    try:
+        return get_survey(str(name).lower())
+    except KeyError:
+        return Survey()
+
+
+def known_surveys() -> list[str]:
+    """Every survey name: the built-in ones and any registered since."""
+    for name in BUILTIN:
+        importlib.import_module(f"core.surveys.{name}")
+    return sorted(_REGISTRY)

@@ -1,0 +1,91 @@
+"""`python -m precompute train-array`: train a survey's encoder on an array of already normalised images, in one
+process or many under torchrun (DDP), with exactly the pipeline's settings (the survey's recipe, then the training
+loop's ``TrainConfig`` defaults; every option below overrides one)::
+
+    python -m precompute train-array --survey sdss --images normalised.npy --out encoder/
+    torchrun --standalone --nproc_per_node 2 -m precompute train-array --survey first --images first.npy --out enc/
+
+The images are (N, C, H, W) float32 as ``Survey.normalise`` returns them (the ``train`` stage writes them in its
+work folder); the survey's augmentation recipe crops them. The pipeline's ``train`` stage is the same loop on the
+same settings, with ingest and normalisation in front of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.contract import BundleError
+from core.surveys.base import get_survey, known_surveys
+from precompute.config import Config
+
+
+def add_arguments(parser, command: str) -> None:
+    from models.methods import METHOD_REGISTRY
+
+    parser.add_argument("--survey", required=True, choices=known_surveys(),
+                        help="whose recipe, augmentations and defaults to use")
+    parser.add_argument("--images", required=True, help=".npy of (N, C, H, W) float32 normalised images")
+    parser.add_argument("--out", required=True, help="folder for the trained encoder and history.json")
+    parser.add_argument("--checkpoint-dir", help="per-epoch checkpoints, resumed from when present")
+    parser.add_argument("--method", choices=tuple(METHOD_REGISTRY), help="default: the survey's recipe")
+    parser.add_argument("--arch", help="default: the survey's recipe")
+    parser.add_argument("--stem")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--crop", type=int, help="augmentation output side (default: the recipe's)")
+    parser.add_argument("--disable", nargs="*", default=(), help="augmentation names to switch off")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--queue-size", type=int)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args) -> Config:
+    out = Path(args.out)
+    return Config(survey=args.survey, out=out, work=out, method=args.method, arch=args.arch, stem=args.stem,
+                  width=args.width, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+                  optimizer=args.optimizer, max_steps=args.max_steps, queue_size=args.queue_size, seed=args.seed,
+                  device=args.device, num_workers=args.num_workers, progress=not args.no_progress).resolved()
+
+
+def weights_digest(module) -> str:
+    """sha256 over a module's state_dict tensors (every rank writes its own: they must agree)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run(args) -> int:
+    from models.augment import build_augmentations
+    from models.io import save_encoder
+    from models.train import train
+
+    images = np.load(args.images, mmap_mode="r")
+    if images.ndim != 4:
+        raise BundleError(f"{args.images}: expected an (N, C, H, W) array of normalised images, got shape "
+                          f"{images.shape}")
+    cfg = config_from_args(args)
+    survey = get_survey(cfg.survey)
+    params = survey.augmentation_params(images, cfg.crop)
+    augment = build_augmentations(survey.augmentation_recipe, disabled=args.disable, **params)
+    encoder, history = train(images, augment, cfg.train_config(len(images)), checkpoint_dir=args.checkpoint_dir)
+    out = Path(args.out)
+    rank = int(os.environ.get("RANK", "0"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{rank}.sha256").write_text(weights_digest(encoder))
+    if rank == 0:
+        save_encoder(encoder, {**cfg.encoder_config(), "method": cfg.method, "survey": survey.name,
+                               "crop_size": augment.output_size, "augmentations": params}, out)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+    return 0

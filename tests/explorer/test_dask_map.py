@@ -1,0 +1,188 @@
+"""The Dask map engine: `python -m precompute points`, the explorer's dask mode against memory mode, its errors,
+and one browser check that a dask-mode page draws and recolours."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import (
+    colour_by,
+    deep_text,
+    inked,
+    map_canvas,
+    pixels,
+    start_explorer_server,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="module")
+def points_bundle(make_bundle, tmp_path_factory):
+    """A fixture bundle (own copy) with points/ written by the command, in 1,000-row partitions."""
+    from precompute.__main__ import main
+
+    src = make_bundle("dask-map", n=2500, dim=16)
+    bundle = tmp_path_factory.mktemp("dask") / "bundle"
+    shutil.copytree(src, bundle)
+    assert main(["points", "--bundle", str(bundle), "--rows-per-partition", "1000"]) == 0
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def views(points_bundle):
+    """A memory-mode and a dask-mode MapView over the same bundle."""
+    import holoviews as hv
+
+    hv.extension("bokeh")
+    from explorer.data import load_explorer_data
+    from explorer.plot import MapView
+    from explorer.state import ExplorerState
+
+    return (MapView(load_explorer_data(points_bundle, "memory"), ExplorerState()),
+            MapView(load_explorer_data(points_bundle, "dask"), ExplorerState()))
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def test_points_command_writes_the_colour_values(points_bundle):
+    from explorer import colour
+    from core.bundle import Bundle
+
+    folder = points_bundle / "points"
+    parts = sorted(folder.glob("part-*.parquet"))
+    assert len(parts) == 3 and not list(points_bundle.glob(".points*")), "3 partitions, no temporary folder left"
+    meta = json.loads((folder / "points.json").read_text())
+    bundle = Bundle.open(points_bundle)
+    assert meta["n_rows"] == bundle.n == 2500 and meta["bundle_created"] == bundle.manifest["created"]
+    written = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    specs = colour.specs_from_manifest(bundle.colour_by, bundle.catalog)
+    assert meta["columns"]["morph_class"]["categories"] == list(specs["morph_class"].categories)
+    for name in ("redshift", "morph_class", "gz2_smooth_fraction"):
+        expected = colour.colour_values(bundle.catalog[name], specs[name])
+        got = written[f"c__{name}"].to_numpy()
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)  # NaNs in the same places too
+    np.testing.assert_array_equal(written["umap_x"].to_numpy(), bundle.catalog["umap_x"].to_numpy(np.float32))
+
+
+def test_rewriting_points_replaces_the_folder(points_bundle, tmp_path):
+    from core.points import parquet_rows, write_points
+
+    bundle = tmp_path / "b"
+    shutil.copytree(points_bundle, bundle)
+    write_points(bundle, rows_per_partition=2500)
+    assert len(list((bundle / "points").glob("part-*.parquet"))) == 1 and parquet_rows(bundle / "points") == 2500
+    assert sorted(p.name for p in bundle.iterdir() if p.name.startswith(".")) == []
+
+
+def test_points_that_do_not_match_the_bundle_are_refused(points_bundle, tmp_path):
+    from explorer.data import prepare
+    from core.bundle import Bundle
+    from core.points import PointsError
+
+    bundle = tmp_path / "b"
+    shutil.copytree(points_bundle, bundle)
+    (bundle / "points" / "part-00002.parquet").unlink()  # a lost partition
+    with pytest.raises(PointsError, match=r"holds 2000 rows but the bundle has 2500.*python -m precompute points"):
+        prepare(Bundle.open(bundle), "dask")
+    shutil.copytree(points_bundle / "points", bundle / "points", dirs_exist_ok=True)
+    meta = json.loads((bundle / "points" / "points.json").read_text())
+    meta["bundle_created"] = "2000-01-01T00:00:00+00:00"  # points of an earlier build of this bundle
+    (bundle / "points" / "points.json").write_text(json.dumps(meta))
+    with pytest.raises(PointsError, match="written for the bundle built 2000"):
+        prepare(Bundle.open(bundle), "dask")
+
+
+# ------------------------------------------------------------------------------------------------ engine choice
+def test_missing_points_gives_one_message_naming_folder_and_command(small_bundle):
+    from explorer.app import create_page
+    from explorer.data import prepare
+    from core.bundle import Bundle
+    from core.points import PointsError
+
+    with pytest.raises(PointsError) as err:
+        prepare(Bundle.open(small_bundle), "dask")
+    message = str(err.value)
+    assert str(small_bundle / "points") in message and f"python -m precompute points --bundle {small_bundle}" in message
+    page = create_page(["--bundle", str(small_bundle), "--map-engine", "dask"])
+    alert = page.main[0].object
+    assert "python -m precompute points" in alert and "points" in alert and "make demo" not in alert
+
+
+def test_engine_from_argument_environment_and_auto(small_bundle, points_bundle, monkeypatch):
+    from explorer import data as explorer_data
+    from core.bundle import Bundle
+    from core.contract import BundleError
+
+    from explorer.settings import Settings
+
+    def resolve(argv, environ):
+        return Settings.parse(argv, environ).checked_map_engine()
+
+    assert resolve([], {}) == "memory"
+    assert resolve([], {"EXPLORER_MAP_ENGINE": "dask"}) == "dask"
+    assert resolve(["--bundle", "x", "--map-engine", "auto"], {"EXPLORER_MAP_ENGINE": "dask"}) == "auto"
+    with pytest.raises(BundleError, match="unknown map engine 'gpu'"):
+        resolve(["--map-engine", "gpu"], {})
+    from explorer.app import create_page
+
+    assert "unknown map engine" in create_page(["--bundle", str(small_bundle), "--map-engine", "gpu"]).main[0].object
+    assert explorer_data.choose_map_engine("auto", Bundle.open(points_bundle)) == "memory"  # small
+    monkeypatch.setattr(explorer_data, "AUTO_DASK_ABOVE_BYTES", 4 * 2500 * 5 - 1)  # 2,500 objects x 5 columns
+    assert explorer_data.choose_map_engine("auto", Bundle.open(points_bundle)) == "dask"
+    assert explorer_data.choose_map_engine("auto", Bundle.open(small_bundle)) == "memory"  # no points/
+
+
+# ------------------------------------------------------------------------------------------------ the aggregate
+@pytest.mark.parametrize("colour_by", ["density", "redshift", "morph_class", "gz2_smooth_fraction"])
+def test_dask_aggregate_equals_memory_aggregate(views, colour_by):
+    memory, lazy = views
+    assert lazy.data.map_engine == "dask" and list(lazy.data.frame.columns) == ["x", "y"]  # no colour in memory
+    for view in views:
+        view.state.param.update(colour_by=colour_by, colour_range=None)
+    assert (lazy.points_frame() is None) == (colour_by == "density")
+    x0, x1, y0, y1 = memory._extent
+    cx, cy = float(memory.data.frame["x"][0]), float(memory.data.frame["y"][0])  # a zoom onto an island
+    for x_range, y_range, w, h in [((x0, x1), (y0, y1), 300, 220), ((cx - 2, cx + 2), (cy - 1.5, cy + 1.5), 160, 90)]:
+        n_mem, v_mem = memory.aggregate(x_range, y_range, w, h)
+        n_dask, v_dask = lazy.aggregate(x_range, y_range, w, h)
+        np.testing.assert_array_equal(n_dask.values, n_mem.values)
+        assert n_mem.values.sum() > 50
+        if colour_by == "density":
+            assert v_mem is None and v_dask is None
+        else:
+            np.testing.assert_array_equal(v_dask.values, v_mem.values)
+    assert lazy.layer.range == memory.layer.range and lazy.layer.null_fraction == memory.layer.null_fraction
+
+
+def test_session_layers_stay_in_memory_in_dask_mode(views):
+    from explorer import colour
+
+    _, lazy = views
+    values = np.linspace(0, 1, lazy.data.n, dtype=np.float32)
+    lazy.state.add_colour_layer(colour.layer_from_values("probe", "P(probe)", "fraction", values))
+    lazy.state.colour_by = "probe"
+    assert lazy.points_frame() is None
+    counts, agg = lazy.aggregate(*[(lazy._extent[0], lazy._extent[1]), (lazy._extent[2], lazy._extent[3])], 200, 150)
+    assert np.nanmax(agg.values) <= 1 and counts.values.sum() == lazy.data.n
+
+
+# ------------------------------------------------------------------------------------------------ in a browser
+@pytest.mark.browser
+def test_dask_mode_page_draws_and_recolours(browser, points_bundle, tmp_path, screenshot_dir):
+
+    server = start_explorer_server(points_bundle, tmp_path, extra_args=["--map-engine", "dask"])
+    try:
+        browser.get(server.url)
+        canvas = wait_for(lambda: map_canvas(browser), timeout=60, message="the map canvas")
+        wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
+        assert "map engine: dask" in deep_text(browser)
+        colour_by(browser, "Morphology (truth)", message="the dask-mode map to recolour")
+        time.sleep(0.5)
+        browser.save_screenshot(str(screenshot_dir / "dask-01-morphology.png"))
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
