@@ -24,13 +24,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from core import colour
 from core.contract import BundleError
-from core.scale import write_points_parquet
 from core.write import replace_dir
 
 POINTS_DIR = "points"
@@ -137,3 +137,33 @@ def check_points(bundle_path: str | Path, n_objects: int, created: str | None, s
         if col is None or col["kind"] != spec.kind or tuple(col["categories"]) != tuple(spec.categories):
             fail(f"has no matching colour column for '{name}' (kind {spec.kind}, categories {list(spec.categories)})")
     return meta
+
+
+# ------------------------------------------------------------------------------------------------ Parquet parts
+def write_points_parquet(frames, out: str | Path, compression: str = "zstd") -> Path:
+    """Write an iterable of pandas frames as one Parquet file each (part-00000.parquet, ...) under ``out``.
+
+    One file per partition keeps writing streamable (never the whole catalogue in memory) and lets Dask read the
+    partitions in parallel. Returns ``out``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"part-{i:05d}.parquet",
+                       compression=compression)
+    return out
+
+
+def load_points_dask(path: str | Path, columns: Sequence[str] | None = None):
+    """A lazy Dask dataframe over partitioned Parquet points (a folder of part files or one file)."""
+    import dask.dataframe as dd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such Parquet file or folder; write one with "
+                                "core.points.write_points_parquet (python -m precompute points)")
+    source = str(path / "*.parquet") if path.is_dir() else str(path)
+    return dd.read_parquet(source, columns=list(columns) if columns else None)

@@ -70,7 +70,7 @@ class MapPoints:
     """
 
     def __init__(self, folder: Path, meta: dict):
-        from core.scale import load_points_dask
+        from core.points import load_points_dask
 
         self.folder, self.meta = Path(folder), meta
         self.ddf = load_points_dask(self.folder)

@@ -119,6 +119,15 @@ class NotebookBundle:
         return ProbeFit(column, probe.method, dict(probe.metrics),
                         pd.Series(pred.value, index=pd.Index(self.data.object_ids, name="object_id"), name=column))
 
+    def label_efficiency(self, column: str, sizes=(50, 100, 200, 500, 1000, 2000, 5000),
+                         method: str | None = None) -> pd.DataFrame:
+        """The probe's test figures against the number of training labels (Hayat et al.'s label-efficiency curve):
+        one row per size the train split can supply."""
+        from explorer import probes
+
+        target = probes.target_from_column(self.catalog, column, colour_by=self.data.bundle.colour_by)
+        return probes.label_efficiency(self.data.bundle.embeddings, target, self.data.split, sizes, method=method)
+
     def show(self):
         """The explorer page for this bundle, as a Panel object (displays inline in JupyterLab)."""
         import panel as pn

@@ -59,8 +59,8 @@ def test_dask_render_matches_in_memory_aggregate(tmp_path):
     import numpy as np
 
     from benchmarks.scale.dask_render import synthetic_points
-    from core.scale import aggregate_points, load_points_dask, points_extent, render_points, \
-        write_points_parquet
+    from benchmarks.scale.dask_points import aggregate_points, points_extent, render_points
+    from core.points import load_points_dask, write_points_parquet
 
     parts = list(synthetic_points(30_000, partition_rows=10_000))
     write_points_parquet(parts, tmp_path / "points")
@@ -79,7 +79,7 @@ def test_dask_render_matches_in_memory_aggregate(tmp_path):
 
 
 def test_load_points_dask_names_the_missing_folder(tmp_path):
-    from core.scale import load_points_dask
+    from core.points import load_points_dask
 
     with pytest.raises(FileNotFoundError, match="no-such"):
         load_points_dask(tmp_path / "no-such")
@@ -89,7 +89,8 @@ def test_bundle_catalogue_repartitions_into_map_points(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from core.scale import catalog_to_points_parquet, load_points_dask
+    from benchmarks.scale.dask_points import catalog_to_points_parquet
+    from core.points import load_points_dask
 
     n = 2_500
     cat = pd.DataFrame({"object_id": [f"o{i}" for i in range(n)], "umap_x": np.linspace(0, 1, n),

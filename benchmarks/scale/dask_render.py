@@ -19,12 +19,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.run import finish, median_ms
-from core.scale import (
-    load_points_dask,
-    points_extent,
-    render_points,
-    write_points_parquet,
-)
+from benchmarks.scale.dask_points import points_extent, render_points
+from core.points import load_points_dask, write_points_parquet
 
 
 def synthetic_points(n: int, partition_rows: int = 1_000_000, n_clusters: int = 60, seed: int = 0):

@@ -43,6 +43,8 @@ def test_labels_and_probes_from_python(nb):
     assert set(labels["label"]) == {"blob"} and len(labels) == 5
     fit = nb.fit_probe("redshift")
     assert fit.method == "ridge" and "r2" in fit.metrics
+    curve = nb.label_efficiency("redshift", sizes=(50, 400, 10**9))
+    assert list(curve["n_train"]) == [50, 400] and "r2" in curve.columns
     assert isinstance(fit.predictions, pd.Series) and len(fit.predictions) == nb.data.n
 
 

@@ -1,13 +1,6 @@
-"""Map points larger than memory: partitioned Parquet read lazily by Dask, aggregated by Datashader.
-
-Datashader aggregates a Dask dataframe partition by partition (each partition's reduction is combined), so only
-a few partitions are in memory at a time and every core works on its own partition. The explorer can use
-``load_points_dask`` + ``render_points`` in place of its in-memory frame when a catalogue is too big to hold;
-everything else (hover tree, lasso) then works on the objects in view. docs/SCALING.md has the measured figures.
-
-    ddf = load_points_dask("bundles/scale-10m/points")          # lazy: reads only the parquet metadata
-    img = render_points(ddf, x_range=(-10, 10), y_range=(-10, 10))  # aggregated + shaded xarray image
-"""
+"""Benchmark helpers for map points larger than memory: re-partition a catalogue into points, aggregate and shade
+them with Dask + Datashader, find their extent (docs/SCALING.md has the figures; the explorer's own Dask path is
+``explorer.plot`` over ``core.points``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,24 +9,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-POINT_COLUMNS = ("umap_x", "umap_y")
-
-
-def write_points_parquet(frames, out: str | Path, compression: str = "zstd") -> Path:
-    """Write an iterable of pandas frames as one Parquet file each (part-00000.parquet, ...) under ``out``.
-
-    One file per partition keeps writing streamable (never the whole catalogue in memory) and lets Dask read the
-    partitions in parallel. Returns ``out``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(frames):
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"part-{i:05d}.parquet",
-                       compression=compression)
-    return out
+from core.points import XY_COLUMNS, write_points_parquet
 
 
 def catalog_to_points_parquet(catalog_path: str | Path, out: str | Path, columns: Sequence[str] | None = None,
@@ -43,7 +19,7 @@ def catalog_to_points_parquet(catalog_path: str | Path, out: str | Path, columns
 
     pf = pq.ParquetFile(catalog_path)
     names = pf.schema_arrow.names
-    wanted = list(columns) if columns is not None else [c for c in names if c in POINT_COLUMNS]
+    wanted = list(columns) if columns is not None else [c for c in names if c in XY_COLUMNS]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ValueError(f"{catalog_path}: no columns {missing}; it has {names}")
@@ -54,18 +30,6 @@ def catalog_to_points_parquet(catalog_path: str | Path, out: str | Path, columns
             yield frame.astype({c: np.float32 for c in frame.columns if pd.api.types.is_float_dtype(frame[c])})
 
     return write_points_parquet(frames(), out)
-
-
-def load_points_dask(path: str | Path, columns: Sequence[str] | None = None):
-    """A lazy Dask dataframe over partitioned Parquet points (a folder of part files or one file)."""
-    import dask.dataframe as dd
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such Parquet file or folder; write one with "
-                                "core.scale.write_points_parquet or catalog_to_points_parquet")
-    source = str(path / "*.parquet") if path.is_dir() else str(path)
-    return dd.read_parquet(source, columns=list(columns) if columns else None)
 
 
 def aggregate_points(df, x_range, y_range, width: int = 900, height: int = 680, x: str = "umap_x",
