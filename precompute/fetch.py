@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from core.inputs import InputError, duplicate_ids, invalid_positions, read_catalog_csv
-from core.surveys.base import get_survey
+from core.surveys.base import get_survey, known_surveys
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
 def add_arguments(parser, command=None) -> None:
-    parser.add_argument("--survey", required=True, choices=("first", "sdss"))
+    parser.add_argument("--survey", required=True, choices=[n for n in known_surveys() if get_survey(n).fetchable])
     parser.add_argument("--catalog", required=True, help="CSV with ra, dec (deg) and optionally object_id + labels")
     parser.add_argument("--out", required=True, help="folder for cutouts/, catalog.csv, failures.csv")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per request (default 20)")
@@ -127,28 +127,10 @@ def fetch_all(survey_name: str, catalog: str | Path, out: str | Path, timeout: f
     fetched.insert(1, "file", [str(cutout_path(out, str(ids.iloc[i])).relative_to(out)) for i in done])
     fetched.to_csv(out / "catalog.csv", index=False)
     pd.DataFrame(failures, columns=["object_id", "reason"]).to_csv(out / "failures.csv", index=False)
-    if survey.name == "sdss" and len(fetched):
-        pack_sdss_h5(out, fetched)
+    if len(fetched):
+        survey.pack_fetched(out, fetched)   # into the layout its reader takes, when that is not catalog.csv + FITS
     return {"requested": int(len(df)), "fetched_now": n_fetched, "already_on_disk": int(n_cached), "available": int(len(fetched)), "failed": int(len(failures)),
             "seconds": round(time.perf_counter() - t0, 1)}
-
-
-def pack_sdss_h5(out: Path, fetched: pd.DataFrame) -> Path:
-    """SDSS cutouts -> ``images.h5`` in the Hayat et al. layout (images, ra, dec, ObjID)."""
-    import h5py
-    from astropy.io import fits
-
-    path = out / "images.h5"
-    tmp = out / "images.h5.partial"
-    with h5py.File(tmp, "w") as h5:
-        ds = h5.create_dataset("images", shape=(len(fetched), 5, 107, 107), dtype=np.float32, chunks=(1, 5, 107, 107))
-        for k, rel in enumerate(fetched["file"]):
-            ds[k] = fits.getdata(out / rel).astype(np.float32)
-        h5["ra"] = fetched["ra"].to_numpy(float)
-        h5["dec"] = fetched["dec"].to_numpy(float)
-        h5["ObjID"] = fetched["object_id"].astype(str).to_numpy().astype("S")
-    os.replace(tmp, path)
-    return path
 
 
 def run(args) -> int:

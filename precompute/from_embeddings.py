@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from core.surveys.base import known_surveys
 from precompute.cache import StageResult, WorkDir, fingerprint_file
 from core.inputs import InputError
 
@@ -379,7 +380,7 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--embeddings", required=True, help=".npy, Parquet (list column or feat_*) or HDF5")
     parser.add_argument("--catalog", required=True, help="CSV, Parquet, FITS or VOTable with an id, RA and Dec")
     parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--survey", required=True, choices=("sdss", "first"),
+    parser.add_argument("--survey", required=True, choices=known_surveys(),
                         help="whose archive links and cutout service the explorer offers for these objects")
     parser.add_argument("--images", help=".npy (N, C, H, W) cutouts in the embeddings' row order, for thumbnails")
     parser.add_argument("--id-column", help="the id column in both files (default: object_id, objid, id, name ...)")

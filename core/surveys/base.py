@@ -115,6 +115,10 @@ class Survey:
         of the ingest stage's cache key); None when it names none."""
         return None
 
+    def pack_fetched(self, folder: Path, fetched: pd.DataFrame) -> None:
+        """After ``python -m precompute fetch``: put the fetched FITS cutouts (``fetched``: catalogue rows with their
+        ``file``) into the layout ``read_local`` takes, when that is not the catalogue CSV and FITS files."""
+
     # -- training -------------------------------------------------------------------------------------
     def augmentation_params(self, normalised: np.ndarray, crop: int) -> dict:
         """Parameters of ``augmentation_recipe`` for these normalised training images and encoder input side."""

@@ -8,6 +8,7 @@ simulator.
 from __future__ import annotations
 
 import re
+import os
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -78,6 +79,22 @@ class SDSS(Survey):
         sample = np.asarray(normalised[: min(len(normalised), 2048)])
         return {"crop": int(crop), "jitter": 7, "pixel_scale": self.pixel_scale_arcsec, "extinction": EXTINCTION_R,
                 "wavelengths": WAVELENGTH_A, "mad": np.asarray(compute_mad(sample), dtype=np.float32).tolist()}
+
+    def pack_fetched(self, folder: Path, fetched: pd.DataFrame) -> None:
+        """Fetched cutouts -> ``images.h5`` in the Hayat et al. layout (images, ra, dec, ObjID), for ``--images``."""
+        import h5py
+        from astropy.io import fits
+
+        shape = (self.n_channels, self.cutout_size, self.cutout_size)
+        tmp = folder / "images.h5.partial"
+        with h5py.File(tmp, "w") as h5:
+            ds = h5.create_dataset("images", shape=(len(fetched), *shape), dtype=np.float32, chunks=(1, *shape))
+            for k, rel in enumerate(fetched["file"]):
+                ds[k] = fits.getdata(folder / rel).astype(np.float32)
+            h5["ra"] = fetched["ra"].to_numpy(float)
+            h5["dec"] = fetched["dec"].to_numpy(float)
+            h5["ObjID"] = fetched["object_id"].astype(str).to_numpy().astype("S")
+        os.replace(tmp, folder / "images.h5")
 
     def archive_links(self, ra_deg: float, dec_deg: float) -> list[tuple[str, str]]:
         skyserver = "https://skyserver.sdss.org/dr17/VisualTools/navi?" + urlencode(
