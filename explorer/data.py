@@ -160,6 +160,11 @@ class ExplorerData:
         return FileRows(self.bundle.path / "thumbnails" / "blob.bin")
 
     @built_once
+    def row_index(self) -> pd.Index:
+        """object_id (as text, as the label store keeps it) -> bundle row."""
+        return pd.Index(self.object_ids, copy=False)
+
+    @built_once
     def matcher(self):
         """Finds this bundle's objects by position or name (``explorer.skyquery.CatalogueMatcher``)."""
         from explorer.skyquery import CatalogueMatcher

@@ -15,7 +15,6 @@ import html
 import io
 import os
 import tempfile
-import weakref
 from pathlib import Path
 
 import astropy.units as u
@@ -70,16 +69,6 @@ def session_for(state) -> LabelSession:
 
 
 # ============================================================================================ colour layers
-_ROWS_BY_ID: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def rows_by_object_id(data) -> pd.Index:
-    """object_id (as text, as the label store keeps it) -> bundle row, built once per bundle per process."""
-    if data not in _ROWS_BY_ID:
-        _ROWS_BY_ID[data] = pd.Index(data.object_ids, copy=False)
-    return _ROWS_BY_ID[data]
-
-
 def label_codes(current: pd.DataFrame, rows: pd.Index) -> tuple[np.ndarray, tuple[str, ...]]:
     """float32 code per bundle row of its most recently given label (NaN: unlabelled), and the label names.
 
@@ -96,13 +85,13 @@ def label_codes(current: pd.DataFrame, rows: pd.Index) -> tuple[np.ndarray, tupl
 
 
 def labels_colour_layer(data, store: LabelStore) -> colour.ColourLayer:
-    values, names = label_codes(store.current(), rows_by_object_id(data))
+    values, names = label_codes(store.current(), data.row_index)
     return colour.layer_from_values(LABELS_KEY, LABELS_TITLE, "categorical", values, categories=names)
 
 
 def label_member_rows(data, store: LabelStore, label: str) -> np.ndarray:
     """Sorted bundle rows of the objects that currently carry ``label``."""
-    at = rows_by_object_id(data).get_indexer(store.current(label)["object_id"].astype(str))
+    at = data.row_index.get_indexer(store.current(label)["object_id"].astype(str))
     return np.sort(at[at >= 0]).astype(np.int64)
 
 

@@ -53,9 +53,7 @@ class NotebookBundle:
         return self.data.catalog
 
     def row_of(self, object_id) -> int:
-        from explorer.labels_ui import rows_by_object_id
-
-        rows = rows_by_object_id(self.data)   # built once per bundle, shared with the labels
+        rows = self.data.row_index   # built once per bundle, shared with the labels
         if str(object_id) not in rows:
             raise KeyError(f"no object {object_id!r} in {self.data.bundle.path}")
         return int(rows.get_indexer([str(object_id)])[0])
