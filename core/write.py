@@ -95,15 +95,7 @@ def write_bundle(
         import faiss
 
         faiss.write_index(index if index is not None else build_index(emb), str(tmp / "index.faiss"))
-        model = dict(manifest.get("model", {}))
-        if encoder_dir is not None:
-            shutil.copytree(encoder_dir, tmp / "encoder")
-            model["checkpoint"] = model.get("checkpoint", "encoder/weights.pt")
-            model["sha256"] = sha256_of(tmp / model["checkpoint"])
-        for name, src in (extra_dirs or {}).items():
-            shutil.copytree(src, tmp / name)
-        for name, src in (extra_files or {}).items():
-            shutil.copyfile(src, tmp / name)
+        model = _copy_in(tmp, dict(manifest.get("model", {})), encoder_dir, extra_dirs, extra_files)
         man = completed_manifest(manifest, model, emb, thumbnail_format, sha256_of(tmp / "thumbnails" / "blob.bin"))
         (tmp / "manifest.json").write_text(json.dumps(man, indent=2, default=_json_default))
         replace_dir(tmp, out)
@@ -111,6 +103,20 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _copy_in(tmp: Path, model: dict, encoder_dir, extra_dirs: dict | None, extra_files: dict | None) -> dict:
+    """Copy the encoder folder and the extras into the bundle; the manifest's model entry with the checkpoint's
+    name and hash."""
+    if encoder_dir is not None:
+        shutil.copytree(encoder_dir, tmp / "encoder")
+        model["checkpoint"] = model.get("checkpoint", "encoder/weights.pt")
+        model["sha256"] = sha256_of(tmp / model["checkpoint"])
+    for name, src in (extra_dirs or {}).items():
+        shutil.copytree(src, tmp / name)
+    for name, src in (extra_files or {}).items():
+        shutil.copyfile(src, tmp / name)
+    return model
 
 
 def _embeddings_source(embeddings, n: int) -> tuple[Path | None, np.ndarray | None]:

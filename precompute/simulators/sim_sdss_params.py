@@ -197,41 +197,51 @@ def _galaxy_components(rng, gtype: str, z: float, abs_mag: float, truth: dict) -
     """Components of one galaxy (fractions of its rest-frame r light) and the shape truth they imply."""
     pa = rng.uniform(0.0, 180.0)
     truth["position_angle_deg"] = pa
-    if gtype == "smooth":
-        n = _sersic_n(rng, 2.5, 5.5)
-        q = float(np.clip(1.0 - abs(rng.normal(0.0, 0.3)), 0.25, 1.0))
-        hlr = _arcsec_of(_size_kpc(rng, abs_mag, early=True), z)
-        truth.update(sersic_index=n, axis_ratio=q, bulge_to_disk=np.inf, bulge_hlr_arcsec=hlr)
-        return [_component("sersic", 1.0, (1, 0, 0), n=n, hlr=hlr, q=q, pa=pa)]
-    if gtype == "irregular":
-        hlr = _arcsec_of(_size_kpc(rng, abs_mag, early=False), z)
-        q = float(rng.uniform(0.4, 1.0))
-        knot_frac = rng.uniform(0.25, 0.5)
-        truth.update(sersic_index=1.0, axis_ratio=q, bulge_to_disk=0.0, disk_hlr_arcsec=hlr)
-        return [_component("sersic", 1 - knot_frac, (0.2, 0.8, 0), n=1.0, hlr=hlr, q=q, pa=pa),
-                _component("knots", knot_frac, (0, 0.2, 0.8), npoints=int(rng.integers(30, 100)), hlr=hlr * 1.2,
-                           dx=rng.normal(0, 0.15) * hlr, dy=rng.normal(0, 0.15) * hlr)]
-    if gtype == "merger":
-        comps = []
-        sep = rng.uniform(1.2, 3.0)
-        hlr1 = _arcsec_of(_size_kpc(rng, abs_mag, early=True), z) * 0.8
-        ratio = rng.uniform(0.3, 1.0)
-        ang = rng.uniform(0, 2 * np.pi)
-        offsets = [(-sep * hlr1 * ratio / (1 + ratio), ang), (sep * hlr1 / (1 + ratio), ang)]
-        tails = rng.uniform(0.1, 0.25)
-        for k, ((dist, a), f) in enumerate(zip(offsets, (1.0, ratio))):
-            n = _sersic_n(rng, 1.0, 4.0)
-            frac = (1 - tails) * f / (1 + ratio)
-            comps.append(_component("sersic", frac, (0.6, 0.4, 0), n=n, hlr=hlr1 * (1.0 if k == 0 else f**0.5),
-                                    q=float(rng.uniform(0.5, 1.0)), pa=rng.uniform(0, 180),
-                                    dx=dist * np.cos(a), dy=dist * np.sin(a)))
-        comps.append(_component("tails", tails, (0.2, 0.4, 0.4), hlr=hlr1, sep=sep * hlr1, angle=ang,
-                                npoints=int(rng.integers(60, 150)), curl=rng.choice([-1.0, 1.0])))
-        truth.update(sersic_index=comps[0]["n"], axis_ratio=comps[0]["q"], bulge_to_disk=np.nan,
-                     bulge_hlr_arcsec=hlr1, merger_separation_arcsec=sep * hlr1, merger_flux_ratio=ratio)
-        return comps
+    build = {"smooth": _smooth_components, "irregular": _irregular_components, "merger": _merger_components}
+    return build.get(gtype, _disk_components)(rng, gtype, z, abs_mag, truth, pa)
 
-    # disk galaxies: bulge + disk (+ arms, bar, knots)
+
+def _smooth_components(rng, gtype, z, abs_mag, truth, pa) -> list[dict]:
+    n = _sersic_n(rng, 2.5, 5.5)
+    q = float(np.clip(1.0 - abs(rng.normal(0.0, 0.3)), 0.25, 1.0))
+    hlr = _arcsec_of(_size_kpc(rng, abs_mag, early=True), z)
+    truth.update(sersic_index=n, axis_ratio=q, bulge_to_disk=np.inf, bulge_hlr_arcsec=hlr)
+    return [_component("sersic", 1.0, (1, 0, 0), n=n, hlr=hlr, q=q, pa=pa)]
+
+
+def _irregular_components(rng, gtype, z, abs_mag, truth, pa) -> list[dict]:
+    hlr = _arcsec_of(_size_kpc(rng, abs_mag, early=False), z)
+    q = float(rng.uniform(0.4, 1.0))
+    knot_frac = rng.uniform(0.25, 0.5)
+    truth.update(sersic_index=1.0, axis_ratio=q, bulge_to_disk=0.0, disk_hlr_arcsec=hlr)
+    return [_component("sersic", 1 - knot_frac, (0.2, 0.8, 0), n=1.0, hlr=hlr, q=q, pa=pa),
+            _component("knots", knot_frac, (0, 0.2, 0.8), npoints=int(rng.integers(30, 100)), hlr=hlr * 1.2,
+                       dx=rng.normal(0, 0.15) * hlr, dy=rng.normal(0, 0.15) * hlr)]
+
+
+def _merger_components(rng, gtype, z, abs_mag, truth, pa) -> list[dict]:
+    comps = []
+    sep = rng.uniform(1.2, 3.0)
+    hlr1 = _arcsec_of(_size_kpc(rng, abs_mag, early=True), z) * 0.8
+    ratio = rng.uniform(0.3, 1.0)
+    ang = rng.uniform(0, 2 * np.pi)
+    offsets = [(-sep * hlr1 * ratio / (1 + ratio), ang), (sep * hlr1 / (1 + ratio), ang)]
+    tails = rng.uniform(0.1, 0.25)
+    for k, ((dist, a), f) in enumerate(zip(offsets, (1.0, ratio))):
+        n = _sersic_n(rng, 1.0, 4.0)
+        frac = (1 - tails) * f / (1 + ratio)
+        comps.append(_component("sersic", frac, (0.6, 0.4, 0), n=n, hlr=hlr1 * (1.0 if k == 0 else f**0.5),
+                                q=float(rng.uniform(0.5, 1.0)), pa=rng.uniform(0, 180),
+                                dx=dist * np.cos(a), dy=dist * np.sin(a)))
+    comps.append(_component("tails", tails, (0.2, 0.4, 0.4), hlr=hlr1, sep=sep * hlr1, angle=ang,
+                            npoints=int(rng.integers(60, 150)), curl=rng.choice([-1.0, 1.0])))
+    truth.update(sersic_index=comps[0]["n"], axis_ratio=comps[0]["q"], bulge_to_disk=np.nan,
+                 bulge_hlr_arcsec=hlr1, merger_separation_arcsec=sep * hlr1, merger_flux_ratio=ratio)
+    return comps
+
+
+def _disk_components(rng, gtype, z, abs_mag, truth, pa) -> list[dict]:
+    """Bulge + disk, with a bar (barred spirals), arms and their knots (spirals), a dust lane (edge-on)."""
     if gtype == "edge_on_disk":
         incl = rng.uniform(78.0, 90.0)
     else:
@@ -243,38 +253,45 @@ def _galaxy_components(rng, gtype: str, z: float, abs_mag: float, truth: dict) -
     bulge_hlr = float(np.clip(disk_hlr * rng.uniform(0.12, 0.3), 0.3, None))
     bulge_q = float(np.clip(max(q_disk, rng.uniform(0.6, 1.0)), 0.5, 1.0))
     young = rng.uniform(0.1, 0.35) if gtype == "disk" else rng.uniform(0.55, 0.95)
-    has_arms = gtype in ("spiral", "barred_spiral")
-    has_bar = gtype == "barred_spiral"
     comps = [_component("sersic", bt, (1, 0, 0), n=bulge_n, hlr=bulge_hlr, q=bulge_q, pa=pa)]
     disk_frac = 1.0 - bt
     truth.update(inclination_deg=incl, axis_ratio=q_disk, sersic_index=bulge_n, bulge_to_disk=bt / (1 - bt),
                  bulge_hlr_arcsec=bulge_hlr, disk_hlr_arcsec=disk_hlr)
-    if has_bar:
-        bar_frac = min(rng.uniform(0.1, 0.22), disk_frac * 0.35)
-        bar_len = disk_hlr * rng.uniform(0.6, 1.1)
-        bar_pa = pa + rng.uniform(-80, 80)
-        comps.append(_component("bar", bar_frac, (0.8, 0.2, 0), hlr=bar_len * 0.5, q=rng.uniform(0.18, 0.3),
-                                bar_pa=bar_pa, incl=incl, disk_pa=pa))
-        disk_frac -= bar_frac
-        truth.update(bar_length_arcsec=bar_len)
-    if has_arms:
-        m = int(rng.choice([1, 2, 3, 4, 5], p=[0.04, 0.56, 0.2, 0.14, 0.06]))
-        pitch = float(rng.uniform(8.0, 35.0))
-        strength = float(rng.uniform(0.3, 0.6))
-        knots = float(rng.uniform(0.02, 0.07))
-        arm_inner = max(bulge_hlr * 1.5, truth.get("bar_length_arcsec", 0.0))
-        arm_args = dict(m=m, pitch=pitch, chirality=float(rng.choice([-1.0, 1.0])), phase=rng.uniform(0, 2 * np.pi),
-                        sharp=float(rng.uniform(1.5, 4.0)), inner=arm_inner, hlr=disk_hlr, q=q_disk, pa=pa,
-                        incl=incl)
-        comps.append(_component("arms", disk_frac * strength, (0, 0.4, 0.6), **arm_args))
-        comps.append(_component("arm_knots", disk_frac * knots, (0, 0, 1), npoints=int(rng.integers(20, 80)),
-                                **arm_args))
-        disk_frac *= 1 - strength - knots
-        truth.update(arm_count=m, arm_pitch_deg=pitch, arm_strength=strength)
+    if gtype == "barred_spiral":
+        disk_frac -= _add_bar(rng, comps, truth, disk_frac, disk_hlr, pa, incl)
+    if gtype in ("spiral", "barred_spiral"):
+        disk_frac *= _add_arms(rng, comps, truth, disk_frac, disk_hlr, bulge_hlr, q_disk, pa, incl)
     comps.append(_component("sersic", disk_frac, (1 - young, young, 0), n=1.0, hlr=disk_hlr, q=q_disk, pa=pa))
     if gtype == "edge_on_disk":
         truth["dust_lane_tau_v"] = float(rng.uniform(0.8, 2.5))
     return comps
+
+
+def _add_bar(rng, comps, truth, disk_frac, disk_hlr, pa, incl) -> float:
+    """Append a bar; return the share of the light it takes from the disk."""
+    bar_frac = min(rng.uniform(0.1, 0.22), disk_frac * 0.35)
+    bar_len = disk_hlr * rng.uniform(0.6, 1.1)
+    bar_pa = pa + rng.uniform(-80, 80)
+    comps.append(_component("bar", bar_frac, (0.8, 0.2, 0), hlr=bar_len * 0.5, q=rng.uniform(0.18, 0.3),
+                            bar_pa=bar_pa, incl=incl, disk_pa=pa))
+    truth.update(bar_length_arcsec=bar_len)
+    return bar_frac
+
+
+def _add_arms(rng, comps, truth, disk_frac, disk_hlr, bulge_hlr, q_disk, pa, incl) -> float:
+    """Append logarithmic arms and their star-forming knots; return the factor left to the smooth disk."""
+    m = int(rng.choice([1, 2, 3, 4, 5], p=[0.04, 0.56, 0.2, 0.14, 0.06]))
+    pitch = float(rng.uniform(8.0, 35.0))
+    strength = float(rng.uniform(0.3, 0.6))
+    knots = float(rng.uniform(0.02, 0.07))
+    arm_inner = max(bulge_hlr * 1.5, truth.get("bar_length_arcsec", 0.0))
+    arm_args = dict(m=m, pitch=pitch, chirality=float(rng.choice([-1.0, 1.0])), phase=rng.uniform(0, 2 * np.pi),
+                    sharp=float(rng.uniform(1.5, 4.0)), inner=arm_inner, hlr=disk_hlr, q=q_disk, pa=pa, incl=incl)
+    comps.append(_component("arms", disk_frac * strength, (0, 0.4, 0.6), **arm_args))
+    comps.append(_component("arm_knots", disk_frac * knots, (0, 0, 1), npoints=int(rng.integers(20, 80)),
+                            **arm_args))
+    truth.update(arm_count=m, arm_pitch_deg=pitch, arm_strength=strength)
+    return 1 - strength - knots
 
 
 def draw_params(seed: int, index: int) -> dict:

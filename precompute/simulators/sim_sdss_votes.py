@@ -90,17 +90,7 @@ def simulate_votes(p: dict, rng) -> dict:
     ans["t04_spiral"] = _ask(rng, np.stack([p_spiral, 1 - p_spiral], 1), face)
     spiral = face & (ans["t04_spiral"] == 0)
 
-    pitch = p.get("arm_pitch_deg", np.nan)
-    perceived_pitch = (pitch if np.isfinite(pitch) else 20.0) + rng.normal(0, 6.0, n) / np.maximum(seen, 0.2)
-    wind = np.stack([perceived_pitch < 15, (perceived_pitch >= 15) & (perceived_pitch < 24), perceived_pitch >= 24], 1)
-    ans["t10_arms_winding"] = _ask(rng, wind.astype(float) + 1e-9, spiral)
-    m = p["arm_count"] if p["arm_count"] > 0 else 2
-    perceived_m = np.clip(np.round(m + rng.normal(0, 0.5, n) / np.maximum(seen, 0.2)), 1, 5).astype(int)
-    p_cant = np.clip(0.1 + 0.5 * (1 - seen), 0, 0.9)
-    arm_probs = np.zeros((n, 6))
-    arm_probs[np.arange(n), np.minimum(perceived_m, 5) - 1 + (perceived_m >= 5)] = 1 - p_cant
-    arm_probs[:, 5] += p_cant
-    ans["t11_arms_number"] = _ask(rng, arm_probs + 1e-9, spiral)
+    _ask_about_arms(rng, p, seen, spiral, ans)
 
     bt = p["bulge_to_disk"] / (1 + p["bulge_to_disk"]) if np.isfinite(p["bulge_to_disk"]) else 0.5
     perceived_bt = (bt if np.isfinite(bt) else 1.0) * rng.lognormal(0, 0.5, n)
@@ -116,6 +106,27 @@ def simulate_votes(p: dict, rng) -> dict:
     p_odd = np.full(n, _ODDNESS.get(gtype, 0.08)) * (0.4 + 0.6 * vis)
     ans["t06_odd"] = _ask(rng, np.stack([p_odd, 1 - p_odd], 1), smooth | features)
 
+    return _vote_table(ans, n)
+
+
+def _ask_about_arms(rng, p: dict, seen: np.ndarray, spiral: np.ndarray, ans: dict) -> None:
+    """How tightly wound and how many arms, as the volunteers who called the galaxy spiral perceive them."""
+    n = len(seen)
+    pitch = p.get("arm_pitch_deg", np.nan)
+    perceived_pitch = (pitch if np.isfinite(pitch) else 20.0) + rng.normal(0, 6.0, n) / np.maximum(seen, 0.2)
+    wind = np.stack([perceived_pitch < 15, (perceived_pitch >= 15) & (perceived_pitch < 24), perceived_pitch >= 24], 1)
+    ans["t10_arms_winding"] = _ask(rng, wind.astype(float) + 1e-9, spiral)
+    m = p["arm_count"] if p["arm_count"] > 0 else 2
+    perceived_m = np.clip(np.round(m + rng.normal(0, 0.5, n) / np.maximum(seen, 0.2)), 1, 5).astype(int)
+    p_cant = np.clip(0.1 + 0.5 * (1 - seen), 0, 0.9)
+    arm_probs = np.zeros((n, 6))
+    arm_probs[np.arange(n), np.minimum(perceived_m, 5) - 1 + (perceived_m >= 5)] = 1 - p_cant
+    arm_probs[:, 5] += p_cant
+    ans["t11_arms_number"] = _ask(rng, arm_probs + 1e-9, spiral)
+
+
+def _vote_table(ans: dict, n: int) -> dict:
+    """Counts and fractions per task and answer, in Hart et al. (2016) naming."""
     row = {"total_classifications": n}
     total_votes = 0
     for task, answers in GZ2_TASKS.items():
