@@ -93,7 +93,8 @@ def test_resamples_when_the_service_scale_differs(server):
 def test_timeout_is_retried_once_then_reported(server, first_answer):
     server.route("POST", FIRST_PATH, first_answer, delay=5.0)
     t = time.perf_counter()
-    with pytest.raises(FetchError, match=r"FIRST cutout server did not answer within 1.0 s"):
+    # the retry gets what is left of the 2 s budget (at least 0.5 s): under load that is less than the first 1.0 s
+    with pytest.raises(FetchError, match=r"FIRST cutout server did not answer within (1\.0|0\.[5-9]) s"):
         fetch_cutout("first", centre_of(first_answer), 64, 1.8, timeout=1.0, retries=1)
     assert server.hits[("POST", FIRST_PATH)] == 2
     assert time.perf_counter() - t < 8
