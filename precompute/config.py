@@ -30,13 +30,13 @@ class Config:
     method_cfg: dict | None = None
     augment: dict | None = None  # overrides of the survey's augmentation parameters (models.augment)
     lr: float | None = None
-    optimizer: str = "sgd"
+    optimizer: str = TrainConfig.optimizer
     max_steps: int | None = None
     train_limit: int | None = None  # train on a seeded random subset of at most this many images (embed all)
     queue_size: int | None = None
-    seed: int = 0
+    seed: int = TrainConfig.seed
     device: str | None = None
-    num_workers: int = 0
+    num_workers: int = TrainConfig.num_workers
     embed_batch_size: int = 256
     embed_rows_per_shard: int = 4096  # rows per embedding shard file (keep a multiple of embed_batch_size)
     pca_dim: int = 50
@@ -81,6 +81,11 @@ class Config:
                            batch_size=min(self.batch_size, n_images), lr=self.lr, optimizer=self.optimizer,
                            max_steps=self.max_steps, queue_size=self.queue_size, method_cfg=dict(self.method_cfg or {}),
                            seed=self.seed, device=self.device, num_workers=self.num_workers, progress=self.progress)
+
+
+def default_of(name: str):
+    """A ``Config`` field's default: what the command lines show and use when an option is not given."""
+    return Config.__dataclass_fields__[name].default
 
 
 def _on_gpu(device: str | None) -> bool:

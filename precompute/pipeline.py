@@ -23,7 +23,7 @@ from core.inputs import InputError
 from core.surveys.base import get_survey, known_surveys
 from precompute.shards import world_from_env
 from precompute.cache import WorkDir
-from precompute.config import Config, log
+from precompute.config import Config, default_of, log
 from precompute.stages import run_pipeline
 
 # The demo must finish in ~10 min on 2 CPU cores including simulating 20k galaxies: a narrow ResNet with the
@@ -48,7 +48,7 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--epochs", type=int, help="training epochs (default: survey's CPU default)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
-    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--optimizer", default=default_of("optimizer"))
     parser.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke tests)")
     parser.add_argument("--train-limit", type=int,
                         help="train on a random subset of at most this many images (all are embedded)")
@@ -70,13 +70,13 @@ def add_arguments(parser, command: str) -> None:
                              "torchvision (a ResNet-18/50 state dict); README 'Published encoders'")
     parser.add_argument("--queue-size", type=int, help="MoCo queue length (default ~5%% of the data)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--rows-per-shard", type=int, default=4096,
+    parser.add_argument("--num-workers", type=int, default=default_of("num_workers"))
+    parser.add_argument("--rows-per-shard", type=int, default=default_of("embed_rows_per_shard"),
                         help="rows per embedding shard file; under torchrun each rank embeds whole shards")
-    parser.add_argument("--pca-dim", type=int, default=50)
-    parser.add_argument("--n-neighbors", type=int, default=15)
-    parser.add_argument("--min-dist", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pca-dim", type=int, default=default_of("pca_dim"))
+    parser.add_argument("--n-neighbors", type=int, default=default_of("n_neighbors"))
+    parser.add_argument("--min-dist", type=float, default=default_of("min_dist"))
+    parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
 
 

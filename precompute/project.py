@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULTS = {"pca_dim": 50, "n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "seed": 0}
-
 
 def fit_pca(x: np.ndarray, n_components: int, seed: int = 0):
     from sklearn.decomposition import PCA

@@ -20,7 +20,7 @@ import numpy as np
 
 from core.contract import BundleError
 from core.surveys.base import get_survey, known_surveys
-from precompute.config import Config
+from precompute.config import Config, default_of
 
 
 def add_arguments(parser, command: str) -> None:
@@ -40,12 +40,12 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch")
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--optimizer", default=default_of("optimizer"))
     parser.add_argument("--queue-size", type=int)
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--device")
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=default_of("num_workers"))
+    parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument("--no-progress", action="store_true")
 
 
