@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -111,21 +110,22 @@ HOW_TO_LABEL = ("<span class='muted label-howto'>To label a family: choose the l
 def build_labels_section(data, state, settings: Settings | None = None):
     """Labelling, undo, export/import and SAMP for the current map selection (the store: ``settings``, default the
     session's)."""
+    settings = settings or state.settings or Settings()
     try:
-        store = store_for(data, settings or state.settings)
+        store = store_for(data, settings)
     except LabelStoreError as e:
         return pn.Column("### Labels", pn.pane.Alert(str(e), alert_type="danger"))
-    return LabelsPanel(data, state, store).view
+    return LabelsPanel(data, state, store, settings.author).view
 
 
 class LabelsPanel:
     """The labels section of one session: its widgets, what its buttons do, and the share card."""
 
-    def __init__(self, data, state, store: LabelStore):
+    def __init__(self, data, state, store: LabelStore, author: str = "anonymous"):
         self.data, self.state, self.store = data, state, store
         self.session = session_for(state)
         self.object_ids = data.object_ids
-        self.author = pn.widgets.TextInput(label="Your name", value=os.environ.get("USER", "anonymous"),
+        self.author = pn.widgets.TextInput(label="Your name", value=author,
                                            css_classes=["label-author"])
         self.name = pn.widgets.TextInput(label="Label name", placeholder="e.g. ring galaxies",
                                          css_classes=["label-name-input"])

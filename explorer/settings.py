@@ -5,9 +5,9 @@ every section through the session's state, never read again from ``sys.argv`` or
 
 Each option falls back to an environment variable, then a default: ``EXPLORER_BUNDLE`` (``bundles/demo``),
 ``EXPLORER_MAP_ENGINE`` (``memory``), ``EXPLORER_LABELS`` (``<bundle>.labels.sqlite`` beside the bundle),
-``SKYQUERY_CACHE_DIR`` (``~/.cache/sky-explorer/cutouts``, fetched cutouts). The online services' addresses
-(``SKYQUERY_*_URL``) are read by ``core.surveys.services`` at each request, so a mirror can be swapped in a running
-server.
+``SKYQUERY_CACHE_DIR`` (``~/.cache/sky-explorer/cutouts``, fetched cutouts), ``USER`` (the labels' default author,
+else ``anonymous``). The online services' addresses (``SKYQUERY_*_URL``, ``SKYQUERY_SESAME_URL``) are read at each
+request, so a mirror can be swapped in a running server.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Settings:
     compare: Path | None = None         # a second bundle of the same objects, shown beside the first
     labels: Path | None = None          # None: beside the bundle
     cutout_cache: Path = DEFAULT_CUTOUT_CACHE
+    author: str = "anonymous"           # the labels' default author: $USER
 
     @classmethod
     def parse(cls, argv: list[str] | None = None, environ: dict | None = None) -> "Settings":
@@ -44,7 +45,8 @@ class Settings:
                    map_engine=(args.map_engine or env.get(ENGINE_ENV) or "memory").strip().lower(),
                    compare=Path(args.compare) if args.compare else None,
                    labels=Path(args.labels or env[LABELS_ENV]) if args.labels or env.get(LABELS_ENV) else None,
-                   cutout_cache=Path(env.get(CACHE_ENV) or DEFAULT_CUTOUT_CACHE).expanduser())
+                   cutout_cache=Path(env.get(CACHE_ENV) or DEFAULT_CUTOUT_CACHE).expanduser(),
+                   author=env.get("USER") or "anonymous")
 
     def checked_map_engine(self) -> str:
         """The map engine, or a BundleError naming the choices (one of MAP_ENGINES; ``auto`` is not resolved)."""

@@ -194,9 +194,12 @@ def test_bundle_path_precedence(tmp_path):
 
 def test_settings_are_parsed_once_with_their_fallbacks(tmp_path):
     settings = Settings.parse(["--bundle", "b", "--compare", "c", "--map-engine", "Dask"],
-                              {"SKYQUERY_CACHE_DIR": str(tmp_path / "cutouts")})
+                              {"SKYQUERY_CACHE_DIR": str(tmp_path / "cutouts"), "USER": "hubble"})
     assert settings.compare == Path("c") and settings.checked_map_engine() == "dask"
-    assert settings.cutout_cache == tmp_path / "cutouts" and settings.labels is None
+    assert settings.cutout_cache == tmp_path / "cutouts" and settings.labels is None and settings.author == "hubble"
+    assert Settings.parse([], {}).author == "anonymous"
+    with pytest.raises(BundleError, match="unknown map engine 'gpu'"):
+        Settings.parse(["--map-engine", "gpu"], {}).checked_map_engine()
 
 
 def test_load_shares_one_copy_and_prepares_columns(small_bundle):
