@@ -139,12 +139,12 @@ SIDEBAR_SECTIONS = [build_summary, build_about_section, build_sky_search_section
 # ------------------------------------------------------------------------------------------------- page
 def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=None,
                settings: Settings | None = None):
-    """The whole page for one session; ``settings`` (default: those of ``state``, else the defaults for this
-    bundle) reach every section through ``state.settings``."""
+    """The whole page for one session; ``settings`` (default: those of ``state``) reach every section through
+    ``state.settings``."""
     pn.extension(raw_css=[CSS])
     state = state or ExplorerState()
-    if settings is not None or state.settings is None:
-        state.settings = settings or Settings(bundle=data.bundle.path)
+    if settings is not None:
+        state.settings = settings
     track_session(state)
     wire_search(data, state)
     view = MapView(data, state)

@@ -110,7 +110,7 @@ HOW_TO_LABEL = ("<span class='muted label-howto'>To label a family: choose the l
 def build_labels_section(data, state, settings: Settings | None = None):
     """Labelling, undo, export/import and SAMP for the current map selection (the store: ``settings``, default the
     session's)."""
-    settings = settings or state.settings or Settings()
+    settings = settings or state.settings
     try:
         store = store_for(data, settings)
     except LabelStoreError as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.contract import BundleError
+from explorer.labels import default_labels_path
 
 DEFAULT_BUNDLE = "bundles/demo"
 MAP_ENGINES = ("memory", "dask", "auto")
@@ -57,6 +58,4 @@ class Settings:
 
     def labels_path(self, bundle_path: str | Path) -> Path:
         """Where this app keeps the user labels of the bundle at ``bundle_path``."""
-        from explorer.labels import default_labels_path
-
         return self.labels if self.labels is not None else default_labels_path(bundle_path)

@@ -28,7 +28,6 @@ from core.surveys.base import find_survey
 from core.surveys.services import FetchError
 from explorer.jobs import JobRunner
 from explorer.query_embed import QueryError, QueryResult
-from explorer.settings import Settings
 from explorer.skyquery import LocalMatch, ParsedPosition, footprint_plot, parse_position, resolve_name
 
 THUMB_PX = 128
@@ -186,7 +185,7 @@ class SkySearch:
                             self.show)
 
     def _embedded(self, query):
-        q = self.data.query_embedder((self.state.settings or Settings()).cutout_cache)
+        q = self.data.query_embedder(self.state.settings.cutout_cache)
         result = query(q)
         return result, q.thumbnail_png(result.image)
 

@@ -45,8 +45,8 @@ class ExplorerState(param.Parameterized):
     dropped_duplicates = param.Integer(default=0)
     search_ms = param.Number(default=0.0, doc="time of the last search, for the status line")
 
-    settings = param.ClassSelector(class_=Settings, default=None, doc="the app's settings (explorer.settings), "
-                                                                      "parsed once by create_page")
+    settings = param.ClassSelector(class_=Settings, default=Settings(), doc="the app's settings (explorer.settings), "
+                                                                            "parsed once by create_page")
 
     # the features' own per-session objects, created on first use (labels_ui.session_for, skyquery_ui.marker_for);
     # kept here rather than in module-level dictionaries keyed by the state, whose values would keep it alive

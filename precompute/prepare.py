@@ -1,5 +1,5 @@
 """What training and the report read from the ingest stage: its catalogue and images, the rows trained on, the
-normalised training images, the augmentation parameters and the mean representation that centring subtracts."""
+normalised training images and the mean representation that centring subtracts."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from core.contract import BundleError
 from core.surveys.base import get_survey, known_surveys
 from precompute.config import Config, default_of
+from precompute.shards import world_from_env
 
 
 def add_arguments(parser, command: str) -> None:
@@ -77,11 +77,14 @@ def run(args) -> int:
                           f"{images.shape}")
     cfg = config_from_args(args)
     survey = get_survey(cfg.survey)
+    if images.shape[1] != survey.n_channels:
+        raise BundleError(f"{args.images}: {images.shape[1]} channels, but {survey.name} images have "
+                          f"{survey.n_channels} ({', '.join(survey.bands)})")
     params = survey.augmentation_params(images, cfg.crop)
     augment = build_augmentations(survey.augmentation_recipe, disabled=args.disable, **params)
     encoder, history = train(images, augment, cfg.train_config(len(images)), checkpoint_dir=args.checkpoint_dir)
     out = Path(args.out)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = world_from_env()[0]
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{rank}.sha256").write_text(weights_digest(encoder))
     if rank == 0:

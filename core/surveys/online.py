@@ -1,14 +1,7 @@
 """Fetch one survey cutout by position from an online service, on the bundle's pixel grid, with a disk cache.
 
-Services (all through astroquery's own clients, so their request code is the one that runs):
-
-- FIRST: the FIRST cutout server at STScI (``astroquery.image_cutouts.first.FirstClass.get_images_async``, one
-  POST that answers a primary-HDU FITS at the native 1.8″/px), then SkyView as a fallback
-  (``astroquery.skyview.SkyViewClass.get_image_list`` with survey "VLA FIRST (1.4 GHz)", ``pixels`` and
-  ``width``/``height`` set so SkyView resamples onto exactly the requested grid, then the FITS link).
-- SDSS ugriz: CDS hips2fits on the SDSS9 HiPS, one request per band
-  (``astroquery.hips2fits.hips2fitsClass.query_with_wcs_async`` with the target WCS, so the answer is already on
-  the bundle's grid).
+Each survey names its services in ``Survey.online_services`` (``core.surveys.services`` runs them) and they are
+tried in order.
 
 Whatever comes back is put on the bundle's grid: a TAN projection centred on the position with the bundle's
 pixel scale and cutout size. When the returned pixel scale equals the bundle's (within 1 %) that is an exact
@@ -41,7 +34,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from core.surveys.base import get_survey
+from core.surveys.base import find_survey
 from core.surveys.services import SERVICES, FetchError, Retryable
 
 MAX_NAN_FRACTION = 0.10
@@ -57,10 +50,11 @@ def fetch_cutout(survey, coord: SkyCoord, size_pix: int, pixel_scale_arcsec: flo
     order and its ``bands`` fetched.
     A cached answer (same survey, position to 0.04″, size and scale) is returned without any request.
     """
-    survey = _survey_of(survey)
+    asked = survey if isinstance(survey, str) else survey.name
+    survey = find_survey(survey) if isinstance(survey, str) else survey
     name, bands = survey.name, tuple(survey.bands)
     if not survey.online_services:
-        raise FetchError(f"There is no online image service for survey {name!r}. Upload a FITS file with a WCS "
+        raise FetchError(f"There is no online image service for survey {asked!r}. Upload a FITS file with a WCS "
                          "instead.")
     coord = SkyCoord(coord).icrs
     size_pix = int(size_pix)
@@ -123,17 +117,6 @@ def fill_few_nans(image: np.ndarray, what: str, max_fraction: float = MAX_NAN_FR
         if mask.any():
             band[mask] = np.median(band[~mask])
     return out, n_bad
-
-
-def _survey_of(survey):
-    """A Survey object from a name or a Survey; FetchError for a name no survey registers."""
-    if not isinstance(survey, str):
-        return survey
-    try:
-        return get_survey(survey.lower())
-    except KeyError:
-        raise FetchError(f"There is no online image service for survey {survey!r}. Upload a FITS file with a WCS "
-                         "instead.") from None
 
 
 def _with_retries(attempt, retries: int, timeout: float, deadline: float):

@@ -1,7 +1,18 @@
 """The online image services a survey can name (``Survey.online_services``), each through astroquery's own client,
 and the plumbing they share: where each is asked (``service_urls``: astroquery's configuration, or the environment
 variables ``SKYQUERY_FIRST_URL``, ``SKYQUERY_SKYVIEW_URL``, ``SKYQUERY_HIPS2FITS_URL``), timeouts, and every failure
-as one ``FetchError`` sentence. ``core.surveys.online.fetch_cutout`` tries a survey's services in order."""
+as one ``FetchError`` sentence. ``core.surveys.online.fetch_cutout`` tries a survey's services in order.
+
+The services (all through astroquery's own clients, so their request code is the one that runs):
+
+- FIRST: the FIRST cutout server at STScI (``astroquery.image_cutouts.first.FirstClass.get_images_async``, one
+  POST that answers a primary-HDU FITS at the native 1.8″/px), then SkyView as a fallback
+  (``astroquery.skyview.SkyViewClass.get_image_list`` with survey "VLA FIRST (1.4 GHz)", ``pixels`` and
+  ``width``/``height`` set so SkyView resamples onto exactly the requested grid, then the FITS link).
+- SDSS ugriz: CDS hips2fits on the SDSS9 HiPS, one request per band
+  (``astroquery.hips2fits.hips2fitsClass.query_with_wcs_async`` with the target WCS, so the answer is already on
+  the bundle's grid).
+"""
 from __future__ import annotations
 
 import io
