@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 BUNDLE  ?= bundles/demo
 PORT    ?= 5006
 
-.PHONY: venv demo bundle serve test browser-deps clean
+.PHONY: venv demo bundle serve test fuzz browser-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ bundle: $(BUNDLE)/manifest.json
 
 # localhost only: the explorer has no login (README "Security" says how to expose it on purpose)
 serve: bundle
-	$(VENV)/bin/panel serve explorer --port $(PORT) --address 127.0.0.1 --allow-websocket-origin=localhost:$(PORT) --allow-websocket-origin=127.0.0.1:$(PORT) --args --bundle $(BUNDLE)
+	$(VENV)/bin/panel serve explorer --port $(PORT) --address 127.0.0.1 --allow-websocket-origin=localhost:$(PORT) --allow-websocket-origin=127.0.0.1:$(PORT) --auth-module $(CURDIR)/explorer/visitors.py --args --bundle $(BUNDLE)
 
 demo: serve
 
@@ -36,6 +36,11 @@ browser-deps:
 
 test: venv browser-deps
 	$(VPY) -m pytest
+
+# Ten times the random examples of the derandomised CI run, new ones each time; run it before you stop, and keep
+# every failure it finds as an @example beside its test.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(VPY) -m pytest tests/core/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) bundles .pytest_cache

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.contract import fail
+from core.contract import read_catalogue
 from core.validate import checked_bundle
 
 
@@ -36,16 +36,17 @@ class Bundle:
     path: Path
     manifest: dict = field(repr=False)
     loaded_index: object = field(default=None, repr=False)   # the index validation already read, if any
+    loaded_catalog: pd.DataFrame | None = field(default=None, repr=False)   # and the catalogue
 
     @classmethod
     def open(cls, path: str | Path, validate: bool = True, check_norms_rows: int = 100_000,
-             hash_thumbnails: bool = True) -> "Bundle":
+             hash_large_files: bool = True) -> "Bundle":
         """The bundle at ``path``, checked first (``checked_bundle``; options as ``validate_bundle``'s)."""
         path = Path(path)
         if not validate:
             return cls(path=path, manifest=json.loads((path / "manifest.json").read_text()))
-        manifest, index = checked_bundle(path, check_norms_rows, hash_thumbnails)
-        return cls(path=path, manifest=manifest, loaded_index=index)
+        manifest, index, catalog = checked_bundle(path, check_norms_rows, hash_large_files)
+        return cls(path=path, manifest=manifest, loaded_index=index, loaded_catalog=catalog)
 
     @property
     def n(self) -> int:
@@ -57,11 +58,9 @@ class Bundle:
 
     @cached_property
     def catalog(self) -> pd.DataFrame:
-        path = self.path / "catalog.parquet"
-        try:
-            return pd.read_parquet(path)
-        except Exception as e:   # damaged column data that the validator's read of the core columns did not touch
-            fail(path, f"cannot be read ({e})")
+        if self.loaded_catalog is not None:
+            return self.loaded_catalog
+        return read_catalogue(self.path / "catalog.parquet")
 
     @cached_property
     def embeddings(self) -> np.ndarray:

@@ -47,6 +47,29 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def write_catalogue(catalog, path: Path) -> None:
+    """catalog.parquet with a CRC per data page, so a damaged page is refused when read (``read_catalogue``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(catalog.reset_index(drop=True), preserve_index=False), path,
+                   write_page_checksum=True)
+
+
+def read_catalogue(path: Path, columns=None):
+    """The catalogue as a DataFrame, its page checksums verified and its text decoded once, here: damaged bytes,
+    bad UTF-8 or a foreign file end in one BundleError naming the file, never later in the page."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=None if columns is None else list(columns),
+                              page_checksum_verification=True)
+        table.validate(full=True)   # string columns: invalid UTF-8 is found here, not in a later astype(str)
+        return table.to_pandas()
+    except Exception as e:   # pyarrow raises OSError, ArrowInvalid, ArrowException... for damaged files
+        fail(path, f"cannot be read ({str(e)[:300]})")
+
+
 def l2_normalise(x: np.ndarray, dtype=np.float16) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
@@ -66,7 +89,44 @@ def read_report(path: Path) -> dict | None:
         raise ValueError(f"{path}: not a report written by `python -m precompute report`")
     if not _valid_reference(report.get("similarity_reference")):
         raise ValueError(f"{path}: similarity_reference must hold increasing finite quantiles at increasing levels")
+    problem = _report_shape_problem(report)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     return report
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _report_shape_problem(report: dict) -> str | None:
+    """What the explorer reads of a report, typed: the first field that is not as ``precompute report`` writes it,
+    or None. A report is data from whoever made the bundle; the page formats these fields as numbers and text."""
+    summary, health = report["summary"], report["health"]
+    if not isinstance(summary.get("message", ""), str):
+        return "summary.message must be text"
+    if summary.get("beats_untrained") not in (True, False, None):
+        return "summary.beats_untrained must be true, false or null"
+    for key in ("first_pc_share", "participation_ratio", "median_random_cosine"):
+        if not _is_number(health.get(key)):
+            return f"health.{key} must be a number"
+    n_splits = report.get("n_splits", 10)
+    if not (isinstance(n_splits, int) and not isinstance(n_splits, bool) and 0 < n_splits < 10_000):
+        return "n_splits must be a positive integer"
+    if not isinstance(report.get("sources", {}), dict):
+        return "sources must be an object"
+    for i, task in enumerate(report["tasks"]):
+        if not (isinstance(task, dict) and isinstance(task.get("title"), str) and isinstance(task.get("name"), str)
+                and task.get("kind") in ("categorical", "continuous") and isinstance(task.get("scores"), dict)):
+            return f"tasks[{i}] must have text name and title, kind categorical or continuous, and scores"
+        for source, metrics in task["scores"].items():
+            if not isinstance(metrics, dict):
+                return f"tasks[{i}].scores.{source} must be an object"
+            for metric, score in metrics.items():
+                if not (isinstance(score, dict) and all(v is None or _is_number(v) for v in
+                                                        (score.get("mean"), score.get("se")))):
+                    return f"tasks[{i}].scores.{source}.{metric} must hold a numeric mean and se"
+    return None
 
 
 def _valid_reference(ref) -> bool:

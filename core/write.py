@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core.arrays import copy_to_npy, merge_embedding_shards
-from core.contract import FORMAT_VERSION, REQUIRED_COLUMNS, SPLITS, BundleError, sha256_of
+from core.contract import FORMAT_VERSION, REQUIRED_COLUMNS, SPLITS, BundleError, sha256_of, write_catalogue
 from core.index import build_index
 
 
@@ -83,7 +83,7 @@ def write_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        catalog.reset_index(drop=True).to_parquet(tmp / "catalog.parquet", index=False)
+        write_catalogue(catalog, tmp / "catalog.parquet")
         if shard_dir is not None:
             merge_embedding_shards(shard_dir, tmp / "embeddings.npy", n)
         else:
@@ -97,6 +97,7 @@ def write_bundle(
         faiss.write_index(index if index is not None else build_index(emb), str(tmp / "index.faiss"))
         model = _copy_in(tmp, dict(manifest.get("model", {})), encoder_dir, extra_dirs, extra_files)
         man = completed_manifest(manifest, model, emb, thumbnail_format, sha256_of(tmp / "thumbnails" / "blob.bin"))
+        man["files"] = file_inventory(tmp)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=2, default=_json_default))
         replace_dir(tmp, out)
     except BaseException:
@@ -144,12 +145,28 @@ def completed_manifest(manifest: dict, model: dict, emb: np.ndarray, thumbnail_f
         model=model,
         thumbnails={"format": thumbnail_format, "blob": "thumbnails/blob.bin", "offsets": "thumbnails/offsets.npy",
                     "sha256": blob_sha256},
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created=creation_time(),
         software=software_versions(),
     )
     for key in ("colour_by", "source", "umap"):
         man.setdefault(key, {})
     return man
+
+
+def file_inventory(folder: Path) -> dict:
+    """{relative path: {"bytes", "sha256"}} of every file in a bundle folder but the manifest itself, so that
+    ``precompute validate`` can account for every byte."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files}
+
+
+def creation_time() -> str:
+    """Now, in UTC; ``$SOURCE_DATE_EPOCH`` (the reproducible-builds convention) fixes it, so that a test's fixture
+    bundle has the same bytes on every run."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch and epoch.isdigit()
+            else _dt.datetime.now(_dt.timezone.utc))
+    return when.isoformat(timespec="seconds")
 
 
 def _json_default(o):

@@ -333,7 +333,7 @@ def _running_tornado_loop():
 def open_bundle_for_serving(path: Path, norm_rows: int = STARTUP_NORM_ROWS) -> Bundle:
     """``Bundle.open`` with the server's validation: every structural check, embedding norms on ``norm_rows``
     spread rows (``python -m precompute validate`` checks 100 k); the index read by validation is kept."""
-    return Bundle.open(path, check_norms_rows=norm_rows, hash_thumbnails=False)
+    return Bundle.open(path, check_norms_rows=norm_rows, hash_large_files=False)
 
 
 def load_explorer_data(path: str | Path, map_engine: str = "memory") -> ExplorerData:

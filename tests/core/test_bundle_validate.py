@@ -21,13 +21,27 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    """A valid 300-object bundle with an encoder checkpoint whose sha256 is in the manifest."""
+def sealed(tmp_path_factory):
+    """A valid 300-object bundle with an encoder checkpoint, and the manifest's inventory of every file."""
+    from core.write import file_inventory
+
     path = make_fixture_bundle(tmp_path_factory.mktemp("fixture") / "bundle", n=300, dim=32)
     (path / "encoder").mkdir()
     (path / "encoder" / "weights.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     man = json.loads((path / "manifest.json").read_text())
     man["model"].update(checkpoint="encoder/weights.pt", sha256=sha256_of(path / "encoder" / "weights.pt"))
+    man["files"] = file_inventory(path)
+    (path / "manifest.json").write_text(json.dumps(man))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pristine(sealed, tmp_path_factory):
+    """The same bundle without the inventory (as written before it existed, or re-sealed by whoever changed it):
+    what the structural checks alone must catch."""
+    path = Path(shutil.copytree(sealed, tmp_path_factory.mktemp("unsealed") / "bundle"))
+    man = json.loads((path / "manifest.json").read_text())
+    del man["files"]
     (path / "manifest.json").write_text(json.dumps(man))
     return path
 
@@ -214,3 +228,102 @@ def test_sdss_hdf5_with_mismatched_or_text_columns_says_which(tmp_path):
             h5["ra"], h5["dec"] = ra, np.zeros(4)
         with pytest.raises(InputError, match="dataset 'ra'"):
             SDSS().read_local(tmp_path / name)
+
+
+# ------------------------------------------------------------------------------------------------ the inventory
+@pytest.mark.parametrize("rel", ["catalog.parquet", "embeddings.npy", "index.faiss", "thumbnails/blob.bin",
+                                 "thumbnails/offsets.npy", "encoder/weights.pt"])
+def test_one_flipped_byte_in_any_file_is_refused_by_name(sealed, tmp_path, rel):
+    bundle = Path(shutil.copytree(sealed, tmp_path / "bundle"))
+    data = bytearray((bundle / rel).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (bundle / rel).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=rf"{rel}: does not match the sha256"):
+        validate_bundle(bundle)
+
+
+def test_the_server_hashes_small_files_and_sizes_large_ones(sealed, tmp_path):
+    from explorer.data import open_bundle_for_serving
+
+    bundle = Path(shutil.copytree(sealed, tmp_path / "bundle"))
+    blob = bytearray((bundle / "thumbnails" / "blob.bin").read_bytes())
+    blob[100] ^= 0x01                      # same size: only a hash sees it; the server does not read GBs at start
+    (bundle / "thumbnails" / "blob.bin").write_bytes(bytes(blob))
+    open_bundle_for_serving(bundle, norm_rows=3)
+    (bundle / "thumbnails" / "blob.bin").write_bytes(bytes(blob) + b"x")
+    with pytest.raises(BundleError, match="blob.bin: has .* bytes but manifest.json recorded"):
+        open_bundle_for_serving(bundle, norm_rows=3)
+    cat = bytearray((bundle / "catalog.parquet").read_bytes())
+    cat[len(cat) // 3] ^= 0x01
+    (bundle / "catalog.parquet").write_bytes(bytes(cat))
+    with pytest.raises(BundleError, match="catalog.parquet: does not match the sha256"):
+        open_bundle_for_serving(bundle, norm_rows=3)
+
+
+@pytest.mark.parametrize("rel", ["thumbnails/blob.bin", "report.json", "manifest.json", "encoder"])
+def test_a_symbolic_link_in_a_bundle_is_refused_by_name(sealed, tmp_path, rel):
+    bundle = Path(shutil.copytree(sealed, tmp_path / "bundle"))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the server's own file")
+    target = bundle / rel
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+    target.symlink_to(secret if rel != "encoder" else tmp_path)
+    with pytest.raises(BundleError, match=rf"{rel}: is a symbolic link"):
+        validate_bundle(bundle)
+
+
+@pytest.mark.parametrize("entry", ["../secret.txt", "/etc/passwd", ""])
+def test_an_inventory_entry_outside_the_bundle_is_refused(sealed, tmp_path, entry):
+    bundle = Path(shutil.copytree(sealed, tmp_path / "bundle"))
+    man = json.loads((bundle / "manifest.json").read_text())
+    man["files"][entry] = {"bytes": 1, "sha256": "0" * 64}
+    (bundle / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        validate_bundle(bundle)
+
+
+def test_an_inventory_that_leaves_out_a_required_file_is_refused(sealed, tmp_path):
+    bundle = Path(shutil.copytree(sealed, tmp_path / "bundle"))
+    man = json.loads((bundle / "manifest.json").read_text())
+    del man["files"]["catalog.parquet"]
+    (bundle / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="does not account for .*catalog.parquet"):
+        validate_bundle(bundle)
+
+
+def test_the_catalogue_is_written_with_page_checksums_and_bad_text_is_refused(pristine, tmp_path):
+    """Without the inventory, a damaged page or a string that is not UTF-8 still ends in one BundleError."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(pristine / "catalog.parquet").metadata.row_group(0).column(0).statistics is not None
+    bundle = Path(shutil.copytree(pristine, tmp_path / "bundle"))
+    cat = pd.read_parquet(bundle / "catalog.parquet")
+    ids = pa.array([b"\xff\xfebad" if i == 7 else s.encode() for i, s in enumerate(cat["object_id"])], pa.binary())
+    table = pa.Table.from_pandas(cat, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("object_id"), "object_id", ids.cast(pa.string(), safe=False))
+    pq.write_table(table, bundle / "catalog.parquet")
+    with pytest.raises(BundleError, match="catalog.parquet: cannot be read .*UTF8|catalog.parquet: cannot be read"):
+        validate_bundle(bundle)
+
+
+def test_a_checkpoint_that_would_expand_in_memory_fails_validation(pristine, tmp_path):
+    import zipfile
+
+    import torch
+
+    bundle = Path(shutil.copytree(pristine, tmp_path / "bundle"))
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(1_000_000)}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bundle / "encoder" / "weights.pt", "w",
+                                                        zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    man = json.loads((bundle / "manifest.json").read_text())
+    man["model"]["sha256"] = sha256_of(bundle / "encoder" / "weights.pt")   # re-sealed: only the sizes tell
+    (bundle / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(BundleError, match="weights.pt: would expand from"):
+        validate_bundle(bundle)

@@ -144,6 +144,31 @@ def test_read_report_refuses_malformed(tmp_path):
             read_report(path)
 
 
+@pytest.mark.parametrize("damage", [
+    lambda r: r.__setitem__("n_splits", "<script>alert(1)</script>"),
+    lambda r: r["health"].__setitem__("first_pc_share", "63 %"),
+    lambda r: r["summary"].__setitem__("message", {"text": "x"}),
+    lambda r: r["tasks"].__setitem__(0, "morph"),
+    lambda r: r["tasks"][0].__setitem__("kind", "ordinal"),
+    lambda r: r["tasks"][0]["scores"]["embedding"].__setitem__("knn_purity", {"mean": "0.9"}),
+    lambda r: r["tasks"][0].__setitem__("title", None),
+    lambda r: r.__setitem__("sources", []),
+], ids=["n_splits text", "health text", "message object", "task not object", "unknown kind", "score text",
+        "title null", "sources list"])
+def test_read_report_refuses_every_shape_the_page_cannot_show(tmp_path, damage):
+    """Each field the About card formats is typed when the report is read: a malformed one is one ValueError naming
+    the file and the field, not a traceback or a blank page later."""
+    catalog, colour_by, good, rng = labelled_fixture()
+    rep = build_report(catalogue_tasks(catalog, colour_by), {"embedding": good, "untrained": good[:, ::-1],
+                       "pixel_pca": good}, np.arange(len(catalog)), good)
+    rep = json.loads(json.dumps(rep))
+    damage(rep)
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(rep))
+    with pytest.raises(ValueError, match="report.json: .*must"):
+        read_report(path)
+
+
 def test_report_command_on_a_bundle_alone(small_bundle, capsys):
     """Old bundles (no report.json): the command prints health and embedding-only figures and says why the
     baselines are missing."""
