@@ -5,9 +5,9 @@ labelled test with the headline figure of each source, and the embedding's healt
 """
 from __future__ import annotations
 
-import html
-
 import panel as pn
+
+from explorer.markup import html, text
 
 HEADLINE = {"categorical": ("knn_purity", "10-NN purity", True), "continuous": ("knn_spearman", "10-NN Spearman ρ", True)}
 PROBE = {"categorical": ("probe_error", "linear-probe error", False), "continuous": ("ridge_r2", "ridge R²", True)}
@@ -48,7 +48,7 @@ def task_rows(task: dict, sources: list[str]) -> str:
     rows = []
     for metric, label, higher in (HEADLINE[task["kind"]], PROBE[task["kind"]]):
         cells = "".join(_cell(task, s, metric, higher) for s in sources)
-        rows.append(f"<tr><td>{html.escape(task['title'])} · {label}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{text(task['title'])} · {label}</td>{cells}</tr>")
     return "".join(rows)
 
 
@@ -66,12 +66,12 @@ def about_html(report: dict | None) -> str:
     health = (f"Health: first principal component {100 * h['first_pc_share']:.0f} % of the variance · "
               f"{h['participation_ratio']:.1f} effective dimensions · median cosine of random pairs "
               f"{h['median_random_cosine']:.2f}")
-    table = (f"<table><tr><th>test (n objects, {report.get('n_splits', 10)} splits)</th>{head}</tr>{body}</table>"
-             if body else "")
+    table = (html("<table><tr><th>test (n objects, {} splits)</th>", report.get("n_splits", 10))
+             + f"{head}</tr>{body}</table>" if body else "")
     more = len(report["tasks"]) - MAX_TASKS
     note = f"<div class='muted'>{more} more tests in report.json</div>" if more > 0 else ""
     return (f"<div class='about-card'><div class='about-verdict {verdict_class(summary.get('beats_untrained'))}'>"
-            f"{html.escape(summary['message'])}</div>{table}{note}<div class='muted'>{html.escape(health)}</div>"
+            f"{text(summary['message'])}</div>{table}{note}<div class='muted'>{text(health)}</div>"
             f"<div class='muted'>“untrained”: the same network with random weights, embedded the same way; "
             f"“pixels”: PCA-50 of the encoder's input pixels. Bold: this embedding is best.</div></div>")
 
@@ -81,7 +81,7 @@ def build_about_section(data, state):
     try:
         report = data.report
     except ValueError as e:   # validation already checked it; a file changed since gives this, not a blank page
-        return pn.pane.Alert(f"report.json could not be read: {html.escape(str(e))}", alert_type="warning")
+        return pn.pane.HTML(html("<div class='alert alert-warning'>report.json could not be read: {}</div>", e))
     pn.extension(raw_css=[CSS])
     ok = report["summary"].get("beats_untrained") if report else None
     card = pn.pane.HTML(about_html(report), sizing_mode="stretch_width", css_classes=["about-embedding"])
@@ -121,11 +121,11 @@ def comparison_html(report_a: dict | None, report_b: dict | None, name_a: str, n
         for metric, label, higher in (HEADLINE[task["kind"]], PROBE[task["kind"]]):
             a = task["scores"].get("embedding", {}).get(metric)
             b = other["scores"].get("embedding", {}).get(metric)
-            rows.append(f"<tr><td>{html.escape(task['title'])} · {label}</td><td>{_score_text(a, metric)}</td>"
+            rows.append(f"<tr><td>{text(task['title'])} · {label}</td><td>{_score_text(a, metric)}</td>"
                         f"<td>{_score_text(b, metric)}</td><td>{_which_is_better(a, b, higher)}</td></tr>")
     if not rows:
         return ("<div class='about-card muted compare-report'>The two reports share no labelled test: nothing to "
                 "compare them on.</div>")
-    return (f"<div class='about-card compare-report'><table><tr><th>test</th><th>A: {html.escape(name_a)}</th>"
-            f"<th>B: {html.escape(name_b)}</th><th>better</th></tr>{''.join(rows)}</table><div class='muted'>"
+    return (f"<div class='about-card compare-report'><table><tr><th>test</th><th>A: {text(name_a)}</th>"
+            f"<th>B: {text(name_b)}</th><th>better</th></tr>{''.join(rows)}</table><div class='muted'>"
             "Each figure is from its own bundle's report (10 splits); 'same': within 3 standard errors.</div></div>")

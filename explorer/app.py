@@ -6,7 +6,6 @@ a later feature (labels/lasso, probes, sky search) adds its own builder there. `
 """
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import panel as pn
@@ -15,6 +14,7 @@ from explorer.about import build_about_section
 from explorer.gallery import build_gallery, wire_search
 from explorer.layout import ACCENT, CSS, MAP_HELP, TITLE, OfflineFast, build_legend
 from explorer.cards import detail_html, hover_card_html
+from explorer.markup import html, text
 from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data
 from explorer.labels_ui import build_labels_section
 from explorer.probe_ui import build_probe_section
@@ -30,11 +30,10 @@ from core.points import PointsError, points_command
 def build_summary(data: ExplorerData, state: ExplorerState):
     m = data.bundle.manifest
     model = m.get("model", {})
-    return pn.pane.Markdown(
-        f"**{html.escape(str(data.survey))}** · {data.n:,} objects · {m.get('embedding_dim')}-d embedding  \n"
-        f"<span class='muted'>model: {html.escape(str(model.get('method', '?')))} "
-        f"{html.escape(str(model.get('architecture') or ''))} · bundle: {html.escape(data.bundle.path.name)}</span>  \n"
-        f"<span class='muted map-engine'>{map_engine_note(data)}</span>",
+    return pn.pane.HTML(
+        html("<b>{}</b> · {:,} objects · {}-d embedding<br><span class='muted'>model: {} {} · bundle: {}</span><br>"
+             "<span class='muted map-engine'>{}</span>", data.survey, data.n, m.get("embedding_dim"),
+             model.get("method", "?"), model.get("architecture") or "", data.bundle.path.name, map_engine_note(data)),
         margin=(0, 10))
 
 
@@ -159,7 +158,7 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), pn.pane.HTML(MAP_HELP, margin=(0, 10)),
                      build_gallery(data, state), sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
-    template = pn.template.FastListTemplate(title=f"{TITLE} — {html.escape(str(data.survey))}", sidebar=sidebar, main=[main],
+    template = pn.template.FastListTemplate(title=f"{TITLE} — {text(data.survey)}", sidebar=sidebar, main=[main],
                                             sidebar_width=380, accent=ACCENT, theme_toggle=False,
                                             design=OfflineFast)
     template.explorer_state, template.explorer_view = state, view  # handles for tests and later features
@@ -169,11 +168,12 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
 def build_error_page(path: Path, message: str, fix: str = MAKE_ONE):
     """What a visitor sees when the bundle cannot be used: the reason and the command that makes one (``fix``)."""
     pn.extension(raw_css=[CSS])
-    body = pn.pane.Alert(
-        f"### No usable bundle\n\nThe explorer could not open the bundle at `{html.escape(str(path))}`:\n\n"
-        f"> {html.escape(message)}\n\nMake one with:\n\n```\n{fix}\n```\n\nor point the app at another bundle: "
-        f"`panel serve explorer --args --bundle DIR` (or set `EXPLORER_BUNDLE=DIR`).",
-        alert_type="danger", css_classes=["bundle-error"], sizing_mode="stretch_width")
+    body = pn.pane.HTML(
+        html("<div class='alert alert-danger'><h3>No usable bundle</h3><p>The explorer could not open the bundle at "
+             "<code>{}</code>:</p><blockquote>{}</blockquote><p>Make one with:</p><pre>{}</pre><p>or point the app at "
+             "another bundle: <code>panel serve explorer --args --bundle DIR</code> (or set "
+             "<code>EXPLORER_BUNDLE=DIR</code>).</p></div>", path, message, fix),
+        css_classes=["bundle-error"], sizing_mode="stretch_width")
     return pn.template.FastListTemplate(title=TITLE, main=[body], accent=ACCENT, theme_toggle=False,
                                         design=OfflineFast)
 

@@ -1,13 +1,12 @@
 """The HTML cards of the page: the hover card, the selected object's details (position in both notations, archive
 links, its catalogue row) and a neighbour card (thumbnail, rank among random pairs, cosine). Every value from a
-catalogue is escaped."""
+catalogue or a manifest goes through ``explorer.markup``."""
 from __future__ import annotations
-
-import html
 
 import numpy as np
 
 from explorer.data import ExplorerData
+from explorer.markup import html, text
 from explorer.links import archive_links, sky_position
 
 THUMB_PX = 96
@@ -28,18 +27,18 @@ def format_value(v) -> str:
         pass
     if isinstance(v, (float, np.floating)):
         return f"{v:.4g}"
-    return html.escape(str(v))
+    return text(str(v))
 
 
 def _units(data: ExplorerData, column: str) -> str:
     spec = data.specs.get(column)
-    return f" {spec.units}" if spec is not None and spec.units else ""
+    return html(" {}", spec.units) if spec is not None and spec.units else ""
 
 
 def column_title(data: ExplorerData, column: str) -> str:
     """The manifest's title for a column (e.g. 'Spectroscopic redshift'), else its name with spaces."""
     spec = data.specs.get(column)
-    return html.escape(spec.title if spec is not None else str(column).replace("_", " "))
+    return text(spec.title if spec is not None else str(column).replace("_", " "))
 
 
 def _value_with_units(data: ExplorerData, value, column: str) -> str:
@@ -62,7 +61,7 @@ def hover_card_html(data: ExplorerData, i: int | None) -> str:
     pairs = [("id", format_value(row["object_id"])), ("RA, Dec", f"{pos['ra_deg']}°, {pos['dec_deg']}°")]
     pairs += [(column_title(data, c), _value_with_units(data, row[c], c)) for c in KEY_COLUMNS[1:] if c in row.index]
     return (f'<div class="obj-card hover-card"><img src="{data.thumbnail_uri(i)}" width="{THUMB_PX + 32}" '
-            f'height="{THUMB_PX + 32}" alt="thumbnail of {html.escape(str(row["object_id"]))}">'
+            f'height="{THUMB_PX + 32}" alt="thumbnail of {text(row["object_id"])}">'
             f'{_rows_html(pairs)}</div>')
 
 
@@ -72,12 +71,12 @@ def detail_html(data: ExplorerData, i: int | None) -> str:
         return '<div class="detail muted">Click an object on the map.</div>'
     row = data.row(i)
     pos = sky_position(row["ra"], row["dec"])
-    links = " · ".join(f'<a href="{html.escape(url)}" target="_blank" rel="noopener">{label}</a>'
+    links = " · ".join(html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, label)
                        for label, url in archive_links(row["ra"], row["dec"], data.survey))
     pairs = [("object_id", format_value(row["object_id"])),
              ("RA", f"{pos['ra_hms']} ({pos['ra_deg']}°)"),
              ("Dec", f"{pos['dec_dms']} ({pos['dec_deg']}°)")]
-    pairs += [(html.escape(str(c)), format_value(row[c]) + _units(data, c))
+    pairs += [(text(str(c)), format_value(row[c]) + _units(data, c))
               for c in row.index if c not in HIDDEN_COLUMNS and c != "object_id"]
     return (f'<div class="detail"><img class="detail-thumb" src="{data.thumbnail_uri(i)}" '
             f'width="{DETAIL_THUMB_PX}" height="{DETAIL_THUMB_PX}" alt="selected object">'
@@ -95,6 +94,6 @@ def neighbour_card_html(data: ExplorerData, rank: int, i: int, sim: float) -> st
     pct = float(data.similarity_percentile(sim))
     title = (f"cosine {sim:.3f}: more similar than {pct:.2f} % of random pairs of objects in this bundle")
     return (f'<div class="nb-card"><img class="nb-thumb" src="{data.thumbnail_uri(i)}" width="{THUMB_PX}" '
-            f'height="{THUMB_PX}" alt="neighbour {rank}"><div title="{html.escape(title)}"><span class="nb-sim">'
-            f'{rank_text(pct)}</span> · {sim:.3f}</div><div class="nb-id">{html.escape(str(row["object_id"]))}</div>'
+            f'height="{THUMB_PX}" alt="neighbour {rank}"><div title="{text(title)}"><span class="nb-sim">'
+            f'{rank_text(pct)}</span> · {sim:.3f}</div><div class="nb-id">{text(row["object_id"])}</div>'
             f'</div>')

@@ -12,7 +12,6 @@ Objects whose value is null are drawn by a grey density layer underneath, so the
 """
 from __future__ import annotations
 
-import html
 
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import datashader as ds
 import numpy as np
 
 # the shared rules, re-exported: the explorer reads every colour rule through this module
+from explorer.markup import text
 from core.colour import (DENSITY, ColourSpec, category_levels, colour_values, column_stats, default_range,  # noqa: F401
                          density_spec, full_range, null_fraction, specs_from_manifest)
 
@@ -106,12 +106,12 @@ def density_ticks_html(peak: float) -> str:
 def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 0.0) -> str:
     """A colour bar (continuous / fraction / density) or swatch legend (categorical) with the title and units."""
     # every name here can come from a user (label names) or a shared catalogue: escape it (stored XSS otherwise)
-    parts = [f'<div class="cb-legend"><div class="cb-title"><b>{html.escape(str(spec.label))}</b></div>']
+    parts = [f'<div class="cb-legend"><div class="cb-title"><b>{text(str(spec.label))}</b></div>']
     pal = palette_for(spec)
     if spec.kind == "categorical":
         for name, colour in zip(spec.categories, pal):
-            parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{html.escape(colour)}">'
-                         f'</span>{html.escape(str(name))}</div>')
+            parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{text(colour)}">'
+                         f'</span>{text(str(name))}</div>')
         parts.append('<div class="cb-note">where classes overlap, a pixel shows the one listed last</div>')
     else:
         stops = ", ".join(pal[:: max(1, len(pal) // 16)] + [pal[-1]])

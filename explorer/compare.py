@@ -9,12 +9,12 @@ bundle's report card ("About this embedding") sits above its map, so the two can
 """
 from __future__ import annotations
 
-import html
 
 import numpy as np
 import pandas as pd
 import panel as pn
 
+from explorer.markup import text
 from explorer.about import build_about_section, comparison_html
 from explorer.gallery import build_gallery, wire_search
 from explorer.layout import ACCENT, CSS, MAP_HELP, OfflineFast, build_legend
@@ -91,9 +91,9 @@ def side(data: ExplorerData, state: ExplorerState, title: str):
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
     model = data.bundle.manifest.get("model", {})
-    heading = pn.pane.HTML(f"<h3>{html.escape(title)}</h3><span class='muted'>{html.escape(str(data.survey))} · "
-                           f"{data.n:,} objects · {html.escape(str(model.get('method', '?')))} "
-                           f"{html.escape(str(model.get('architecture') or ''))}</span>")
+    heading = pn.pane.HTML(f"<h3>{text(title)}</h3><span class='muted'>{text(str(data.survey))} · "
+                           f"{data.n:,} objects · {text(str(model.get('method', '?')))} "
+                           f"{text(str(model.get('architecture') or ''))}</span>")
     count = pn.pane.HTML(pn.bind(lambda ids: f"<span class='muted selection-count'>{len(ids):,} selected</span>",
                                  state.param.selection_ids))
     about = build_about_section(data, state)

@@ -3,11 +3,11 @@ words, list the most uncertain unlabelled objects, and add this session's colour
 its trust (cosine distance to the nearest labelled training object, computed after the fit)."""
 from __future__ import annotations
 
-import html
 
 import numpy as np
 import panel as pn
 
+from explorer.markup import text
 from explorer import colour, probes
 from explorer.jobs import JobRunner
 from explorer.labels_ui import session_for, store_for
@@ -104,7 +104,7 @@ class ProbePanel:
 
     def show_progress(self, where, fraction: float, message: str) -> None:
         self.bar.value = int(100 * fraction)
-        where.object = f"<span class='muted'>{html.escape(message)}</span>"
+        where.object = f"<span class='muted'>{text(message)}</span>"
 
     def fit_failed(self, message: str) -> None:   # shown, not raised: the page must keep working
         self.bar.visible = False
@@ -154,7 +154,7 @@ def fit_and_score(embeddings, target: probes.ProbeTarget, split, method, n_train
 
 
 def _error_html(message: str) -> str:
-    return f"<span style='color:#b00'>{html.escape(message)}</span>"
+    return f"<span style='color:#b00'>{text(message)}</span>"
 
 
 # what each probe metric is called and means, for the table under the fit
@@ -181,22 +181,22 @@ NO_CANDIDATES_WHY = {
 
 def _metrics_html(probe: probes.LinearProbe, title: str) -> str:
     rows = "".join(
-        f"<tr><td title='{html.escape(METRIC_WORDS.get(k, (k, ''))[1])}'>{html.escape(METRIC_WORDS.get(k, (k,))[0])}"
-        f"</td><td>{v:.4g}</td><td class='muted'>{html.escape(METRIC_WORDS.get(k, (k, ''))[1])}</td></tr>"
+        f"<tr><td title='{text(METRIC_WORDS.get(k, (k, ''))[1])}'>{text(METRIC_WORDS.get(k, (k,))[0])}"
+        f"</td><td>{v:.4g}</td><td class='muted'>{text(METRIC_WORDS.get(k, (k, ''))[1])}</td></tr>"
         for k, v in probe.metrics.items() if isinstance(v, (int, float)))
-    return (f"<div class='probe-metrics'><b>{html.escape(title)}</b><br><span class='muted'>"
-            f"{html.escape(probe.target)} · {probe.method} · trained on {probe.n_train:,}, tested on "
+    return (f"<div class='probe-metrics'><b>{text(title)}</b><br><span class='muted'>"
+            f"{text(probe.target)} · {probe.method} · trained on {probe.n_train:,}, tested on "
             f"{probe.n_test:,} held-out objects · {probe.fit_seconds:.1f} s</span><table>{rows}</table></div>")
 
 
 def _candidates_html(data, rows: np.ndarray, pred: probes.Predictions, method: str) -> str:
     if len(rows) == 0:
         why = NO_CANDIDATES_WHY.get(method, "Every object already has a label: nothing left to suggest.")
-        return f"<div class='probe-candidates muted'>{html.escape(why)}</div>"
+        return f"<div class='probe-candidates muted'>{text(why)}</div>"
     cards = "".join(
         f"<div style='display:inline-block;margin:2px;text-align:center;font-size:11px'>"
         f"<img class='candidate-thumb' src='{data.thumbnail_uri(int(i))}' width='64' height='64'>"
-        f"<div>{html.escape(str(data.catalog['object_id'].iat[int(i)]))}</div>"
+        f"<div>{text(str(data.catalog['object_id'].iat[int(i)]))}</div>"
         f"<div class='muted'>{pred.value[int(i)]:.2f}</div></div>" for i in rows)
     return (f"<div class='probe-candidates'><b>Most uncertain unlabelled objects</b> (label these next: the probe "
             f"learns most from them)<br>{cards}</div>")

@@ -16,7 +16,6 @@ Per process and bundle: one ``CatalogueMatcher`` (catalogue SkyCoord + KD-tree) 
 from __future__ import annotations
 
 import base64
-import html
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +23,7 @@ import panel as pn
 import param
 from astropy import units as u
 
+from explorer.markup import html, text
 from core.surveys.base import find_survey
 from core.surveys.services import FetchError
 from explorer.jobs import JobRunner
@@ -71,23 +71,23 @@ def query_marker(state):
 def query_card_html(result: QueryResult, thumbnail_png: bytes, data) -> str:
     """The off-catalogue query: its cutout, where it came from, where it sits on the map and its best match."""
     uri = "data:image/png;base64," + base64.b64encode(thumbnail_png).decode("ascii")
-    where = "" if result.coord is None else html.escape(result.coord.to_string("hmsdms", sep=":", precision=1))
+    where = "" if result.coord is None else text(result.coord.to_string("hmsdms", sep=":", precision=1))
     best = ""
     if len(result.neighbour_ids):
         row = data.row(int(result.neighbour_ids[0]))
-        best = (f"best match {html.escape(str(row['object_id']))} (cosine {float(result.similarities[0]):.3f})")
-    placed = f"map position ({result.map_xy[0]:.2f}, {result.map_xy[1]:.2f}), {html.escape(result.placement)}"
-    notes = " · ".join(html.escape(n) for n in result.notes)
+        best = html("best match {} (cosine {:.3f})", row["object_id"], float(result.similarities[0]))
+    placed = html("map position ({:.2f}, {:.2f}), {}", result.map_xy[0], result.map_xy[1], result.placement)
+    notes = " · ".join(text(n) for n in result.notes)
     return (f'<div class="sky-query-card"><img class="sky-query-thumb" src="{uri}" width="{THUMB_PX}" '
             f'height="{THUMB_PX}" alt="query cutout"><div class="muted">{where}</div>'
-            f'<div>{html.escape(best)}</div><div class="muted">{html.escape(placed)}</div>'
+            f'<div>{best}</div><div class="muted">{placed}</div>'
             f'<div class="muted">{notes}</div></div>')
 
 
-def _status(kind: str, text: str) -> str:
+def _status(kind: str, message: str) -> str:
     colours = {"ok": "#1b5e20", "warn": "#8a5a00", "error": "#b00020", "busy": "#1f6f8b", "info": "#555"}
     return (f'<div class="sky-status sky-status-{kind}" style="color:{colours[kind]};font-size:12px">'
-            f"{html.escape(text)}</div>")
+            f"{text(message)}</div>")
 
 
 # --------------------------------------------------------------------------------------------- section
@@ -126,7 +126,7 @@ class SkySearch:
     def view(self):
         can_fetch = find_survey(self.data.survey).fetchable
         hint = ("" if can_fetch else f"<span class='muted'>No online image service for survey "
-                f"'{html.escape(self.data.survey)}': off-catalogue positions can use an uploaded FITS.</span>")
+                f"'{text(self.data.survey)}': off-catalogue positions can use an uploaded FITS.</span>")
         return pn.Column("### Find on the sky", pn.Row(self.box, self.go, sizing_mode="stretch_width"), self.radius,
                          self.status, self.plot, self.fetch, pn.pane.HTML(
                              "<span class='muted'>or upload a FITS cutout with a WCS:</span>" + hint), self.upload,
