@@ -133,6 +133,12 @@ def read_table(path: str | Path) -> Table:
 
 
 # ============================================================================================ import
+# One upload is bounded work: a label catalogue has thousands of rows and tens of labels; a file with 20,000
+# distinct labels wrote 20,000 events and held the server for seconds.
+MAX_IMPORT_ROWS = 1_000_000
+MAX_IMPORT_LABELS = 1_000
+
+
 @dataclass
 class ImportReport:
     """What an import did: rows read, rows matched, events written per label, and the rows that matched nothing."""
@@ -179,19 +185,26 @@ def import_labels(store, catalog: pd.DataFrame, path: str | Path, *, author: str
                   radius=1 * u.arcsec, label_column: str = "label", label: str | None = None) -> ImportReport:
     """Label bundle objects from a table file; one ``import`` event per label. ``label`` overrides the column."""
     table = read_table(path)
+    if len(table) > MAX_IMPORT_ROWS:
+        raise ExportError(f"{path}: {len(table):,} rows, more than the {MAX_IMPORT_ROWS:,} one import takes; split "
+                          "the file")
     if label is None and label_column not in table.colnames:
         raise ExportError(f"{path}: no {label_column!r} column; name the label column or give one label for all rows")
-    rows = match_rows(table, catalog, by=by, radius=radius, path=path)
     names = np.full(len(table), label, dtype=object) if label is not None else np.asarray(table[label_column]).astype(str)
     if label is None and hasattr(table[label_column], "mask"):
         names = np.where(np.ma.getmaskarray(table[label_column]), "", names)
+    n_labels = len(set(names) - {""})
+    if n_labels > MAX_IMPORT_LABELS:
+        raise ExportError(f"{path}: {n_labels:,} distinct labels, more than the {MAX_IMPORT_LABELS:,} one import "
+                          "takes; labels name families of objects, not single objects")
+    rows = match_rows(table, catalog, by=by, radius=radius, path=path)
     ok = (rows >= 0) & (names != "")
     report = ImportReport(n_rows=len(table), n_matched=int(ok.sum()), unmatched=table[~ok])
     object_ids = catalog["object_id"].astype(str).to_numpy()
-    for name in dict.fromkeys(names[ok]):
-        members = object_ids[rows[ok & (names == name)]]
-        report.event_ids[str(name)] = store.add(str(name), members, author=author, method="import")
-        report.n_objects[str(name)] = len(set(members))
+    members_of = pd.Series(object_ids[rows[ok]]).groupby(names[ok], sort=False)
+    for name, members in members_of:
+        report.event_ids[str(name)] = store.add(str(name), members.to_numpy(), author=author, method="import")
+        report.n_objects[str(name)] = members.nunique()
     return report
 
 

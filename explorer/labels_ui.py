@@ -11,9 +11,9 @@ The label store is ``--labels PATH`` (or ``$EXPLORER_LABELS``), else ``<bundle>.
 """
 from __future__ import annotations
 
-import html
 import io
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import astropy.units as u
@@ -23,8 +23,11 @@ import panel as pn
 import param
 
 from explorer import colour, export
+from explorer.jobs import JobRunner
 from explorer.labels import LabelStore, LabelStoreError
 from explorer.settings import Settings
+from explorer.visitors import visitor_name
+from explorer.markup import html, text
 
 EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
 N_SAMPLE = 12
@@ -35,6 +38,7 @@ NO_FILTER = "—"
 
 # ============================================================================================ store per bundle
 _STORES: dict[Path, LabelStore] = {}
+IMPORTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-import")   # one at a time, all sessions
 
 
 def store_for(data, settings: Settings | None = None) -> LabelStore:
@@ -99,7 +103,7 @@ def _labels_html(store: LabelStore) -> str:
     counts = store.label_counts()
     if not counts:
         return "<div class='label-list muted'>No labels yet: draw a lasso or box on the map, name it, press Label.</div>"
-    items = "".join(f"<li><span class='label-name'>{html.escape(k)}</span> · {v:,}</li>" for k, v in sorted(counts.items()))
+    items = "".join(f"<li><span class='label-name'>{text(k)}</span> · {v:,}</li>" for k, v in sorted(counts.items()))
     return f"<ul class='label-list'>{items}</ul>"
 
 
@@ -115,7 +119,7 @@ def build_labels_section(data, state, settings: Settings | None = None):
         store = store_for(data, settings)
     except LabelStoreError as e:
         return pn.Column("### Labels", pn.pane.Alert(str(e), alert_type="danger"))
-    return LabelsPanel(data, state, store, settings.author).view
+    return LabelsPanel(data, state, store, visitor_name(settings.author)).view
 
 
 class LabelsPanel:
@@ -124,6 +128,7 @@ class LabelsPanel:
     def __init__(self, data, state, store: LabelStore, author: str = "anonymous"):
         self.data, self.state, self.store = data, state, store
         self.session = session_for(state)
+        self.jobs = JobRunner(pool=IMPORTS)
         self.object_ids = data.object_ids
         self.author = pn.widgets.TextInput(label="Your name", value=author,
                                            css_classes=["label-author"])
@@ -166,24 +171,29 @@ class LabelsPanel:
     def write(self, action) -> None:
         """Run ``action`` (a store change returning its message) and show the message, or the error in words."""
         try:
-            self.session.message = action()
+            self.session.message = text(action())
         except (ValueError, LabelStoreError, export.ExportError, export.SampError) as e:
-            self.session.message = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+            self.show_error(str(e))
+            return
+        self.session.version += 1
+
+    def show_error(self, message: str) -> None:
+        self.session.message = html("<span style='color:#b00'>{}</span>", message)
         self.session.version += 1
 
     def say(self, message: str) -> None:
-        self.session.message, self.session.version = message, self.session.version + 1
+        self.session.message, self.session.version = text(message), self.session.version + 1
 
     def add_selection(self) -> None:
         ids, label = self.selected_ids(), self.name.value
         self.write(lambda: (self.store.add(label, ids, author=self.author.value, method=self.session.selection_method),
-                            f"labelled {len(ids):,} objects '{html.escape(label.strip())}'")[1])
+                            f"labelled {len(ids):,} objects '{label.strip()}'")[1])
 
     def remove_selection(self) -> None:
         ids, label = self.selected_ids(), self.name.value
         self.write(lambda: (self.store.remove(label, ids, author=self.author.value,
                                               method=self.session.selection_method),
-                            f"removed {len(ids):,} objects from '{html.escape(label.strip())}'")[1])
+                            f"removed {len(ids):,} objects from '{label.strip()}'")[1])
 
     def add_clicked(self) -> None:
         i = self.state.selected
@@ -192,7 +202,7 @@ class LabelsPanel:
             return
         oid, label = self.object_ids[i], self.name.value
         self.write(lambda: (self.store.add(label, [oid], author=self.author.value, method="click"),
-                            f"labelled {html.escape(oid)} '{html.escape(label.strip())}'")[1])
+                            f"labelled {oid} '{label.strip()}'")[1])
 
     def undo(self) -> None:
         author = self.author.value
@@ -200,11 +210,11 @@ class LabelsPanel:
         def action():   # only this author's own changes: undo must never reach into someone else's work
             undone = self.store.undo_last(author=author, only_by=author)
             if undone is None:
-                return f"nothing of yours ({html.escape(author)}) to undo"
+                return f"nothing of yours ({author}) to undo"
             ev = self.store.events().set_index("id").loc[undone]
             verb = "added to" if ev["kind"] == "add" else "removed from"
             return (f"undid your last change: {int(ev['n_objects']):,} objects {verb} "
-                    f"'{html.escape(str(ev['label']))}'")
+                    f"'{ev['label']}'")
 
         self.write(action)
 
@@ -229,7 +239,7 @@ class LabelsPanel:
 
     def refresh(self, *_) -> None:
         self.listing.object = _labels_html(self.store)
-        self.status.object = f"<span class='muted label-status'>{self.session.message}</span>"
+        self.status.object = html("<span class='muted label-status'>{}</span>", self.session.message)
         names = sorted(self.store.label_counts())
         self.label_filter.options = [NO_FILTER] + names
         if names or LABELS_KEY in self.state.session_colours:
@@ -244,7 +254,8 @@ class LabelsPanel:
     def share_card(self):
         catalog = self.data.catalog
         self.columns = pn.widgets.MultiChoice(label="Catalogue columns to include",
-                                              options=[c for c in catalog.columns if c not in ("object_id", "ra", "dec")])
+                                              options={text(c): c for c in catalog.columns if c not in ("object_id", "ra", "dec")})
+        # (Bokeh's MultiChoice draws its option labels as HTML: a column name is data, so its label is escaped)
         fmt = pn.widgets.Select(label="Format", options=list(EXPORT_FORMATS), value="CSV", width=110)
         stem = export_stem(self.data.bundle.path.name)
         download = pn.widgets.FileDownload(callback=lambda: self.export_file(fmt.value), filename=f"{stem}.csv",
@@ -268,15 +279,22 @@ class LabelsPanel:
         return _table_bytes(table, EXPORT_FORMATS[fmt])
 
     def import_upload(self, event) -> None:
+        """Import the uploaded table as a background job (``explorer.jobs``): the page and other visitors go on."""
         if not event.new:
             return
-        suffix = Path(self.upload.filename or "upload.csv").suffix
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"import{suffix}"
-            path.write_bytes(event.new)
-            self.write(lambda: export.import_labels(self.store, self.data.catalog, path, author=self.author.value,
-                                                    by=self.match_by.value,
-                                                    radius=self.radius.value * u.arcsec).summary())
+        content, suffix = event.new, Path(self.upload.filename or "upload.csv").suffix
+        author, by, radius = self.author.value, self.match_by.value, self.radius.value * u.arcsec
+
+        def run(*, progress, cancel):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"import{suffix}"
+                path.write_bytes(content)
+                return export.import_labels(self.store, self.data.catalog, path, author=author, by=by,
+                                            radius=radius).summary()
+
+        self.say(f"importing {self.upload.filename or 'the upload'}…")
+        self.jobs.submit(run, on_done=self.say,
+                         on_error=self.show_error)
 
     def send_to_samp(self) -> None:
         rows = np.asarray(self.state.selection_ids, dtype=np.int64)
@@ -295,7 +313,7 @@ def selection_sample_html(data, rows, k: int = N_SAMPLE, seed: int = 0) -> str:
         return ""
     shown = rows if len(rows) <= k else np.sort(np.random.default_rng(seed).choice(rows, k, replace=False))
     thumbs = "".join(f"<img class='selection-thumb' src='{data.thumbnail_uri(int(i))}' width='48' height='48' "
-                     f"title='{html.escape(str(data.catalog['object_id'].iat[int(i)]))}' style='margin:1px'>"
+                     f"title='{text(data.catalog['object_id'].iat[int(i)])}' style='margin:1px'>"
                      for i in shown)
     what = "all of them" if len(rows) <= k else f"a sample of {k}"
     return f"<div class='selection-sample'><span class='muted'>{what}</span><br>{thumbs}</div>"

@@ -78,6 +78,21 @@ def test_import_by_object_id_reports_unmatched(tmp_path, catalog):
     assert "3 of 4 rows matched" in rep.summary()
 
 
+def test_an_import_is_bounded_in_distinct_labels_and_rows(tmp_path, catalog, monkeypatch):
+    """20,000 distinct labels (one per object) wrote 20,000 events and held the server for seconds: refused in one
+    message before anything is written; so is a table of more rows than an import takes."""
+    src = tmp_path / "many.csv"
+    n = X.MAX_IMPORT_LABELS + 1
+    Table({"object_id": [f"OBJ{i % len(catalog)}" for i in range(n)], "label": [f"L{i}" for i in range(n)]}).write(src)
+    store = LabelStore(tmp_path / "l.sqlite")
+    with pytest.raises(X.ExportError, match=r"many.csv: 1,001 distinct labels, more than the 1,000"):
+        X.import_labels(store, catalog, src, author="imp")
+    assert store.events().empty
+    monkeypatch.setattr(X, "MAX_IMPORT_ROWS", 100)
+    with pytest.raises(X.ExportError, match=r"many.csv: 1,001 rows, more than the 100"):
+        X.import_labels(store, catalog, src, author="imp")
+
+
 def test_import_by_sky_position_with_adjustable_radius(tmp_path, catalog):
     cos = np.cos(np.radians(catalog["dec"][[20, 21]].to_numpy()))
     t = Table({"RA": catalog["ra"][[20, 21]].to_numpy() + np.array([0.5, 3.0]) / 3600 / cos,  # 0.5" and 3" off
