@@ -22,6 +22,7 @@ import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 
+from core.fitsguard import check_fits_headers
 from core.surveys import online, services
 
 PLACED_BY_NEIGHBOURS = "among its nearest neighbours on the map (UMAP-weighted mean of their positions)"
@@ -185,6 +186,10 @@ def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Head
         content = _gunzip_within_budget(content, name)
     if not content or not content.startswith(b"SIMPLE"):
         raise QueryError(f"{name} is not a FITS file; upload a FITS image with a celestial WCS.")
+    try:
+        check_fits_headers(content, name)   # before astropy parses a card
+    except ValueError as e:
+        raise QueryError(str(e)) from e
     try:
         with fits.open(io.BytesIO(content), memmap=False) as hdul:
             _check_pixel_budget(hdul, name)   # before any .data: tile compression reached 1000:1 (a bomb)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .encoders import build_encoder
+from .safe_load import load_tensors
 
 
 class CheckpointError(ValueError):
@@ -138,7 +139,7 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_tensors(path)
     except Exception as e:   # pickled code, a truncated file, not a torch file at all
         raise CheckpointError(
             f"{path} cannot be read as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "

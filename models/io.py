@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .encoders import build_encoder
+from .safe_load import load_tensors
 
 BUILD_KEYS = ("arch", "in_channels", "stem", "width")
 
@@ -38,7 +39,7 @@ def load_encoder(folder) -> tuple[nn.Module, dict]:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: {folder} is not an encoder folder written by save_encoder")
     config = json.loads(config_path.read_text())
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_tensors(weights)
     if config.get("stem") == "hayat" and state.get("conv1.weight", torch.zeros(1, 1, 7, 7)).shape[-1] == 3:
         config = {**config, "stem": "compact"}   # saved before "hayat" became the paper's 7x7/1 stem
     encoder = build_encoder(**{k: config[k] for k in BUILD_KEYS})

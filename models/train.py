@@ -28,6 +28,7 @@ from torch import nn
 from .embed import resolve_device
 from .encoders import build_encoder, use_channels_last
 from .methods import method_spec
+from .safe_load import load_tensors
 from .moco import plain_batchnorm
 from .optim import make_optimizer, warmup_cosine
 
@@ -174,7 +175,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: Path, run_key: dict) -> dict:
     try:   # tensors and plain containers only: a checkpoint file never runs code
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read as plain tensors ({str(e).splitlines()[0][:160]}); "
                          f"delete it to train from the start") from e

@@ -26,6 +26,8 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from core.fitsguard import check_fits_headers
+
 SKYVIEW_FIRST_SURVEY = "VLA FIRST (1.4 GHz)"
 SDSS_HIPS = "CDS/P/SDSS9/{band}"
 
@@ -46,6 +48,10 @@ def read_fits_image(content: bytes, what: str) -> tuple[np.ndarray, fits.Header]
         snippet = content[:60].decode("latin-1", "replace").strip().replace("\n", " ")
         raise Retryable(f"{what} returned something that is not a FITS file (it starts with {snippet!r}); "
                          "the service is probably reporting an error.")
+    try:
+        check_fits_headers(content, what)   # before astropy parses a card
+    except ValueError as e:
+        raise FetchError(str(e)) from e
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -175,3 +175,30 @@ def test_build_with_a_published_encoder_skips_training_and_embeds_with_it(tmp_pa
     assert main(["build", "--survey", "first", "--catalog", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x"),
                  "--encoder-checkpoint", str(tmp_path / "pretrained_paper_model.pth.tar")]) == 1
     assert "go together" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_expands_far_beyond_its_size_is_refused_before_loading(tmp_path):
+    """torch.save writes stored zip entries; the same file re-zipped with deflate (zeros: 1000:1) would make torch
+    allocate the expanded size. The zip directory's sizes are checked first, by read_checkpoint, load_encoder and
+    a bundle's validation alike."""
+    import zipfile
+
+    import torch
+
+    from models.safe_load import expansion_problem, load_tensors
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(2_000_000)}, plain)          # 8 MB of zeros, stored
+    assert expansion_problem(plain) is None and load_tensors(plain)["w"].shape == (2_000_000,)
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < 100_000
+    assert "would expand from" in expansion_problem(bomb)
+    with pytest.raises(ValueError, match="bomb.pt would expand"):
+        load_tensors(bomb)
+    from models.checkpoints import CheckpointError, read_checkpoint
+
+    with pytest.raises(CheckpointError, match="bomb.pt"):
+        read_checkpoint(bomb)
