@@ -12,9 +12,10 @@ Rerun it after rebuilding the bundle (the explorer refuses points/ written for a
 
 ``points/`` holds ``part-00000.parquet, ...`` (``umap_x``, ``umap_y`` float32 and one float32 value column per
 manifest ``colour_by`` column, named ``c__<column>``, exactly as ``core.colour.colour_values`` computes them:
-numbers as float32, categories as codes, nulls NaN) and ``points.json``: the row count, the bundle's ``created``
-stamp (so a rebuilt bundle's stale points are detected), and per column the kind, categories, default colour
-range, slider bounds and null fraction (so the explorer needs no pass over the values at start-up). The folder is
+numbers as float32, categories as codes, nulls NaN; each data page with a CRC) and ``points.json``: the row count,
+the bundle's ``created`` stamp (so a rebuilt bundle's stale points are detected), per column the kind, categories,
+default colour range, slider bounds and null fraction (so the explorer needs no pass over the values at start-up),
+and per part file its size and sha256 (checked at start-up: sizes always, hashes up to ``HASH_PARTS_UP_TO``). The folder is
 written beside the bundle's files under a temporary name and renamed into place; the row count is checked first.
 The bundle's own files are not touched (``points/`` is an optional extra the validator ignores).
 """
@@ -35,7 +36,8 @@ from core.write import replace_dir
 
 POINTS_DIR = "points"
 META_FILE = "points.json"
-POINTS_FORMAT = 1
+POINTS_FORMAT = 2          # 2: points.json lists each part's size and sha256
+HASH_PARTS_UP_TO = 1 << 30   # bytes of parts hashed at every start; above it, sizes and footers only
 XY_COLUMNS = ("umap_x", "umap_y")
 COMMAND = "python -m precompute points --bundle {bundle}"
 
@@ -89,8 +91,12 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -
         written = parquet_rows(tmp)
         if written != n:
             raise BundleError(f"{tmp}: wrote {written} rows, expected {n}")
+        from core.contract import sha256_of
+
+        parts = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(tmp.glob("part-*.parquet"))}
         meta = {"format": POINTS_FORMAT, "n_rows": n, "rows_per_partition": rows_per_partition,
-                "bundle_created": manifest.get("created"), "xy": list(XY_COLUMNS), "columns": columns}
+                "bundle_created": manifest.get("created"), "xy": list(XY_COLUMNS), "columns": columns,
+                "parts": parts}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         replace_dir(tmp, out)
     except BaseException:
@@ -108,7 +114,63 @@ def parquet_rows(folder: Path) -> int:
 
 # ------------------------------------------------------------------------------------------------ reading
 def read_meta(folder: Path) -> dict:
-    return json.loads((Path(folder) / META_FILE).read_text())
+    """points.json as a dict; ValueError saying what is wrong with it."""
+    try:
+        meta = json.loads((Path(folder) / META_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{META_FILE} is not JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{META_FILE} must hold a JSON object")
+    return meta
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """The first field of points.json that the explorer would trip on, or None."""
+    if not (isinstance(meta.get("xy"), list) and len(meta["xy"]) == 2 and all(isinstance(c, str) for c in meta["xy"])):
+        return "'xy' must name the two map columns"
+    if not isinstance(meta.get("columns"), dict) or not isinstance(meta.get("parts"), dict) or not meta["parts"]:
+        return "'columns' and 'parts' must be objects"
+    for name, col in meta["columns"].items():
+        ok = (isinstance(col, dict) and isinstance(col.get("value_column"), str) and isinstance(col.get("kind"), str)
+              and isinstance(col.get("categories"), list)
+              and all(isinstance(col.get(k), list) and len(col[k]) == 2 and all(_number(v) for v in col[k])
+                      for k in ("range", "bounds")) and _number(col.get("null_fraction")))
+        if not ok:
+            return f"column {name!r} lacks a value column, kind, categories, numeric range, bounds or null fraction"
+    return None
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _parts_problem(folder: Path, meta: dict) -> str | None:
+    """Part files as points.json lists them: the same names, sizes, hashes (up to HASH_PARTS_UP_TO bytes in all) and
+    readable footers holding the listed columns; or what differs."""
+    import pyarrow.parquet as pq
+
+    from core.contract import sha256_of
+
+    on_disk = sorted(p.name for p in folder.glob("part-*.parquet"))
+    if on_disk != sorted(meta["parts"]):
+        return f"holds part files {on_disk[:3]}… but points.json lists {sorted(meta['parts'])[:3]}…"
+    total = sum(int(e.get("bytes", -1)) if isinstance(e, dict) else -1 for e in meta["parts"].values())
+    wanted = {*meta["xy"], *(c["value_column"] for c in meta["columns"].values())}
+    for name, entry in meta["parts"].items():
+        path = folder / name
+        if path.is_symlink():
+            return f"{name} is a symbolic link"
+        if not isinstance(entry, dict) or entry.get("bytes") != path.stat().st_size:
+            return f"{name} has {path.stat().st_size:,} bytes, not the size points.json recorded (truncated or modified)"
+        if total <= HASH_PARTS_UP_TO and entry.get("sha256") != sha256_of(path):
+            return f"{name} does not match the sha256 recorded in points.json (modified or corrupt)"
+        try:
+            names = set(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as e:
+            return f"{name} cannot be read ({str(e)[:200]})"
+        if not wanted <= names:
+            return f"{name} lacks the columns {sorted(wanted - names)}"
+    return None
 
 
 def check_points(bundle_path: str | Path, n_objects: int, created: str | None, specs: dict) -> dict:
@@ -121,11 +183,19 @@ def check_points(bundle_path: str | Path, n_objects: int, created: str | None, s
     def fail(what: str):
         raise PointsError(f"{folder}: {what}; the dask map engine needs it — {fix}")
 
+    if folder.is_symlink() or (folder / META_FILE).is_symlink():
+        fail("is a symbolic link; a bundle holds plain files only")
     if not (folder / META_FILE).is_file():
         fail("missing (no points/points.json)" if not folder.exists() else f"has no {META_FILE}")
-    meta = read_meta(folder)
+    try:
+        meta = read_meta(folder)
+    except ValueError as e:
+        fail(str(e))
     if meta.get("format") != POINTS_FORMAT:
         fail(f"format {meta.get('format')!r}, this explorer reads {POINTS_FORMAT}")
+    problem = _meta_problem(meta) or _parts_problem(folder, meta)
+    if problem:
+        fail(problem)
     if meta.get("n_rows") != n_objects or parquet_rows(folder) != n_objects:
         fail(f"holds {parquet_rows(folder)} rows but the bundle has {n_objects} objects")
     if meta.get("bundle_created") != created:
@@ -153,7 +223,7 @@ def write_points_parquet(frames, out: str | Path, compression: str = "zstd") -> 
     out.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"part-{i:05d}.parquet",
-                       compression=compression)
+                       compression=compression, write_page_checksum=True)
     return out
 
 

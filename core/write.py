@@ -99,6 +99,7 @@ def write_bundle(
         man = completed_manifest(manifest, model, emb, thumbnail_format, sha256_of(tmp / "thumbnails" / "blob.bin"))
         man["files"] = file_inventory(tmp)
         (tmp / "manifest.json").write_text(json.dumps(man, indent=2, default=_json_default))
+        check_written(tmp, out)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -177,6 +178,17 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def check_written(tmp: Path, out: Path) -> None:
+    """The whole validation on the finished folder before it takes ``out``'s place: a writer never says "ok" for a
+    bundle that ``precompute validate`` would refuse (an existing bundle at ``out`` stays as it was)."""
+    from core.validate import validate_bundle
+
+    try:
+        validate_bundle(tmp)
+    except BundleError as e:
+        raise BundleError(f"{out} was not written: the new bundle fails validation ({e})") from e
 
 
 def replace_dir(tmp: Path, out: Path) -> None:

@@ -81,6 +81,7 @@ class LabelStore:
             raise LabelStoreError(f"{self.path}: is a folder; give a file path for the label store (e.g. labels.sqlite)")
         if not self.path.parent.is_dir():
             raise LabelStoreError(f"{self.path}: the folder {self.path.parent} does not exist; create it or pick another --labels path")
+        self._refuse_foreign_database()
         self._create_schema()
 
     @classmethod
@@ -119,12 +120,37 @@ class LabelStore:
             raise
         con.execute("COMMIT")
 
+    def _refuse_foreign_database(self) -> None:
+        """An existing file must be a label store already: another program's SQLite database given as --labels is
+        refused before anything is written into it."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return
+        try:
+            con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                version = (con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                           if "meta" in tables else None)
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as e:
+            raise LabelStoreError(f"{self.path}: is not an SQLite label store ({e}); move it aside or pick another "
+                                  "--labels path") from e
+        if version is None or not {"events", "event_members"} <= tables:
+            shown = ", ".join(sorted(tables)[:5]) or "none"
+            raise LabelStoreError(f"{self.path}: is an SQLite database but not a label store (its tables: {shown}); "
+                                  "it was left untouched: pick another --labels path")
+
     def _create_schema(self) -> None:
-        with self._write() as con:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                con.execute(stmt)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            version = int(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        try:
+            with self._write() as con:
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    con.execute(stmt)
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                version = int(con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+            raise LabelStoreError(f"{self.path}: is not a usable label store ({e}); move it aside or pick another "
+                                  "--labels path") from e
         if version != SCHEMA_VERSION:
             raise LabelStoreError(f"{self.path}: label store schema {version} is not supported (this software reads {SCHEMA_VERSION})")
 

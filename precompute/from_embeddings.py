@@ -113,16 +113,32 @@ def open_embeddings(path: Path, id_column: str | None = None) -> EmbeddingSource
     suffix = path.suffix.lower()
     if not path.is_file():
         raise InputError(f"{path}: no such embeddings file")
-    if suffix == ".npy":
-        arr = np.load(path, mmap_mode="r")
-        if arr.ndim != 2:
-            raise InputError(f"{path}: embeddings must be (N, D), got shape {arr.shape}")
-        return EmbeddingSource(path, arr.shape[0], arr.shape[1], None, _sliced(arr, arr.shape[0]))
-    if suffix in (".h5", ".hdf5"):
-        return _hdf5_source(path, id_column)
-    if suffix == ".parquet":
-        return _parquet_source(path, id_column)
-    raise InputError(f"{path}: unknown embeddings format {suffix!r}; use .npy, Parquet or HDF5")
+    if suffix not in (".npy", ".h5", ".hdf5", ".parquet"):
+        raise InputError(f"{path}: unknown embeddings format {suffix!r}; use .npy, Parquet or HDF5")
+    try:
+        if suffix == ".npy":
+            source = _npy_source(path)
+        elif suffix == ".parquet":
+            source = _parquet_source(path, id_column)
+        else:
+            source = _hdf5_source(path, id_column)
+    except InputError:
+        raise
+    except Exception as e:   # not the format its name says, damaged, pickled objects: one message naming the file
+        raise InputError(f"{path}: cannot be read as {suffix[1:]} embeddings ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+    if source.dim < 1:
+        raise InputError(f"{path}: the vectors have no components (dimension 0)")
+    return source
+
+
+def _npy_source(path: Path) -> EmbeddingSource:
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.ndim != 2:
+        raise InputError(f"{path}: embeddings must be (N, D), got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"{path}: embeddings must be real numbers, not {arr.dtype}")
+    return EmbeddingSource(path, arr.shape[0], arr.shape[1], None, _sliced(arr, arr.shape[0]))
 
 
 def _hdf5_source(path: Path, id_column: str | None) -> EmbeddingSource:
@@ -130,10 +146,10 @@ def _hdf5_source(path: Path, id_column: str | None) -> EmbeddingSource:
 
     h5 = h5py.File(path, "r")
     name = next((k for k in ("image_embeddings", "embeddings", "embedding") if k in h5), None)
-    if name is None or h5[name].ndim != 2:
+    if name is None or not isinstance(h5[name], h5py.Dataset) or h5[name].ndim != 2 or h5[name].dtype.kind not in "fiu":
         raise InputError(f"{path}: no 2-D 'image_embeddings' (or 'embeddings') dataset; it has {list(h5.keys())}")
     id_name = id_column or next((k for k in ID_CANDIDATES if k in h5), None)
-    if id_name is None or id_name not in h5:
+    if id_name is None or id_name not in h5 or not isinstance(h5[id_name], h5py.Dataset):
         raise InputError(f"{path}: no object id dataset (looked for {id_column or ', '.join(ID_CANDIDATES)})")
     ids = _as_text(h5[id_name][:])
     data = h5[name]
@@ -155,6 +171,10 @@ def _parquet_source(path: Path, id_column: str | None) -> EmbeddingSource:
     if not lists and not feats:
         raise InputError(f"{path}: no vector column (a list column such as 'embedding', or feat_0 … feat_N); "
                          f"columns: {schema.names[:20]}")
+    numeric = [schema.field(lists[0]).type.value_type] if lists else [schema.field(f).type for f in feats]
+    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in numeric):
+        raise InputError(f"{path}: the vector column{'' if lists else 's'} "
+                         f"{lists[0] if lists else 'feat_*'} must hold numbers, not {numeric[0]}")
     id_name = _pick(schema.names, id_column, ID_CANDIDATES, "object id", path)
     ids = _as_text(pf.read(columns=[id_name]).column(0).to_numpy(zero_copy_only=False))
     dim = len(feats)
@@ -173,8 +193,7 @@ def _parquet_source(path: Path, id_column: str | None) -> EmbeddingSource:
         for group in range(pf.num_row_groups):
             table = pf.read_row_group(group, columns=lists[:1] or feats)
             if lists:
-                flat = table.column(0).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                values = np.array(flat, dtype=np.float32).reshape(table.num_rows, dim)
+                values = _list_rows(table.column(0).combine_chunks(), dim)
             else:
                 values = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)]).astype(
                     np.float32)
@@ -184,6 +203,20 @@ def _parquet_source(path: Path, id_column: str | None) -> EmbeddingSource:
                 yield values[a:a + size]
 
     return EmbeddingSource(path, pf.metadata.num_rows, dim, ids, blocks)
+
+
+def _list_rows(column, dim: int) -> np.ndarray:
+    """(rows, dim) float32 from a list column; a row that is null or of another length becomes NaN (left out and
+    counted with the unusable vectors) instead of shifting every row after it."""
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.list_value_length(column), -1).to_numpy(zero_copy_only=False)
+    values = np.full((len(column), dim), np.nan, dtype=np.float32)
+    good = lengths == dim
+    if good.any():
+        flat = pc.list_flatten(column.filter(good)).to_numpy(zero_copy_only=False)
+        values[good] = np.asarray(flat, dtype=np.float32).reshape(int(good.sum()), dim)
+    return values
 
 
 def _as_text(values) -> np.ndarray:
@@ -198,7 +231,8 @@ def finite_rows(src: EmbeddingSource) -> np.ndarray:
     """Pass 1: which rows hold a usable vector (finite, not all zero)."""
     ok = np.zeros(src.n, dtype=bool)
     for start, block in src.chunks():
-        ok[start:start + len(block)] = np.isfinite(block).all(axis=1) & (np.abs(block).sum(axis=1) > 0)
+        norms = np.linalg.norm(block.astype(np.float64), axis=1)   # float64: 1e38-sized vectors still have a norm
+        ok[start:start + len(block)] = np.isfinite(block).all(axis=1) & (norms > 0) & np.isfinite(norms)
     return ok
 
 
@@ -208,7 +242,8 @@ def match_rows(src: EmbeddingSource, catalogue: pd.DataFrame, usable: np.ndarray
     notes = []
     if (~usable).any():
         first = int(np.flatnonzero(~usable)[0])
-        notes.append(f"{int((~usable).sum()):,} embeddings are NaN or zero and are left out (first: row {first} of "
+        notes.append(f"{int((~usable).sum()):,} embeddings are NaN, zero, infinite or of the wrong length and are "
+                     f"left out (first: row {first} of "
                      f"{src.path.name})")
     if src.ids is None:
         if src.n != len(catalogue):
@@ -246,7 +281,7 @@ def write_normalised(src: EmbeddingSource, rows: np.ndarray, out: Path) -> np.nd
     for start, block in src.chunks():
         mine = rows[(rows >= start) & (rows < start + len(block))] - start
         if len(mine):
-            v = block[mine]
+            v = block[mine].astype(np.float64)
             mm[pos:pos + len(v)] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
             pos += len(v)
     mm.flush()
@@ -275,6 +310,9 @@ def catalogue_colour_by(catalog: pd.DataFrame, known: dict) -> dict:
 # ------------------------------------------------------------------------------------------------ the build
 def import_stage(wd: WorkDir, args) -> StageResult:
     """catalog.parquet, embeddings.npy (normalised float16), skipped.csv and, with --images, images.npy."""
+    for option, value in (("--embeddings", args.embeddings), ("--catalog", args.catalog), ("--images", args.images)):
+        if value is not None and not Path(value).is_file():
+            raise InputError(f"{value}: no such file ({option})")
     params = {"embeddings": fingerprint_file(args.embeddings), "catalog": fingerprint_file(args.catalog),
               "images": fingerprint_file(args.images) if args.images else None, "id_column": args.id_column,
               "format": 1}
@@ -282,12 +320,13 @@ def import_stage(wd: WorkDir, args) -> StageResult:
     def build(tmp: Path, key: str) -> None:
         src = open_embeddings(Path(args.embeddings), args.id_column)
         catalogue = read_catalogue(Path(args.catalog), args.id_column)
-        bad_sky = catalogue["ra"].isna() | catalogue["dec"].isna()
+        bad_sky = ~(catalogue["ra"].between(0, 360, inclusive="left") & catalogue["dec"].between(-90, 90))
         usable = finite_rows(src)
         emb_rows, cat_rows, notes = match_rows(src, catalogue, usable, Path(args.catalog))
         sky_ok = ~bad_sky.to_numpy()[cat_rows]
         if (~sky_ok).any():
-            notes.append(f"{int((~sky_ok).sum()):,} matched rows have no RA/Dec and are left out")
+            notes.append(f"{int((~sky_ok).sum()):,} matched rows have no RA/Dec in [0, 360) x [-90, 90] degrees "
+                         "and are left out")
             emb_rows, cat_rows = emb_rows[sky_ok], cat_rows[sky_ok]
         if len(emb_rows) < 10:
             raise InputError(f"only {len(emb_rows)} objects have both a usable embedding and a catalogue row; "

@@ -3,6 +3,7 @@ and one browser check that a dask-mode page draws and recolours."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import time
 
@@ -86,7 +87,7 @@ def test_points_that_do_not_match_the_bundle_are_refused(points_bundle, tmp_path
     bundle = tmp_path / "b"
     shutil.copytree(points_bundle, bundle)
     (bundle / "points" / "part-00002.parquet").unlink()  # a lost partition
-    with pytest.raises(PointsError, match=r"holds 2000 rows but the bundle has 2500.*python -m precompute points"):
+    with pytest.raises(PointsError, match=r"holds part files .* but points.json lists .*python -m precompute points"):
         prepare(Bundle.open(bundle), "dask")
     shutil.copytree(points_bundle / "points", bundle / "points", dirs_exist_ok=True)
     meta = json.loads((bundle / "points" / "points.json").read_text())
@@ -94,6 +95,59 @@ def test_points_that_do_not_match_the_bundle_are_refused(points_bundle, tmp_path
     (bundle / "points" / "points.json").write_text(json.dumps(meta))
     with pytest.raises(PointsError, match="written for the bundle built 2000"):
         prepare(Bundle.open(bundle), "dask")
+
+
+POINTS_DAMAGE = {
+    "part flipped": lambda d: _flip(d / "part-00001.parquet"),
+    "part truncated": lambda d: (d / "part-00001.parquet").write_bytes((d / "part-00001.parquet").read_bytes()[:500]),
+    "part replaced by garbage": lambda d: (d / "part-00000.parquet").write_bytes(b"PAR1" + b"x" * 300),
+    "extra part": lambda d: shutil.copyfile(d / "part-00000.parquet", d / "part-00009.parquet"),
+    "part a symlink": lambda d: ((d / "part-00002.parquet").unlink(), (d / "part-00002.parquet").symlink_to("/etc/passwd")),
+    "meta not JSON": lambda d: (d / "points.json").write_text("{nope"),
+    "meta a list": lambda d: (d / "points.json").write_text("[]"),
+    "meta bad UTF-8": lambda d: (d / "points.json").write_bytes(b'{"format": 2, "x": "\xff"}'),
+    "meta columns wrong": lambda d: _edit_meta(d, lambda m: m["columns"].__setitem__("redshift", {"kind": 1})),
+    "meta range text": lambda d: _edit_meta(d, lambda m: m["columns"]["redshift"].__setitem__("range", ["a", "b"])),
+    "meta xy missing": lambda d: _edit_meta(d, lambda m: m.pop("xy")),
+    "meta parts missing": lambda d: _edit_meta(d, lambda m: m.pop("parts")),
+    "meta part size wrong": lambda d: _edit_meta(d, lambda m: m["parts"]["part-00000.parquet"].__setitem__("bytes", 1)),
+    "meta from format 1": lambda d: _edit_meta(d, lambda m: (m.pop("parts"), m.__setitem__("format", 1))),
+}
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_meta(folder, change):
+    meta = json.loads((folder / "points.json").read_text())
+    change(meta)
+    (folder / "points.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", list(POINTS_DAMAGE))
+def test_a_damaged_points_folder_is_one_message_and_a_page(points_bundle, tmp_path, damage):
+    """Each damage to points/ ends in one PointsError naming the folder and the command that rewrites it, and the
+    explorer's page says so (no traceback, no blank page)."""
+    from core.bundle import Bundle
+    from core.contract import BundleError
+    from core.points import PointsError
+    from explorer.app import create_page
+    from explorer.data import clear_cache, prepare
+
+    bundle = Path(shutil.copytree(points_bundle, tmp_path / "b"))
+    POINTS_DAMAGE[damage](bundle / "points")
+    with pytest.raises(BundleError) as err:   # a PointsError, or the bundle's own check (a symlink)
+        prepare(Bundle.open(bundle), "dask")
+    assert "points" in str(err.value)
+    assert isinstance(err.value, PointsError) == ("python -m precompute points" in str(err.value))
+    assert "\n" not in str(err.value).strip()
+    clear_cache()
+    page = create_page(["--bundle", str(bundle), "--map-engine", "dask"])
+    assert "bundle-error" in str(page.main[0].css_classes) or page is not None
+    clear_cache()
 
 
 # ------------------------------------------------------------------------------------------------ engine choice

@@ -243,3 +243,27 @@ def test_the_label_store_comes_from_the_apps_own_arguments_not_the_process_argv(
     assert state.settings.labels == tmp_path / "mine.sqlite"
     assert (tmp_path / "mine.sqlite").exists() and not (tmp_path / "kernel.sqlite").exists()
     assert store_for(page.explorer_view.data, None).path.name != "kernel.sqlite"
+
+
+def test_another_programs_sqlite_database_is_refused_and_left_untouched(tmp_path):
+    import hashlib
+    import sqlite3
+
+    from explorer.labels import LabelStore, LabelStoreError
+
+    foreign = tmp_path / "observing-log.sqlite"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE events (night TEXT, seeing REAL)")
+    con.execute("INSERT INTO events VALUES ('2026-12-01', 0.8)")
+    con.commit()
+    con.close()
+    before = hashlib.sha256(foreign.read_bytes()).hexdigest()
+    with pytest.raises(LabelStoreError, match="observing-log.sqlite: is an SQLite database but not a label store"):
+        LabelStore(foreign)
+    assert hashlib.sha256(foreign.read_bytes()).hexdigest() == before
+    (tmp_path / "garbage.sqlite").write_bytes(b"not a database" * 100)
+    with pytest.raises(LabelStoreError, match="garbage.sqlite: is not an SQLite label store"):
+        LabelStore(tmp_path / "garbage.sqlite")
+    store = LabelStore(tmp_path / "labels.sqlite")        # a new store, then the same file again
+    store.add("ring", ["a"], author="ada", method="click")
+    assert LabelStore(tmp_path / "labels.sqlite").label_counts() == {"ring": 1}

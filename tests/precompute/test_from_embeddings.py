@@ -43,7 +43,7 @@ def test_parquet_list_column_and_fits_catalogue_without_images(tmp_path, capsys)
     Table.from_pandas(catalogue).write(tmp_path / "cat.fits")
     assert build(tmp_path, tmp_path / "emb.parquet", tmp_path / "cat.fits") == 0
     out = capsys.readouterr().out
-    assert "1 embeddings are NaN or zero" in out and "1 duplicate ids in emb.parquet" in out
+    assert "1 embeddings are NaN, zero" in out and "1 duplicate ids in emb.parquet" in out
     assert "1 embeddings have no row in cat.fits" in out
     man = validate_bundle(tmp_path / "bundle")
     assert man["n_objects"] == N - 3 and man["thumbnails"]["format"] == "none"
@@ -116,3 +116,61 @@ def test_bad_inputs_get_one_clear_message(tmp_path, capsys):
     pd.DataFrame({"objid": [f"z{i}" for i in range(N)], "embedding": list(vectors)}).to_parquet(tmp_path / "z.parquet")
     assert build(tmp_path, tmp_path / "z.parquet", tmp_path / "cat.csv") == 1
     assert "check that the id columns hold the same ids" in capsys.readouterr().err
+
+
+def test_ragged_or_null_vectors_are_left_out_not_shifted(tmp_path, capsys):
+    """A list column whose rows differ in length used to be reshaped as one block: every vector after a short row
+    moved to the wrong object. Now a null or wrong-length row is left out and counted, and the rest stay aligned."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors, catalogue = clustered()
+    dim = vectors.shape[1]
+    rows = [list(map(float, v)) for v in vectors]
+    rows[3], rows[4], rows[9] = rows[3] + [1.0], rows[4][:-1], None          # same total length: 3 and 4 cancel
+    pq.write_table(pa.table({"objid": catalogue["objid"], "emb": rows}), tmp_path / "emb.parquet")
+    catalogue.to_csv(tmp_path / "cat.csv", index=False)
+    assert build(tmp_path, tmp_path / "emb.parquet", tmp_path / "cat.csv") == 0
+    assert "3 embeddings are NaN, zero, infinite or of the wrong length" in capsys.readouterr().out
+    from core.bundle import Bundle
+
+    b = Bundle.open(tmp_path / "bundle")
+    ids = list(b.catalog["object_id"])
+    assert not {"obj0003", "obj0004", "obj0009"} & set(ids) and len(ids) == len(vectors) - 3
+    row = ids.index("obj0010")
+    expected = vectors[10] / np.linalg.norm(vectors[10])
+    assert np.allclose(np.asarray(b.embeddings[row], np.float32), expected, atol=2e-3) and dim == b.embeddings.shape[1]
+
+
+BAD_EMBEDDINGS = {
+    "not an npy": lambda p: (p / "e.npy").write_bytes(b"garbage" * 10),
+    "pickled objects": lambda p: np.save(p / "e.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True),
+    "text vectors": lambda p: np.save(p / "e.npy", np.array([["x"] * 4] * 4)),
+    "complex vectors": lambda p: np.save(p / "e.npy", np.ones((4, 4), np.complex64)),
+    "no vector component": lambda p: np.save(p / "e.npy", np.zeros((4, 0), np.float32)),
+    "not a parquet": lambda p: (p / "e.parquet").write_bytes(b"PAR1garbagePAR1"),
+    "not an hdf5": lambda p: (p / "e.h5").write_bytes(b"garbage"),
+    "missing": lambda p: None,
+}
+
+
+@pytest.mark.parametrize("damage", list(BAD_EMBEDDINGS))
+def test_unusable_embeddings_are_one_message_naming_the_file(tmp_path, capsys, damage):
+    _, catalogue = clustered()
+    catalogue.to_csv(tmp_path / "cat.csv", index=False)
+    BAD_EMBEDDINGS[damage](tmp_path)
+    made = sorted(tmp_path.glob("e.*"))
+    path = made[0] if made else tmp_path / "e.npy"
+    assert build(tmp_path, path, tmp_path / "cat.csv") == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err and not (tmp_path / "bundle").exists()
+
+
+def test_positions_outside_the_sky_are_left_out_with_a_note(tmp_path, capsys):
+    vectors, catalogue = clustered()
+    catalogue.loc[:4, "RA"] = [400.0, -1.0, np.inf, 360.0, 12.0]
+    catalogue.loc[5, "DEC"] = -95.0
+    np.save(tmp_path / "e.npy", vectors)
+    catalogue.to_csv(tmp_path / "cat.csv", index=False)
+    assert build(tmp_path, tmp_path / "e.npy", tmp_path / "cat.csv") == 0
+    assert "5 matched rows have no RA/Dec in [0, 360) x [-90, 90]" in capsys.readouterr().out
