@@ -41,6 +41,7 @@ from scipy.stats import spearmanr
 from explorer import colour
 from explorer.kernels import SPREAD
 from explorer.plot import MAP_FRAME
+from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
 
 WIDTH = HEIGHT = MAP_FRAME
 
@@ -99,10 +100,13 @@ def points_of(bundle: Path, copies: int, seed: int = 0) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--bundle", type=Path)
     ap.add_argument("--out", type=Path, default=Path("/tmp/density"))
     ap.add_argument("--copies", type=int, default=500, help="jittered copies per object for the large map")
-    a = ap.parse_args(argv)
+    add_quick(ap, bundle=quick_bundle, out=scratch_dir, copies=2)
+    a = parse_quick(ap, argv)
+    if a.bundle is None:
+        ap.error("--bundle is required (or --quick)")
     a.out.mkdir(parents=True, exist_ok=True)
     for copies in (1, a.copies):
         frame = points_of(a.bundle, copies)

@@ -29,6 +29,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.quick import add_quick, parse_quick, quick_bundle
+
 MAP_W, MAP_H = 1200, 680
 TARGETS_MS = {"pan_zoom": 100.0, "hover": 5.0, "click": 50.0}
 
@@ -187,7 +189,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--map-only", action="store_true",
                    help="BUNDLE holds only catalog.parquet: measure start, map, recolour and hover lookups, no click")
-    a = p.parse_args(argv)
+    add_quick(p, bundle=lambda: str(quick_bundle()))
+    a = parse_quick(p, argv)
     bundle = Path(a.bundle)
     if a.make:
         from benchmarks.fixture_bundle import make_fixture_bundle

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from benchmarks.quick import add_quick, parse_quick
+
 MAP_W, MAP_H = 1200, 680
 
 
@@ -115,7 +117,8 @@ def main(argv=None) -> None:
     parser.add_argument("--selected", type=int, default=250_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    add_quick(parser, n=20_000, selected=5_000, repeat=1)
+    args = parse_quick(parser, argv)
     result = run(args.n, args.selected, args.repeat)
     text = json.dumps(result, indent=2)
     print(text)

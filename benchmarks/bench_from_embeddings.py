@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.quick import add_quick, parse_quick, scratch_dir
+
 ROW_GROUP = 50_000
 
 
@@ -49,7 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--dir", type=Path, default=Path("/tmp/fe1m"))
     ap.add_argument("--full", action="store_true")
-    a = ap.parse_args(argv)
+    add_quick(ap, n=2_000, dim=16, dir=scratch_dir)
+    a = parse_quick(ap, argv)
     a.dir.mkdir(parents=True, exist_ok=True)
     if not (a.dir / "emb.parquet").exists():
         t0 = time.perf_counter()

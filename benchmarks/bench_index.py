@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from core.index import KINDS, SimilaritySearch, build_index, exact_search, index_bytes, recall_at_k
+from benchmarks.quick import add_quick, parse_quick
 
 
 def time_queries(search, queries: np.ndarray, k: int = 10, warmup: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +84,8 @@ def main(argv=None):
     p.add_argument("--kinds", nargs="+", default=[k for k in KINDS if k != "flat"], choices=KINDS)
     p.add_argument("--bundle-index", action="store_true", help="measure the bundle's index.faiss, build nothing")
     p.add_argument("--json")
-    a = p.parse_args(argv)
+    add_quick(p, n=5_000, dim=32, queries=20)
+    a = parse_quick(p, argv)
     if a.bundle:
         emb = np.load(f"{a.bundle}/embeddings.npy", mmap_mode="r")
     else:

@@ -21,6 +21,7 @@ import torch
 from explorer import probes as P
 from explorer.labels import LabelStore
 from explorer.selection import lasso_select
+from benchmarks.quick import add_quick, parse_quick
 
 
 def _timed(fn, repeat: int = 3):
@@ -62,7 +63,7 @@ def clustered_embeddings(n: int, d: int, rng, n_clusters: int = 40, chunk: int =
 
 def bench_lasso(args, rng, results):
     bundle = Path("bundles/bench-1m")
-    if (bundle / "catalog.parquet").exists():
+    if (bundle / "catalog.parquet").exists() and not args.quick:
         import pandas as pd
 
         cat = pd.read_parquet(bundle / "catalog.parquet", columns=["umap_x", "umap_y"])
@@ -98,7 +99,7 @@ def bench_fit(args, rng, results):
 
 def bench_score(args, rng, results, probe):
     bundle = Path("bundles/bench-1m")
-    if (bundle / "embeddings.npy").exists() and np.load(bundle / "embeddings.npy", mmap_mode="r").shape[1] == probe.weight.shape[0]:
+    if not args.quick and (bundle / "embeddings.npy").exists() and np.load(bundle / "embeddings.npy", mmap_mode="r").shape[1] == probe.weight.shape[0]:
         emb, source = np.load(bundle / "embeddings.npy", mmap_mode="r"), str(bundle) + " (memory-mapped)"
     else:
         block = clustered_embeddings(min(args.n, 125_000), probe.weight.shape[0], rng)
@@ -121,10 +122,10 @@ def bench_score(args, rng, results, probe):
                         "note": "cost is linear in queries x labelled x dim"}
 
 
-def bench_store(results):
+def bench_store(results, n: int = 250_000):
     with tempfile.TemporaryDirectory() as tmp:
         store = LabelStore(Path(tmp) / "labels.sqlite")
-        ids = [f"OBJ{i}" for i in range(250_000)]
+        ids = [f"OBJ{i}" for i in range(n)]
         best, _, _ = _timed(lambda: store.add("big lasso", ids, author="bench", method="lasso"), repeat=1)
         small, _, _ = _timed(lambda: store.add("click", ids[:1], author="bench", method="click"), repeat=5)
         cur, _, _ = _timed(lambda: store.current(), repeat=1)
@@ -133,7 +134,7 @@ def bench_store(results):
                                   "label_counts_cached_ms": cached * 1e3}
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1_000_000, help="objects on the map and to score")
     p.add_argument("--n-train", type=int, default=100_000)
@@ -143,10 +144,13 @@ def main():
     p.add_argument("--trust-queries", type=int, default=100_000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", choices=["lasso", "fit", "score", "store"], nargs="*")
-    a = p.parse_args()
+    add_quick(p, n=20_000, n_train=2_000, dim=64, max_iter=5, trust_labels=50, trust_queries=2_000)
+    a = parse_quick(p, argv)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
-    results = {"device": str(P._device()), "torch_threads": torch.get_num_threads()}
+    from explorer.linear_fit import fit_device
+
+    results = {"device": str(fit_device()), "torch_threads": torch.get_num_threads()}
     only = set(a.only or ["lasso", "fit", "score", "store"])
     if "lasso" in only:
         bench_lasso(a, rng, results)
@@ -158,7 +162,7 @@ def main():
     if "score" in only:
         bench_score(a, rng, results, probe)
     if "store" in only:
-        bench_store(results)
+        bench_store(results, 2_000 if a.quick else 250_000)
     print(json.dumps(results, indent=2))
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.quick import add_quick, parse_quick, scratch_dir
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -192,6 +194,7 @@ def main(argv=None):
     d.add_argument("--n", type=int, default=20_000)
     d.add_argument("--out", default="bundles/bench-demo")
     d.add_argument("--fresh", action="store_true", help="delete the bundle and work folder first (cold run)")
+    add_quick(d, n=200, out=lambda: str(scratch_dir() / "demo"), fresh=True)
     f = sub.add_parser("first")
     f.add_argument("--catalog", default=str(ROOT / ".." / "shared" / "data" / "first_mirabest" / "catalog.csv"))
     f.add_argument("--out", default="bundles/mirabest")
@@ -203,7 +206,9 @@ def main(argv=None):
     s.add_argument("--n-labels", type=int, default=1000)
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    a = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    a = parse_quick(p, argv[: argv.index("--")] if "--" in argv else argv)
+    if getattr(a, "quick", False):
+        extra = [*extra, "--epochs", "1", "--batch-size", "32", "--n-neighbors", "10"]
     if a.cmd == "demo":
         result = bench_demo(a, extra)
     elif a.cmd == "first":

@@ -17,14 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quick import add_quick, parse_quick, quick_bundle
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", required=True)
+    p.add_argument("--bundle")
     p.add_argument("--held-out", type=int, default=500)
     p.add_argument("--k", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    add_quick(p, bundle=lambda: str(quick_bundle(n=1_500, dim=16)), held_out=50)
+    args = parse_quick(p, argv)
+    if args.bundle is None:
+        p.error("--bundle is required (or --quick)")
 
     from core.knowledge import knn_indices, l2_normalise
     from core.placement import place_by_neighbours

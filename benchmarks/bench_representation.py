@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.quick import add_quick, parse_quick, scratch_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 CATALOGS = {"mirabest": DATA / "first_mirabest" / "catalog.csv", "frdeep": DATA / "first_frdeep" / "catalog.csv"}
@@ -112,7 +114,10 @@ def main(argv=None) -> int:
     p.add_argument("--label", default="")
     p.add_argument("--cache", default=str(ROOT / ".bench-cache" / "first_union.npz"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "representation.jsonl"))
-    args = p.parse_args(argv)
+    p.add_argument("--limit", type=int, default=0, help="use only this many images (0: all)")
+    add_quick(p, epochs=1, width=8, untrained_seeds=1, limit=200, batch_size=64, label="quick",
+              results=lambda: str(scratch_dir() / "representation.jsonl"))
+    args = parse_quick(p, argv)
     if not all(path.is_file() for path in CATALOGS.values()):
         print(f"skip: the real FIRST samples are not at {DATA} (see README: shared data)")
         return 0
@@ -125,6 +130,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     catalog, raw = load_union(Path(args.cache))
+    if args.limit:
+        keep = np.sort(np.random.default_rng(args.seed).choice(len(raw), min(args.limit, len(raw)), replace=False))
+        catalog, raw = catalog.iloc[keep].reset_index(drop=True), raw[keep]
     survey = FIRST()
     prep = survey.fit_preprocessing(raw, bin=args.bin, crop=args.crop, stretch=args.stretch)
     normalised = survey.normalise(raw, prep)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quick import add_quick, parse_quick
+
 ROOT = Path(__file__).parents[1]
 
 
@@ -92,7 +94,8 @@ def main(argv=None) -> None:
     p.add_argument("--old-n", type=int, default=200_000, help="rows for the old in-memory path (0: skip)")
     p.add_argument("--tmp", default=None, help="scratch folder (default: a new one under /tmp)")
     p.add_argument("--child", nargs=4, metavar=("TASK", "IN", "OUT", "N"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    add_quick(p, n=5_000, dim=32, rows_per_shard=1_000, old_n=2_000)
+    args = parse_quick(p, argv)
     if args.child:
         task, folder, out, n = args.child
         print(json.dumps(child(task, Path(folder), Path(out), int(n))))
@@ -108,11 +111,11 @@ def main(argv=None) -> None:
         write_synthetic_shards(scratch / "shards", args.n, args.dim, args.rows_per_shard)
         result["write_shards_s"] = round(time.perf_counter() - t0, 1)
         merge = measure("merge", scratch / "shards", scratch / "merged.npy", args.n)
-        merge["mb_per_s"] = round(result["matrix_mb"] / merge["seconds"])
+        merge["mb_per_s"] = round(result["matrix_mb"] / max(merge["seconds"], 1e-3))
         result["merge"] = merge
         shutil.rmtree(scratch / "shards")
         copy = measure("copy", scratch / "merged.npy", scratch / "copy.npy", args.n)
-        copy["mb_per_s"] = round(result["matrix_mb"] / copy["seconds"])
+        copy["mb_per_s"] = round(result["matrix_mb"] / max(copy["seconds"], 1e-3))
         result["copy_memmap"] = copy
         for f in ("merged.npy", "copy.npy"):
             (scratch / f).unlink()
@@ -122,7 +125,7 @@ def main(argv=None) -> None:
             old["n"] = args.old_n
             old["matrix_mb"] = round(args.old_n * row_mb)
             base = result["interpreter_with_imports_rss_mb"]
-            old["rss_above_imports_per_matrix"] = round((old["peak_rss_mb"] - base) / old["matrix_mb"], 2)
+            old["rss_above_imports_per_matrix"] = round((old["peak_rss_mb"] - base) / max(old["matrix_mb"], 1), 2)
             result["old_in_memory"] = old
         print(json.dumps(result))
     finally:

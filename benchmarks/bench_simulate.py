@@ -16,6 +16,7 @@ from pathlib import Path
 
 from precompute.simulators.sim_common import default_workers
 from precompute.simulators.simulate import simulate_first, simulate_sdss
+from benchmarks.quick import add_quick, parse_quick
 
 
 def _cpu_seconds() -> float:
@@ -37,7 +38,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n-sdss", type=int, default=2000)
     ap.add_argument("--n-first", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=default_workers())
-    args = ap.parse_args(argv)
+    add_quick(ap, n_sdss=20, n_first=10, workers=1)
+    args = parse_quick(ap, argv)
     print(f"cores: {os.cpu_count()}, workers: {args.workers}, load average: {os.getloadavg()[0]:.1f}")
     for name, simulate, n, what in (("sdss", simulate_sdss, args.n_sdss, "5 x 107 x 107, HDF5 + GZ2 votes"),
                                     ("first", simulate_first, args.n_first, "150 x 150, RICE FITS per source")):

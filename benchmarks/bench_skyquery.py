@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quick import add_quick, parse_quick
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -80,7 +82,7 @@ def bench_fetch_embed() -> dict:
         q = QueryEmbedder(bundle, cache_dir=Path(tmp) / "cache")
         centre = original_centre()
         t = time.perf_counter()
-        q.embedder, q.projector  # noqa: B018  (load the encoder and reducer: once per process in the app)
+        q.embedder, q.search  # noqa: B018  (load the encoder and the search: once per process in the app)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
         result = q.from_position(centre, k=10)
@@ -92,11 +94,12 @@ def bench_fetch_embed() -> dict:
                 "requests sent": int(srv.hits[("POST", "/cgi-bin/firstcutout")])}
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1_000_000, help="catalogue size for the matching benchmark")
     p.add_argument("--no-fetch", action="store_true", help="skip the real-FIRST fetch-and-embed part")
-    a = p.parse_args()
+    add_quick(p, n=20_000)
+    a = parse_quick(p, argv)
     import torch
 
     torch.set_num_threads(1)

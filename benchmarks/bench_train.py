@@ -25,6 +25,7 @@ from models.moco import MoCo
 from models.synthetic import two_class_blobs
 from models.train import TrainConfig, train
 from core.surveys.sdss import SDSS
+from benchmarks.quick import add_quick, parse_quick
 
 
 def time_it(fn, repeats: int) -> tuple[float, float]:
@@ -71,14 +72,15 @@ def bench_train(images: np.ndarray, encoder_cfg: dict, augment, batch: int, step
     return round(history[-1]["images_per_s"]), round(steps * batch / (time.process_time() - cpu))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args()
+    add_quick(p, widths=[8], threads=[1], batch=16, steps=1)
+    args = parse_quick(p, argv)
 
     images, _ = two_class_blobs(args.batch * (args.steps + 1), size=107, channels=5, seed=0)
     augment = build_augmentations("ugriz", **SDSS().augmentation_params(images, crop=64))

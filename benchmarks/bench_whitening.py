@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from core import knowledge as kn
+from benchmarks.quick import add_quick, parse_quick, quick_bundle
 
 
 def whiten(x: np.ndarray, floor: float) -> np.ndarray:
@@ -22,13 +25,23 @@ def whiten(x: np.ndarray, floor: float) -> np.ndarray:
     return centred @ (eigvec / np.sqrt(eigval + floor * eigval.max()))
 
 
+def _quick_bundle_file(name: str) -> Path:
+    global _QUICK
+    _QUICK = globals().get("_QUICK") or quick_bundle(n=1_000, dim=16)
+    return _QUICK / name
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--column", required=True)
+    p.add_argument("--embeddings")
+    p.add_argument("--catalog")
+    p.add_argument("--column")
     p.add_argument("--n", type=int, default=3000)
-    args = p.parse_args(argv)
+    add_quick(p, embeddings=lambda: str(_quick_bundle_file("embeddings.npy")),
+              catalog=lambda: str(_quick_bundle_file("catalog.parquet")), column="morph_class", n=500)
+    args = parse_quick(p, argv)
+    if not (args.embeddings and args.catalog and args.column):
+        p.error("--embeddings, --catalog and --column are required (or --quick)")
     emb = np.load(args.embeddings).astype(np.float32)
     labels = pd.read_parquet(args.catalog)[args.column].astype(str).to_numpy()
     rows = np.sort(np.random.default_rng(0).choice(len(emb), min(args.n, len(emb)), replace=False))

@@ -14,13 +14,13 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.quick import add_quick, parse_quick, quick_bundle
 from benchmarks.run import REPO, _free_port
 
 APP = '''
@@ -59,8 +59,9 @@ def one_start(bundle: Path, timeout_s: float = 600) -> list[tuple[float, str]]:
         app.write_text(APP)
         t0 = time.time()
         env = dict(os.environ, COLD_START_T0=repr(t0))
-        cmd = [str(Path(sys.executable).parent / "panel"), "serve", str(app), "--port", str(port), "--address",
-               "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle)]
+        from explorer.serve import serve_command
+
+        cmd = serve_command(bundle, port, app=app)
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
         def collect():
@@ -91,7 +92,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", default="bundles/bench-1m")
     p.add_argument("--runs", type=int, default=2)
-    a = p.parse_args(argv)
+    add_quick(p, bundle=lambda: str(quick_bundle()), runs=1)
+    a = parse_quick(p, argv)
     totals = []
     for run in range(a.runs):
         load = os.getloadavg()[0]

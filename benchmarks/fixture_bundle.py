@@ -130,13 +130,16 @@ def make_fixture_bundle(out, n: int = 10_000, dim: int = 128, n_clusters: int = 
                         index=index)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=2048)
     p.add_argument("--out", default="bundles/bench")
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    from benchmarks.quick import add_quick, parse_quick, scratch_dir
+
+    add_quick(p, n=1_000, dim=16, out=lambda: str(scratch_dir() / "bundle"))
+    a = parse_quick(p, argv)
     t = time.perf_counter()
     make_fixture_bundle(a.out, n=a.n, dim=a.dim, seed=a.seed)
     print(f"wrote {a.out}: {a.n} objects x {a.dim} in {time.perf_counter() - t:.1f} s")

@@ -229,8 +229,9 @@ def bench_cold_start(path: Path, timeout_s: float = 600) -> dict:
     import psutil
 
     port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "panel"), "serve", "explorer", "--port", str(port), "--address",
-           "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(path)]
+    from explorer.serve import serve_command
+
+    cmd = serve_command(path, port)
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -23,15 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "sky-search")
 
 
 def start_server(bundle: Path, port: int, log: Path) -> subprocess.Popen:
-    panel = Path(sys.executable).with_name("panel")
-    cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle),
-           "--labels", str(log.with_name("screenshot-labels.sqlite"))]
+    from explorer.serve import serve_command
+
+    cmd = serve_command(bundle, port, args=["--labels", log.with_name("screenshot-labels.sqlite")])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -216,12 +216,16 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--bundle")
+    p.add_argument("--out")
     p.add_argument("--sizes", nargs="+", default=["1600x1000", "1280x720"])
     p.add_argument("--only", nargs="+", choices=STATES, default=list(STATES))
     p.add_argument("--port", type=int, default=5099)
-    args = p.parse_args(argv)
+    add_quick(p, bundle=lambda: str(quick_bundle()), out=lambda: str(scratch_dir()), sizes=["1280x720"],
+              only=["first-load"])
+    args = parse_quick(p, argv)
+    if not (args.bundle and args.out):
+        p.error("--bundle and --out are required (or --quick)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     proc = start_server(Path(args.bundle).resolve(), args.port, out / "panel-serve.log")

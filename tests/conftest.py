@@ -192,10 +192,9 @@ def start_explorer_server(bundle: Path | str, workdir: Path, timeout: float = 90
     ``serve_args`` are ``panel serve`` options (e.g. ``--unused-session-lifetime 2000``), placed before ``--args``."""
     port = free_port()
     log_path = Path(workdir) / f"panel-serve-{port}.log"
-    panel = Path(sys.executable).with_name("panel")
-    cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--allow-websocket-origin", f"localhost:{port}",
-           "--auth-module", str(REPO / "explorer" / "visitors.py"), *map(str, serve_args), "--args", "--bundle", str(bundle), *map(str, extra_args)]
+    from explorer.serve import serve_command
+
+    cmd = serve_command(bundle, port, args=extra_args, serve_args=serve_args)
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", BOKEH_LOG_LEVEL="info", **(env or {}))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=full_env)

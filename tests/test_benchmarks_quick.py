@@ -105,3 +105,47 @@ def test_bundle_catalogue_repartitions_into_map_points(tmp_path):
     assert back["redshift"].isna().sum() == cat["redshift"].isna().sum()  # nulls stay nulls
     with pytest.raises(ValueError, match="no columns"):
         catalog_to_points_parquet(tmp_path / "catalog.parquet", tmp_path / "p2", columns=["umap_z"])
+
+
+# ------------------------------------------------------------------------------------------------ every script, tiny
+QUICK_RUNS = {   # module -> the arguments of its --quick run (benchmarks.run has its own test above)
+    "bench_density_render": [], "bench_explorer": [], "bench_explorer_layers": [], "bench_from_embeddings": [],
+    "bench_index": [], "bench_labels_probes": [], "bench_placement": [], "bench_representation": [],
+    "bench_shards": [], "bench_simulate": [], "bench_skyquery": [], "bench_train": [], "bench_whitening": [],
+    "cold_start_breakdown": [], "fixture_bundle": [], "screenshots": [], "scale.dask_render": [],
+    "scale.explorer_dask": [["build"], ["measure"]], "bench_pipeline": [["demo"]],
+}
+
+
+def benchmark_scripts() -> set[str]:
+    """Every module under benchmarks/ that runs as a script."""
+    root = REPO / "benchmarks"
+    return {str(p.relative_to(root).with_suffix("")).replace("/", ".") for p in root.rglob("*.py")
+            if 'if __name__ == "__main__"' in p.read_text()} - {"run"}
+
+
+def test_every_benchmark_script_has_a_quick_run_listed():
+    assert benchmark_scripts() == set(QUICK_RUNS), "add the new script's --quick run to QUICK_RUNS"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_benchmark_script_runs_in_its_quick_mode(tmp_path):
+    """Each script end to end at a tiny size (two at a time: the box has two cores), so none rots unnoticed: two
+    crashed on main for weeks (a removed helper, a removed attribute)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [(m, args) for m, variants in QUICK_RUNS.items() for args in (variants or [[]])]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+
+    def run(item):
+        module, args = item
+        proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args, "--quick"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=400)
+        return module, args, proc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        failed = [f"benchmarks.{m} {' '.join(a)} --quick exited {p.returncode}:\n{(p.stdout + p.stderr)[-1500:]}"
+                  for m, a, p in pool.map(run, runs) if p.returncode != 0]
+    assert not failed, "\n\n".join(failed)

@@ -21,6 +21,7 @@ import pandas as pd
 from benchmarks.run import finish, median_ms
 from benchmarks.scale.dask_points import points_extent, render_points
 from core.points import load_points_dask, write_points_parquet
+from benchmarks.quick import add_quick, parse_quick, scratch_dir
 
 
 def synthetic_points(n: int, partition_rows: int = 1_000_000, n_clusters: int = 60, seed: int = 0):
@@ -54,7 +55,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-pandas", action="store_true")
     p.add_argument("--json")
-    a = p.parse_args(argv)
+    add_quick(p, n=20_000, out=lambda: str(scratch_dir()), partition_rows=5_000, repeats=1)
+    a = parse_quick(p, argv)
     folder = Path(a.out) / "points"
     res = {"n": a.n, "partition_rows": a.partition_rows, "scheduler": "dask threads (local)"}
     if not folder.exists() or sum(1 for _ in folder.glob("*.parquet")) * a.partition_rows < a.n:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.run import finish, median_ms
+from benchmarks.quick import add_quick, parse_quick, scratch_dir
 
 COLOURS = ("density", "redshift", "morph_class")
 
@@ -123,9 +124,9 @@ def serve_cold_start(bundle: Path, engine: str, timeout: float = 900.0) -> dict:
     from tests.conftest import free_port
 
     port = free_port()
-    panel = Path(sys.executable).with_name("panel")
-    cmd = [str(panel), "serve", "explorer", "--port", str(port), "--address", "127.0.0.1",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--args", "--bundle", str(bundle), "--map-engine", engine]
+    from explorer.serve import serve_command
+
+    cmd = serve_command(bundle, port, args=["--map-engine", engine])
     log = open(Path(bundle).parent / f".serve-{engine}-{port}.log", "wb")
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -236,6 +237,12 @@ def cmd_measure(a) -> dict:
     return res
 
 
+def _quick_scale_bundle() -> str:
+    out = scratch_dir() / "bundle"
+    cmd_build(argparse.Namespace(n=5_000, dim=16, thumb_px=16, rows_per_partition=1_000, out=str(out)))
+    return str(out)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -253,7 +260,9 @@ def main(argv=None):
     m.add_argument("--breakdown", action="store_true", help="also RSS after each start-up step and page part")
     for sp in (b, m):
         sp.add_argument("--json")
-    a = p.parse_args(argv)
+    add_quick(b, n=5_000, rows_per_partition=1_000, out=lambda: str(scratch_dir() / "bundle"))
+    add_quick(m, bundle=lambda: _quick_scale_bundle(), repeats=1, no_serve=True)
+    a = parse_quick(p, argv)
     return finish(cmd_build(a) if a.cmd == "build" else cmd_measure(a), a.json)
 
 
