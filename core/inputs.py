@@ -27,7 +27,7 @@ def read_catalog_csv(path: str | Path, required: tuple[str, ...], what: str = "c
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot be read as CSV ({str(e).splitlines()[0]}); check the file") from None
+        raise InputError(f"{path}: cannot be read as CSV ({' '.join(str(e).split())}); check the file") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"{path}: {what} lacks required column(s) {missing} (it has {list(df.columns)[:20]}); "

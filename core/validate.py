@@ -95,7 +95,7 @@ def _check_thumbnails(path: Path, man: dict, n: int, hash_blob: bool = True) -> 
     try:
         offsets = np.load(offsets_path, mmap_mode="r", allow_pickle=False)
     except Exception as e:   # not an .npy at all, or a pickled object array
-        fail(offsets_path, f"cannot be read as a plain .npy array ({str(e).splitlines()[0][:120]})")
+        fail(offsets_path, f"cannot be read as a plain .npy array ({' '.join(str(e).split())[:120]})")
     if offsets.dtype.kind not in "iu":
         fail(offsets_path, f"must hold integer byte offsets, not {offsets.dtype}")
     if offsets.shape != (n + 1,):
@@ -222,7 +222,7 @@ def _read_index(idx_path: Path, n: int, d: int):
     try:
         idx = faiss.read_index(str(idx_path))
     except Exception as e:
-        fail(idx_path, f"cannot be read by faiss ({str(e).splitlines()[0][:200]})")
+        fail(idx_path, f"cannot be read by faiss ({' '.join(str(e).split())[:200]})")
     if idx.ntotal != n or idx.d != d:
         fail(idx_path, f"holds {idx.ntotal} vectors of dim {idx.d}, expected {n} of dim {d}")
     return idx

@@ -174,6 +174,11 @@ def match_rows(table: Table, catalog: pd.DataFrame, *, by: str = "object_id", ra
         ra = np.asarray(table[_find_column(table, RA_NAMES, path, "RA")], dtype=np.float64)
         dec = np.asarray(table[_find_column(table, DEC_NAMES, path, "Dec")], dtype=np.float64)
         radius = u.Quantity(radius, u.arcsec)
+        off_sky = ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90))
+        if off_sky.any():
+            first = int(np.flatnonzero(off_sky)[0])
+            raise ExportError(f"{path}: {int(off_sky.sum()):,} rows have no position on the sky (first: row {first}, "
+                              f"RA {ra[first]}, Dec {dec[first]}); positions are RA, Dec in degrees, Dec within ±90")
         theirs = SkyCoord(ra * u.deg, dec * u.deg, frame="icrs")
         ours = SkyCoord(catalog["ra"].to_numpy() * u.deg, catalog["dec"].to_numpy() * u.deg, frame="icrs")
         idx, sep, _ = theirs.match_to_catalog_sky(ours)

@@ -121,8 +121,8 @@ class QueryEmbedder:
         cut out around ``coord`` (default: the image centre) on the bundle's grid."""
         if isinstance(content, (str, Path)):
             name, content = str(content), Path(content).read_bytes()
+        planes, header = _read_planes(content, name)   # the file first: a bad one is refused whatever the bundle
         size, scale, n_bands = self.grid
-        planes, header = _read_planes(content, name)
         if len(planes) != n_bands:
             raise QueryError(f"{name} has {len(planes)} image plane(s) but this bundle's images have {n_bands} "
                              f"band(s) ({', '.join(self.bundle.manifest.get('bands', []))}); upload one plane per "
@@ -200,7 +200,12 @@ def _read_planes(content: bytes, name: str) -> tuple[list[np.ndarray], fits.Head
             header = services.without_commentary(hdu.header)
     except (OSError, ValueError, TypeError) as e:
         raise QueryError(f"{name} is truncated or corrupt ({e}).") from e
-    if not WCS(header).has_celestial:
+    try:
+        celestial = WCS(header).has_celestial
+    except Exception as e:   # wcslib rejects the keywords (an unknown projection code, inconsistent axes)
+        raise QueryError(f"{name} has a WCS that cannot be read ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:160]}); upload a FITS file with a valid WCS.") from e
+    if not celestial:
         raise QueryError(f"{name} has no celestial WCS (CTYPE/CRVAL/CDELT), so its position is unknown; "
                          "upload a FITS file with a WCS.")
     data = data.reshape((-1,) + data.shape[-2:])  # degenerate radio axes and band cubes alike -> (C, H, W)

@@ -141,7 +141,7 @@ def read_checkpoint(path: str | Path) -> dict:
         obj = load_tensors(path)
     except Exception as e:   # pickled code, a truncated file, not a torch file at all
         raise CheckpointError(
-            f"{path} cannot be read as plain tensors ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            f"{path} cannot be read as plain tensors ({type(e).__name__}: {' '.join(str(e).split())[:200]}). "
             "Only weights are loaded, never pickled code: save the encoder's state_dict alone, e.g. "
             "torch.save(model.encoder.state_dict(), 'encoder.pt').") from e
     if not isinstance(obj, dict):

@@ -177,7 +177,7 @@ def load_checkpoint(path: Path, run_key: dict) -> dict:
     try:   # tensors and plain containers only: a checkpoint file never runs code
         state = load_tensors(path)
     except Exception as e:
-        raise ValueError(f"checkpoint {path} cannot be read as plain tensors ({str(e).splitlines()[0][:160]}); "
+        raise ValueError(f"checkpoint {path} cannot be read as plain tensors ({' '.join(str(e).split())[:160]}); "
                          f"delete it to train from the start") from e
     if state.get("run_key") != run_key:
         raise ValueError(f"checkpoint {path} is from a different run ({state.get('run_key')}, now {run_key}); "

@@ -74,14 +74,17 @@ def project(embeddings: np.ndarray, folder: str | Path, pca_dim: int = 50, n_nei
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pca, reduced = reduce_with_pca(embeddings, pca_dim, seed)
+    sample = np.round(reduced[:10_000], 5)
+    if len(reduced) > 2 and len(np.unique(sample, axis=0)) < 3:   # UMAP spends minutes on this, then fails
+        from core.contract import BundleError
+
+        raise BundleError(f"the embeddings hold fewer than 3 distinct vectors among their first {len(sample):,} rows: "
+                          "there is nothing to map (check that they are not one vector repeated)")
     _, coords = fit_umap(reduced, n_neighbors, min_dist, metric, seed)
     if not np.isfinite(coords).all():
         from core.contract import BundleError
 
-        distinct = len(np.unique(np.round(reduced[:10_000], 5), axis=0))
-        raise BundleError(f"UMAP produced non-finite map positions: the embeddings have {distinct} distinct vectors "
-                          f"among their first {min(len(reduced), 10_000):,} rows; a map needs vectors that differ "
-                          "(check that the embeddings are not one vector repeated)")
+        raise BundleError("UMAP produced non-finite map positions; check the embeddings for near-duplicate vectors")
     params = {"pca_dim": int(pca.n_components_), "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
               "pca_fit_rows": int(min(len(reduced), PCA_FIT_ROWS)),
               "n_neighbors": int(min(n_neighbors, len(reduced) - 1)), "min_dist": min_dist, "metric": metric,

@@ -137,7 +137,11 @@ def resample_to_grid(data: np.ndarray, header: fits.Header, target: WCS, what: s
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        source = WCS(header).celestial
+        try:
+            source = WCS(header).celestial
+        except Exception as e:   # wcslib rejects the keywords (an unknown projection code, inconsistent axes)
+            raise FetchError(f"{what} has a WCS that cannot be read ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:160]}); cannot place it on the sky.") from e
     if not source.has_celestial or source.naxis != 2:
         raise FetchError(f"{what} returned a FITS image without a celestial WCS; cannot place it on the sky.")
     size = target.pixel_shape[0]

@@ -61,3 +61,14 @@ def test_the_upload_path_says_it_in_one_message(tmp_path):
     content = fits_bytes([fits.PrimaryHDU(np.zeros((4, 4), np.float32), cutout_header(B_ORDER=50))])
     with pytest.raises(QueryError, match="upload.fits asks for a WCS distortion of order 50"):
         _read_planes(content, "upload.fits")
+
+
+def test_a_wcs_that_wcslib_rejects_is_one_message():
+    """Found by benchmarks/probe_bad_input.py: one flipped byte in CTYPE1 ('RA---TAN' -> an unknown projection)
+    made astropy.wcs raise InconsistentAxisTypesError through the upload."""
+    from explorer.query_embed import QueryError, _read_planes
+
+    content = fits_bytes([fits.PrimaryHDU(np.zeros((4, 4), np.float32), cutout_header())])
+    broken = content.replace(b"'RA---TAN'", b"'RA---T" + bytes([ord("A") ^ 0xFF]) + b"N'", 1)
+    with pytest.raises(QueryError, match="upload.fits has a WCS that cannot be read"):
+        _read_planes(broken, "upload.fits")

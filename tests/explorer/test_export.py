@@ -164,3 +164,11 @@ def test_label_names_are_capped(tmp_path):
     store = LabelStore(tmp_path / "l.sqlite")
     with pytest.raises(ValueError, match="characters long"):
         store.add("x" * 1_000_000, ["1"], author="me", method="click")
+
+
+def test_a_sky_import_with_positions_off_the_sky_is_one_message(tmp_path, catalog):
+    """Found by benchmarks/probe_bad_input.py: Dec -100 raised astropy's ValueError through the import."""
+    src = tmp_path / "off.csv"
+    Table({"ra": [10.0, 400.0], "dec": [-100.0, 5.0], "label": ["a", "b"]}).write(src)
+    with pytest.raises(X.ExportError, match=r"off.csv: 1 rows have no position on the sky \(first: row 0"):
+        X.import_labels(LabelStore(tmp_path / "l.sqlite"), catalog, src, author="imp", by="sky")

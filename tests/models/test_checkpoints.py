@@ -202,3 +202,12 @@ def test_a_checkpoint_that_expands_far_beyond_its_size_is_refused_before_loading
 
     with pytest.raises(CheckpointError, match="bomb.pt"):
         read_checkpoint(bomb)
+
+
+def test_an_empty_checkpoint_file_is_one_message(tmp_path):
+    """Found by benchmarks/probe_bad_input.py: torch's EOFError has no text, and taking its first line raised."""
+    from models.checkpoints import CheckpointError, read_checkpoint
+
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt cannot be read as plain tensors"):
+        read_checkpoint(tmp_path / "empty.pt")
