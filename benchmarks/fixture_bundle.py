@@ -130,6 +130,22 @@ def make_fixture_bundle(out, n: int = 10_000, dim: int = 128, n_clusters: int = 
                         index=index)
 
 
+def copy_bundle(src: Path, dst: Path, sealed: bool = True) -> Path:
+    """A fresh copy of the bundle ``src`` at ``dst`` (replacing what is there), to damage in a test or a probe;
+    ``sealed=False`` drops the manifest's inventory of sizes and hashes (a bundle from before it, or one re-sealed
+    by whoever changed it), so that the checks behind the hashes are exercised too."""
+    import json
+    import shutil
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    if not sealed:
+        man = json.loads((dst / "manifest.json").read_text())
+        man.pop("files", None)
+        (dst / "manifest.json").write_text(json.dumps(man))
+    return dst
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=1_000_000)

@@ -107,14 +107,9 @@ def opened_or_refused(bundle: Path, original: pd.DataFrame | None = None) -> str
 
 
 def fresh_copy(src: Path, work: Path, sealed: bool = True) -> Path:
-    dst = work / "b"
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
-    if not sealed:
-        man = json.loads((dst / "manifest.json").read_text())
-        man.pop("files", None)
-        (dst / "manifest.json").write_text(json.dumps(man))
-    return dst
+    from benchmarks.fixture_bundle import copy_bundle
+
+    return copy_bundle(src, work / "b", sealed)
 
 
 def probe_catalogue_flips(probe: Probe, base: Path, work: Path, n_flips: int) -> None:

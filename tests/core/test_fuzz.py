@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import string
 import time
 from pathlib import Path
@@ -54,16 +53,9 @@ def tiny_bundle(tmp_path_factory):
 
 
 def corrupt_copy(src: Path, dst: Path, sealed: bool = True) -> Path:
-    """A copy of ``src`` to damage; ``sealed=False`` drops the manifest's inventory of sizes and hashes (a bundle
-    from before it, or one whose damager re-sealed it), so that the checks behind the hashes are fuzzed too."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    if not sealed:
-        man = json.loads((dst / "manifest.json").read_text())
-        man.pop("files", None)
-        (dst / "manifest.json").write_text(json.dumps(man))
-    return dst
+    from benchmarks.fixture_bundle import copy_bundle
+
+    return copy_bundle(src, dst, sealed)
 
 
 @settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
