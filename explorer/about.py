@@ -81,7 +81,8 @@ def build_about_section(data, state):
     try:
         report = data.report
     except ValueError as e:   # validation already checked it; a file changed since gives this, not a blank page
-        return pn.pane.HTML(html("<div class='alert alert-warning'>report.json could not be read: {}</div>", e))
+        return pn.pane.HTML(html("<div style='background:#fff4e5;color:#663c00;border-radius:4px;padding:6px 8px'>"
+                                 "report.json could not be read: {}</div>", e))
     pn.extension(raw_css=[CSS])
     ok = report["summary"].get("beats_untrained") if report else None
     card = pn.pane.HTML(about_html(report), sizing_mode="stretch_width", css_classes=["about-embedding"])

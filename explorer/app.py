@@ -169,7 +169,8 @@ def build_error_page(path: Path, message: str, fix: str = MAKE_ONE):
     """What a visitor sees when the bundle cannot be used: the reason and the command that makes one (``fix``)."""
     pn.extension(raw_css=[CSS])
     body = pn.pane.HTML(
-        html("<div class='alert alert-danger'><h3>No usable bundle</h3><p>The explorer could not open the bundle at "
+        html("<div style='background:#fdecea;color:#7a1c12;border:1px solid #f1b0ab;border-radius:4px;"
+             "padding:4px 16px'><h3>No usable bundle</h3><p>The explorer could not open the bundle at "
              "<code>{}</code>:</p><blockquote>{}</blockquote><p>Make one with:</p><pre>{}</pre><p>or point the app at "
              "another bundle: <code>panel serve explorer --args --bundle DIR</code> (or set "
              "<code>EXPLORER_BUNDLE=DIR</code>).</p></div>", path, message, fix),
