@@ -65,9 +65,21 @@ def read_catalogue(path: Path, columns=None):
         table = pq.read_table(path, columns=None if columns is None else list(columns),
                               page_checksum_verification=True)
         table.validate(full=True)   # string columns: invalid UTF-8 is found here, not in a later astype(str)
-        return table.to_pandas()
+        return _bytes_as_text(table).to_pandas()
     except Exception as e:   # pyarrow raises OSError, ArrowInvalid, ArrowException... for damaged files
         fail(path, f"cannot be read ({str(e)[:300]})")
+
+
+def _bytes_as_text(table):
+    """Raw-bytes columns (FITS-born catalogues have them) as text, undecodable bytes replaced: the page shows and
+    groups them as text."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            text = [None if v is None else v.decode("utf-8", "replace") for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field.name, pa.array(text, pa.string()))
+    return table
 
 
 def l2_normalise(x: np.ndarray, dtype=np.float16) -> np.ndarray:

@@ -327,3 +327,27 @@ def test_a_checkpoint_that_would_expand_in_memory_fails_validation(pristine, tmp
     (bundle / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(BundleError, match="weights.pt: would expand from"):
         validate_bundle(bundle)
+
+
+def test_a_raw_bytes_column_reaches_the_page_as_text(pristine, tmp_path):
+    """A categorical colour column of raw bytes that are not UTF-8 (a FITS-born catalogue) raised
+    UnicodeDecodeError while the page was built; it is read as text, undecodable bytes replaced."""
+    from core.contract import write_catalogue
+    from explorer.app import create_page
+    from explorer.data import clear_cache
+
+    bundle = Path(shutil.copytree(pristine, tmp_path / "bundle"))
+    cat = pd.read_parquet(bundle / "catalog.parquet")
+    cat["flag"] = [b"\xff\x00" if i % 2 else b"ok" for i in range(len(cat))]
+    write_catalogue(cat, bundle / "catalog.parquet")
+    man = json.loads((bundle / "manifest.json").read_text())
+    man["colour_by"]["flag"] = {"title": "Flag", "kind": "categorical"}
+    (bundle / "manifest.json").write_text(json.dumps(man))
+    validate_bundle(bundle)
+    clear_cache()
+    page = create_page(["--bundle", str(bundle)])
+    assert "bundle-error" not in page.main[0].css_classes
+    page.explorer_state.colour_by = "flag"
+    page.explorer_view.render()
+    assert set(page.explorer_view.data.catalog["flag"]) == {"ok", "\ufffd\x00"}
+    clear_cache()
