@@ -4,6 +4,9 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 BUNDLE  ?= bundles/demo
 PORT    ?= 5006
+# UTF-8 whatever the locale: astropy switches the process locale to "C" while it parses times, from any thread, and
+# an open() without an encoding in another thread then reads and writes ASCII (seen as a flaky test on clean clones).
+export PYTHONUTF8 = 1
 
 .PHONY: venv demo bundle serve test fuzz browser-deps clean
 

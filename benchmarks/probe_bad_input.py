@@ -198,6 +198,35 @@ def probe_report(probe: Probe, base: Path, work: Path) -> None:
         probe.run("report.json", name, write)
 
 
+def probe_compare(probe: Probe, base: Path, work: Path, n_flips: int) -> None:
+    """The compare page (``--compare B``) with a damaged B: its catalogue flipped, its report malformed."""
+    size = (base / "catalog.parquet").stat().st_size
+    for at in np.linspace(0, size - 1, n_flips).astype(int):
+        def flip(at=at):
+            b = fresh_copy(base, work, sealed=False)
+            data = bytearray((b / "catalog.parquet").read_bytes())
+            data[at] ^= 0xFF
+            (b / "catalog.parquet").write_bytes(bytes(data))
+            return page_builds(base, "--compare", b)
+        probe.run("--compare with a damaged bundle", f"catalogue byte {at}", flip)
+    for name, content in {"report not JSON": "{", "report n_splits markup": json.dumps({**good_report(),
+                          "n_splits": PAYLOAD}), "report title markup": json.dumps({**good_report(), "tasks": [
+                          {**good_report()["tasks"][0], "title": PAYLOAD}]})}.items():
+        def report(content=content):
+            b = fresh_copy(base, work, sealed=False)
+            (b / "report.json").write_text(content)
+            from explorer.about import comparison_html
+            from core.contract import read_report
+
+            outcome = page_builds(base, "--compare", b)
+            try:
+                r = read_report(b / "report.json")
+            except ValueError:
+                return outcome
+            return "silently accepted" if "<img src=x" in comparison_html(r, r, "A", "B") else outcome
+        probe.run("--compare with a damaged bundle", name, report)
+
+
 def probe_points(probe: Probe, base: Path, work: Path) -> None:
     from core.points import write_points
 
@@ -544,13 +573,14 @@ def main(argv=None) -> int:
     base = make_fixture_bundle(work / "base", n=2000, dim=16, n_clusters=8)
     probe = Probe(a.slow)
     steps = [lambda: probe_catalogue_flips(probe, base, work, a.flips), lambda: probe_manifest(probe, base, work),
-             lambda: probe_report(probe, base, work), lambda: probe_points(probe, base, work),
+             lambda: probe_report(probe, base, work), lambda: probe_compare(probe, base, work, max(a.flips // 5, 2)),
+             lambda: probe_points(probe, base, work),
              lambda: probe_links(probe, base, work), lambda: probe_fits(probe),
              lambda: probe_checkpoints(probe, work), lambda: probe_imports(probe, base, work),
              lambda: probe_label_stores(probe, base, work), lambda: probe_from_embeddings(probe, work),
              lambda: probe_markup(probe, base, work), lambda: probe_sky_text(probe)]
     if a.quick:
-        steps = steps[:1] + steps[4:6]
+        steps = steps[:1] + steps[5:7]
     for step in steps:
         step()
     print(probe.table())

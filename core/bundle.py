@@ -44,7 +44,7 @@ class Bundle:
         """The bundle at ``path``, checked first (``checked_bundle``; options as ``validate_bundle``'s)."""
         path = Path(path)
         if not validate:
-            return cls(path=path, manifest=json.loads((path / "manifest.json").read_text()))
+            return cls(path=path, manifest=json.loads((path / "manifest.json").read_text(encoding="utf-8")))
         manifest, index, catalog = checked_bundle(path, check_norms_rows, hash_large_files)
         return cls(path=path, manifest=manifest, loaded_index=index, loaded_catalog=catalog)
 

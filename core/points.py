@@ -53,7 +53,7 @@ def points_command(bundle: str | Path) -> str:
 # ------------------------------------------------------------------------------------------------ writing
 def colour_columns(bundle_path: Path) -> tuple[pd.DataFrame, dict]:
     """The map columns of the catalogue (x, y, float32 colour values) and their metadata, as the explorer makes them."""
-    manifest = json.loads((bundle_path / "manifest.json").read_text())
+    manifest = json.loads((bundle_path / "manifest.json").read_text(encoding="utf-8"))
     wanted = [c for c in manifest.get("colour_by", {}) if c != colour.DENSITY]
     import pyarrow.parquet as pq
 
@@ -78,7 +78,7 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -
     bundle_path = Path(bundle_path)
     if rows_per_partition < 1:
         raise ValueError("rows_per_partition must be at least 1")
-    manifest = json.loads((bundle_path / "manifest.json").read_text())
+    manifest = json.loads((bundle_path / "manifest.json").read_text(encoding="utf-8"))
     frame, columns = colour_columns(bundle_path)
     n = len(frame)
     if n != int(manifest["n_objects"]):

@@ -38,7 +38,7 @@ def load_encoder(folder) -> tuple[nn.Module, dict]:
     for path in (weights, config_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: {folder} is not an encoder folder written by save_encoder")
-    config = json.loads(config_path.read_text())
+    config = json.loads(config_path.read_text(encoding="utf-8"))
     state = load_tensors(weights)
     if config.get("stem") == "hayat" and state.get("conv1.weight", torch.zeros(1, 1, 7, 7)).shape[-1] == 3:
         config = {**config, "stem": "compact"}   # saved before "hayat" became the paper's 7x7/1 stem

@@ -154,7 +154,9 @@ def test_first_catalogue_reader_on_random_rows(tmp_path, rows):
     from core.surveys.first import FIRST
 
     path = tmp_path / "catalog.csv"
-    with open(path, "w", newline="") as f:
+    # an explicit encoding: astropy switches the process locale to "C" while it parses times, from any thread (a
+    # page's warm-up left running by an earlier test), and open() then wrote ASCII: flaky on 3 of 10 clean clones
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file", "ra", "dec"])
         w.writerows(rows)
