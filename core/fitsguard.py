@@ -67,7 +67,8 @@ def _data_bytes(values: dict) -> int:
     n = 1
     for i in range(1, naxis + 1):
         n *= max(0, values.get(b"NAXIS%d" % i, 0))
-    return abs(values.get(b"BITPIX", 8)) // 8 * max(1, values.get(b"GCOUNT", 1)) * (max(0, values.get(b"PCOUNT", 0)) + n)
+    per_value = abs(values.get(b"BITPIX", 8)) // 8
+    return per_value * max(1, values.get(b"GCOUNT", 1)) * (max(0, values.get(b"PCOUNT", 0)) + n)
 
 
 def _padded(n: int) -> int:

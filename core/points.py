@@ -93,7 +93,8 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -
             raise BundleError(f"{tmp}: wrote {written} rows, expected {n}")
         from core.contract import sha256_of
 
-        parts = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in sorted(tmp.glob("part-*.parquet"))}
+        parts = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
+                 for p in sorted(tmp.glob("part-*.parquet"))}
         meta = {"format": POINTS_FORMAT, "n_rows": n, "rows_per_partition": rows_per_partition,
                 "bundle_created": manifest.get("created"), "xy": list(XY_COLUMNS), "columns": columns,
                 "parts": parts}

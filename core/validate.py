@@ -1,5 +1,5 @@
 """Checking a bundle against the contract (``core.contract``): every problem is one BundleError naming the file and
-what to do; a bundle that passes comes back with what the checks read (its manifest and similarity index)."""
+what to do; a bundle that passes comes back with what the checks read (its manifest, similarity index and catalogue)."""
 from __future__ import annotations
 
 import json
@@ -115,7 +115,7 @@ def validate_bundle(path: str | Path, check_norms_rows: int = 100_000, hash_larg
 
 
 def checked_bundle(path: str | Path, check_norms_rows: int = 100_000, hash_large_files: bool = True) -> tuple:
-    """(manifest, faiss index, catalogue) of a bundle that passes every check of contract version 1; BundleError otherwise.
+    """(manifest, faiss index, catalogue) of a bundle passing every check of contract version 1; BundleError otherwise.
 
     Every structural check (files, manifest, shapes, dtypes, row counts, catalogue columns, thumbnails, index size)
     always runs in full; ``check_norms_rows`` is how many evenly spread embedding rows are checked to be finite and
