@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
+from benchmarks.run import median_ms
 
 
 def linked_copy_without_inventory(bundle: Path, out: Path) -> Path:
@@ -35,12 +34,7 @@ def linked_copy_without_inventory(bundle: Path, out: Path) -> Path:
 
 
 def median_s(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(statistics.median(times), 2)
+    return round(median_ms(fn, repeats, warmup=0) / 1000, 2)
 
 
 def main(argv=None) -> int:

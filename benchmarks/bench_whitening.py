@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from pathlib import Path
 
@@ -25,10 +26,13 @@ def whiten(x: np.ndarray, floor: float) -> np.ndarray:
     return centred @ (eigvec / np.sqrt(eigval + floor * eigval.max()))
 
 
+@functools.cache
+def _quick_bundle() -> Path:
+    return quick_bundle(n=1_000, dim=16)
+
+
 def _quick_bundle_file(name: str) -> Path:
-    global _QUICK
-    _QUICK = globals().get("_QUICK") or quick_bundle(n=1_000, dim=16)
-    return _QUICK / name
+    return _quick_bundle() / name
 
 
 def main(argv=None) -> int:

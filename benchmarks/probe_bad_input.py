@@ -361,7 +361,7 @@ def probe_checkpoints(probe: Probe, work: Path) -> None:
             return (os.system, ("touch " + str(work / "pwned"),))
 
     evil = work / "evil.pt"
-    torch.save({"w": Evil()}, evil) if False else evil.write_bytes(pickle.dumps({"w": Evil()}))
+    evil.write_bytes(pickle.dumps({"w": Evil()}))   # the attack: code in a pickle; written here, never loaded
     files = {"deflate bomb": bomb, "pickled code": evil, "truncated": plain, "garbage": work / "garbage.pt",
              "a list": work / "list.pt", "empty": work / "empty.pt"}
     (work / "garbage.pt").write_bytes(b"garbage" * 50)
