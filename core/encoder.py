@@ -24,7 +24,7 @@ def load_embedder(encoder_dir: str | Path, device=None, batch_size: int = 256,
     survey = get_survey(config["survey"])
     params = config["preprocessing"]
     expected = (len(config.get("bands", survey.bands)), config.get("cutout_size", survey.cutout_size))
-    views, centre = config.get("views", "identity"), config.get("centre")
+    views, centre, whiten = config.get("views", "identity"), config.get("centre"), config.get("whiten")
 
     def embedder(raw_images: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw_images) if not isinstance(raw_images, np.memmap) else raw_images
@@ -34,7 +34,7 @@ def load_embedder(encoder_dir: str | Path, device=None, batch_size: int = 256,
             raise ValueError(f"images have shape {raw.shape}; this encoder ({encoder_dir}) expects "
                              f"(N, {expected[0]}, {expected[1]}, {expected[1]}) raw {survey.name} cutouts")
         parts = [embed(encoder, survey.preprocess(np.asarray(raw[s : s + chunk]), params), batch_size=batch_size,
-                       device=device, views=views, centre=centre) for s in range(0, len(raw), chunk)]
+                       device=device, views=views, centre=centre, whiten=whiten) for s in range(0, len(raw), chunk)]
         return np.concatenate(parts) if parts else np.zeros((0, getattr(encoder, "out_dim", 0)), np.float16)
 
     embedder.config = config

@@ -14,6 +14,7 @@ twin and PCA of the pixels in one run (``precompute.report``), and the benchmark
 """
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -280,3 +281,117 @@ def catalogue_tasks(catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
                           "kind": "continuous", "rows": np.flatnonzero(ok),
                           "labels": np.log10(v[ok]) if log else v[ok]})
     return tasks
+
+
+# ------------------------------------------------------------------------------ what "similar" means, per column
+# Not properties of the objects: identifiers, positions, errors and raw vote counts (their fractions are the property)
+NOT_PROPERTIES = re.compile(r"(^(object_id|ra|dec|umap_x|umap_y|row|index|file|path|source_file|sample|split)$)"
+                            r"|(_err$)|(_count$)|(total_votes$)")
+MAX_CATEGORIES = 30
+
+
+def agreement_columns(catalog: pd.DataFrame) -> list[dict]:
+    """Every catalogue column that says something about the objects, as {column, kind, log, rows, values}:
+    categorical (2 to MAX_CATEGORIES distinct values: strings and booleans) or continuous (numbers; log10 when
+    positive over more than a factor 30, as the report's tasks use them)."""
+    out = []
+    for col in catalog.columns:
+        if NOT_PROPERTIES.search(str(col)):
+            continue
+        s = catalog[col]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            known = s.notna().to_numpy()
+            values = s.astype(str).to_numpy()
+            if 2 <= len(pd.unique(values[known])) <= MAX_CATEGORIES and known.sum() >= 40:
+                out.append({"column": str(col), "kind": "categorical", "log": False, "rows": np.flatnonzero(known),
+                            "values": values[known]})
+            continue
+        v = pd.to_numeric(s, errors="coerce").to_numpy(float)
+        ok = np.isfinite(v)
+        if ok.sum() < 40 or len(np.unique(v[ok])) < 3:
+            continue
+        log = bool((v[ok] > 0).all() and v[ok].max() > 30 * v[ok].min())
+        out.append({"column": str(col), "kind": "continuous", "log": log, "rows": np.flatnonzero(ok),
+                    "values": np.log10(v[ok]) if log else v[ok]})
+    return out
+
+
+def neighbour_pairs(features: np.ndarray, k: int = K, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(neighbours, random): each row's k nearest other rows by cosine, and k random other rows, both (n, k)."""
+    unit = l2_normalise(features)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    k = min(k, len(unit) - 1)
+    neighbours = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    rng = np.random.default_rng(seed)
+    random = rng.integers(0, len(unit) - 1, size=(len(unit), k))
+    random += random >= np.arange(len(unit))[:, None]   # never the row itself
+    return neighbours, random
+
+
+def values_at(column: dict, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The column's values at ``position`` (sorted catalogue rows) -- category codes for categorical columns --
+    and which of them are known."""
+    local = np.searchsorted(position, column["rows"])
+    inside = local < len(position)
+    inside[inside] = position[local[inside]] == column["rows"][inside]
+    values = column["values"][inside]
+    if column["kind"] == "categorical":
+        values = pd.factorize(values)[0]
+    out = np.zeros(len(position))
+    known = np.zeros(len(position), bool)
+    out[local[inside]], known[local[inside]] = values, True
+    return out, known
+
+
+def pair_difference(kind: str, value: np.ndarray, known: np.ndarray, pairs: np.ndarray,
+                    statistic=np.median) -> float | None:
+    """Categorical: the share of (object, partner) pairs with the same value; continuous: the ``statistic`` of the
+    absolute difference between an object's value and its partner's. Over pairs where both values are known;
+    ``pairs`` holds each row's partners (n, k)."""
+    a = np.repeat(np.arange(len(value)), pairs.shape[1])
+    b = pairs.ravel()
+    both = known[a] & known[b]
+    if both.sum() < 20:
+        return None
+    if kind == "categorical":
+        return float((value[a[both]] == value[b[both]]).mean())
+    return float(statistic(np.abs(value[a[both]] - value[b[both]])))
+
+
+def agreement_score(kind: str, value: np.ndarray, known: np.ndarray, near: np.ndarray,
+                    random: np.ndarray) -> float | None:
+    """0 when neighbours agree no better than random pairs, 1 when they always agree. Categorical:
+    (p_neighbours - p_random) / (1 - p_random); continuous: 1 - the mean rank difference of neighbours over that of
+    random pairs (ranks, so that a column full of zeros or with a long tail is judged like any other)."""
+    if kind == "categorical":
+        p_near, p_random = (pair_difference(kind, value, known, p) for p in (near, random))
+        if p_near is None or p_random is None or p_random >= 1:
+            return None
+        return float((p_near - p_random) / (1 - p_random))
+    from scipy.stats import rankdata
+
+    ranks = np.where(known, rankdata(np.where(known, value, np.inf)) / max(1, known.sum()), 0.0)
+    d_near, d_random = (pair_difference(kind, ranks, known, p, np.mean) for p in (near, random))
+    if d_near is None or d_random is None or d_random <= 0:
+        return None
+    return float(1 - d_near / d_random)
+
+
+def neighbour_agreement(features: dict[str, np.ndarray], position: np.ndarray, columns: list[dict],
+                        k: int = K, seed: int = 0) -> list[dict]:
+    """For each column and feature source: how well an object's k nearest neighbours agree with it, beside random
+    pairs of the same objects (``pair_difference``, ``agreement_score``)."""
+    pairs = {name: neighbour_pairs(f, k, seed) for name, f in features.items()}
+    out = []
+    for col in columns:
+        sources = {}
+        value, known = values_at(col, position)
+        for name, (near, random) in pairs.items():
+            nb, rnd = (pair_difference(col["kind"], value, known, p) for p in (near, random))
+            sources[name] = {"neighbours": nb, "random": rnd,
+                             "agreement": agreement_score(col["kind"], value, known, near, random)}
+        if all(s["agreement"] is None for s in sources.values()):
+            continue
+        out.append({"column": col["column"], "kind": col["kind"], "log": col["log"], "sources": sources})
+    return out

@@ -43,6 +43,22 @@ class Reddening(nn.Module):
         return x * factor[:, :, None, None].to(x.dtype)
 
 
+class Brightness(nn.Module):
+    """Apparent brightness: every band times 10^(-0.4 dm), dm ~ U(-max_mag, max_mag) per sample. Without it the
+    representation sorts galaxies by magnitude first (Hayat et al. 2021, Sec. 5); with noise added afterwards, a
+    fainter copy is also a noisier one, as in the sky."""
+
+    name = "brightness"
+
+    def __init__(self, max_mag: float = 1.0):
+        super().__init__()
+        self.max_mag = max_mag
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dm = (2 * torch.rand(x.shape[0], 1, 1, 1, device=x.device) - 1) * self.max_mag
+        return x * (10.0 ** (-0.4 * dm)).to(x.dtype)
+
+
 class PSFBlur(nn.Module):
     """Seeing: Gaussian blur with sigma_r ~ |N(0, sigma_arcsec)| in r, scaled (lambda_b / lambda_r)^-0.3 per band."""
 
@@ -166,6 +182,21 @@ class Jitter(nn.Module):
     def sample(self, n: int, out_size: int, device):
         shift = torch.randint(-self.max_shift, self.max_shift + 1, (n, 2), device=device).float()
         return torch.eye(2, device=device).expand(n, 2, 2), shift
+
+
+class Size(nn.Module):
+    """Apparent size: zoom about the crop centre by s ~ logU(1 / max_factor, max_factor) (the same galaxy nearer or
+    farther), so that neighbours share shape rather than angular extent."""
+
+    name = "size"
+
+    def __init__(self, max_factor: float = 1.3):
+        super().__init__()
+        self.log_max = math.log(max_factor)
+
+    def sample(self, n: int, out_size: int, device):
+        scale = torch.exp((2 * torch.rand(n, device=device) - 1) * self.log_max)
+        return scale[:, None, None] * torch.eye(2, device=device).expand(n, 2, 2), torch.zeros(n, 2, device=device)
 
 
 class RandomResizedCrop(nn.Module):
@@ -293,7 +324,8 @@ def compute_mad(images, max_images: int = 2000, seed: int = 0) -> np.ndarray:
     return np.median(np.abs(per_band - median), axis=1).astype(np.float32)
 
 
-UGRIZ_NAMES = ("reddening", "psf_blur", "rotation", "jitter", "noise")
+AUGMENT_VERSION = 2   # raise when a recipe's steps change what they do: trained encoders are cached by it
+UGRIZ_NAMES = ("reddening", "psf_blur", "brightness", "rotation", "size", "jitter", "noise")
 RADIO_NAMES = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
 
 
@@ -302,8 +334,9 @@ def build_augmentations(recipe: str, disabled=(), **params) -> Augmentations:
 
     "ugriz" params: extinction (A_b / E(B-V) per band), wavelengths (per band, for the PSF scaling), pixel_scale
     (arcsec), mad (per-band array from ``compute_mad``; required unless "noise" is disabled), crop=64, jitter=7,
-    max_ebv=0.5, psf_sigma_arcsec=0.13, noise_range=(1, 3). "psf_blur" is off unless listed in ``enable``
-    (e.g. ``enable=("psf_blur",)``), as Hayat et al. found it weakest.
+    max_ebv=0.5, psf_sigma_arcsec=0.13, noise_range=(1, 3), brightness_mag=1.0, size_factor=1.3. "psf_blur",
+    "brightness" and "size" are off unless listed in ``enable`` (e.g. ``enable=("psf_blur",)``): Hayat et al. found
+    the blur weakest and did not use the other two (BENCHMARKS.md, issue 21, for what they do to the demo).
     "radio" params: crop=70, scale=(0.8, 1), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
     interpolation="bilinear".
     ``disabled``: names to switch off (a recipe's names: UGRIZ_NAMES / RADIO_NAMES).
@@ -323,18 +356,18 @@ def _keep(steps, disabled):
 
 
 def _ugriz(disabled, extinction, wavelengths, pixel_scale, mad=None, crop=64, jitter=7, max_ebv=0.5,
-           psf_sigma_arcsec=0.13, noise_range=(1.0, 3.0), enable=(), interpolation="bilinear"):
-    if "psf_blur" not in enable:
-        disabled = disabled | {"psf_blur"}
+           psf_sigma_arcsec=0.13, noise_range=(1.0, 3.0), enable=(), interpolation="bilinear", brightness_mag=1.0,
+           size_factor=1.3):
+    disabled = disabled | ({"psf_blur", "brightness", "size"} - set(enable))
     if mad is None and "noise" not in disabled:
         raise ValueError("the ugriz noise augmentation needs mad=compute_mad(training_images) (or "
                          "disabled=('noise',))")
     # Reddening is a per-band constant factor, so it commutes with the geometry: apply it to the small crop.
     before = [PSFBlur(pixel_scale, wavelengths, psf_sigma_arcsec)] if "psf_blur" not in disabled else []
-    after = [Reddening(extinction, max_ebv)]
+    after = [Reddening(extinction, max_ebv), Brightness(brightness_mag)]
     if "noise" not in disabled:
         after.append(GaussianNoise(mad, *noise_range))
-    geometry = GeometricCrop(crop, _keep([Rotation(), Jitter(jitter)], disabled), interpolation)
+    geometry = GeometricCrop(crop, _keep([Rotation(), Size(size_factor), Jitter(jitter)], disabled), interpolation)
     return Augmentations(before, geometry, _keep(after, disabled))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,13 +13,15 @@ from .encoders import build_encoder
 from .safe_load import load_tensors
 
 BUILD_KEYS = ("arch", "in_channels", "stem", "width")
+WHITEN_MEAN, WHITEN_MATRIX = "post.whiten_mean", "post.whiten_matrix"   # models.embed.fit_whitening
 
 
 def save_encoder(encoder: nn.Module, config: dict, folder) -> Path:
     """Write ``folder/weights.pt`` and ``folder/config.json``; returns the folder.
 
     ``config`` must hold build_encoder's kwargs under arch / in_channels / stem / width (width may be None);
-    other JSON-serialisable keys are stored as given.
+    other JSON-serialisable keys are stored as given, except the arrays of ``whiten``, which go into weights.pt
+    (``load_encoder`` puts them back).
     """
     missing = [k for k in BUILD_KEYS if k not in config]
     if missing:
@@ -26,6 +29,11 @@ def save_encoder(encoder: nn.Module, config: dict, folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
+    whiten = config.get("whiten")
+    if whiten:   # a D x D matrix: tensors beside the weights, not JSON numbers (2048-d would be ~50 MB of text)
+        state[WHITEN_MEAN] = torch.as_tensor(whiten["mean"], dtype=torch.float32)
+        state[WHITEN_MATRIX] = torch.as_tensor(whiten["matrix"], dtype=torch.float32)
+        config = {**config, "whiten": {"floor": whiten.get("floor"), "stored_in": "weights.pt"}}
     torch.save(state, folder / "weights.pt")
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     return folder
@@ -40,6 +48,9 @@ def load_encoder(folder) -> tuple[nn.Module, dict]:
             raise FileNotFoundError(f"{path} is missing: {folder} is not an encoder folder written by save_encoder")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     state = load_tensors(weights)
+    if WHITEN_MATRIX in state:
+        config = {**config, "whiten": {**(config.get("whiten") or {}),
+                                       "mean": state.pop(WHITEN_MEAN).numpy(), "matrix": state.pop(WHITEN_MATRIX).numpy()}}
     if config.get("stem") == "hayat" and state.get("conv1.weight", torch.zeros(1, 1, 7, 7)).shape[-1] == 3:
         config = {**config, "stem": "compact"}   # saved before "hayat" became the paper's 7x7/1 stem
     encoder = build_encoder(**{k: config[k] for k in BUILD_KEYS})
@@ -47,4 +58,12 @@ def load_encoder(folder) -> tuple[nn.Module, dict]:
         encoder.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"{weights} does not match the network described by {config_path}: {err}") from err
+    whiten = config.get("whiten")
+    if whiten:
+        d = encoder.out_dim
+        matrix, mean = (np.asarray(whiten.get(k, []), dtype=np.float32) for k in ("matrix", "mean"))
+        config = {**config, "whiten": {**whiten, "matrix": matrix, "mean": mean}}
+        if not (matrix.shape == (d, d) and mean.shape == (d,)):
+            raise ValueError(f"{config_path} says the embeddings are whitened, but {weights} holds no {d} x {d} "
+                             f"whitening ({WHITEN_MEAN}, {WHITEN_MATRIX}); rebuild the bundle")
     return encoder.eval(), config

@@ -42,7 +42,8 @@ def manifest_for(cfg: Config, survey, catalog: pd.DataFrame, train_res: StageRes
         "crop_size": cfg.crop,
         "model": {"method": cfg.method, "architecture": cfg.arch, "stem": cfg.stem, "width": cfg.width,
                   "embedding": embedding_description(enc_cfg), "views": enc_cfg.get("views", "identity"),
-                  "centred": enc_cfg.get("centre") is not None, "bin": cfg.bin, "crop": cfg.crop,
+                  "centred": enc_cfg.get("centre") is not None, "whitened": bool(enc_cfg.get("whiten")),
+                  "bin": cfg.bin, "crop": cfg.crop,
                   "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size, "n_train_images": enc_cfg.get("n_train_images"),
                   "checkpoint": _checkpoint_name(train_res.path / "encoder"),
@@ -79,6 +80,8 @@ def embedding_description(enc_cfg: dict) -> str:
         parts.append("averaged over the 8 rotations and flips of the input")
     if enc_cfg.get("centre") is not None:
         parts.append("centred on the training images' mean representation")
+    if enc_cfg.get("whiten"):
+        parts.append("whitened with the training images' covariance")
     return ", ".join(parts) + ", L2-normalised"
 
 

@@ -27,6 +27,7 @@ class Config:
     crop: int | None = None     # encoder input side, in (binned) pixels
     views: str | None = None    # "d4": embeddings averaged over the 8 rotations/flips (models.embed.represent)
     centre: bool | None = None  # subtract the mean training representation before the final L2 normalisation
+    whiten: bool | None = None  # then whiten with the training representations' covariance (models.embed)
     method_cfg: dict | None = None
     augment: dict | None = None  # overrides of the survey's augmentation parameters (models.augment)
     lr: float | None = None
@@ -57,7 +58,7 @@ class Config:
         loop = TrainConfig()   # the training loop's own defaults, under the survey's recipe
         fallback = {"method": s.method, "arch": s.arch, "stem": s.stem, "epochs": loop.epochs,
                     "batch_size": loop.batch_size, "bin": 1,
-                    "crop": s.crop_size, "views": "identity", "centre": False, "method_cfg": {}, "augment": {}}
+                    "crop": s.crop_size, "views": "identity", "centre": False, "whiten": False, "method_cfg": {}, "augment": {}}
         fields = asdict(self)
         if self.encoder_checkpoint:
             from precompute.published import published_fields

@@ -388,7 +388,8 @@ def build_bundle(args) -> Path:
 
     cat = bundle_catalog(catalog, np.load(proj.path / "coords.npy"), cfg.seed)
     colour_by = catalogue_colour_by(cat, colour_columns(survey, cat))
-    report = rp.embedding_only_report(catalogue_tasks(cat, colour_by), len(cat), embeddings, cfg.seed)
+    report = rp.embedding_only_report(catalogue_tasks(cat, colour_by), len(cat), embeddings, cfg.seed, catalog=cat,
+                                      columns=colour_by)
     print("[report]\n" + rp.format_table(report), flush=True)
     report_path = rp.write_report(report, work / "from-embeddings-report.json")
     if (imp.path / "images.npy").exists():

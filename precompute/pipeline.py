@@ -26,11 +26,10 @@ from precompute.cache import WorkDir
 from precompute.config import Config, default_of, log
 from precompute.stages import run_pipeline
 
-# The demo must finish in ~10 min on 2 CPU cores including simulating 20k galaxies: a narrow ResNet with the
-# standard (strided) stem, trained on a 6,000-image subset (SSL does not need every image to learn the features;
-# all 20k are embedded). Measured: ~23 ms CPU per image-epoch for this encoder vs ~33 ms with the Hayat stem at
-# half the width. 6 epochs, not 2: at 2 the encoder barely beat its untrained twin (BENCHMARKS.md, demo table).
-DEMO = {"n": 20_000, "epochs": 6, "batch_size": 256, "arch": "small", "stem": "standard", "train_limit": 6000}
+# The demo must serve its first page within ~6 min on 2 CPU cores, simulation included: 12,000 galaxies and a narrow
+# ResNet with the standard (strided) stem trained for 6 epochs on all of them, with the SDSS CPU recipe's brightness
+# and size augmentations and whitened vectors. BENCHMARKS.md (issue 21) has the ablation that chose it.
+DEMO = {"n": 12_000, "epochs": 6, "batch_size": 256, "arch": "small", "stem": "standard", "train_limit": None}
 
 
 def add_arguments(parser, command: str) -> None:
@@ -63,6 +62,9 @@ def add_arguments(parser, command: str) -> None:
                         help="d4: average each embedding over the 8 rotations/flips (default: recipe's)")
     parser.add_argument("--centre", choices=("yes", "no"),
                         help="centre embeddings on the training mean before normalising (default: recipe's)")
+    parser.add_argument("--whiten", choices=("yes", "no"),
+                        help="whiten embeddings with the training images' covariance, so that no one direction "
+                             "(e.g. brightness) decides the neighbours (default: recipe's)")
     parser.add_argument("--encoder-checkpoint", help="embed with this published encoder instead of training "
                                                      "(see --checkpoint-format)")
     parser.add_argument("--checkpoint-format", choices=tuple(CHECKPOINT_FORMATS),
@@ -92,6 +94,7 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
         epochs=pick("epochs"), batch_size=pick("batch_size"), lr=args.lr, optimizer=args.optimizer,
         bin=args.bin, crop=args.crop, views=pick("views"),
         centre=None if args.centre is None else args.centre == "yes",
+        whiten=None if getattr(args, "whiten", None) is None else args.whiten == "yes",
         max_steps=args.max_steps, train_limit=pick("train_limit"), queue_size=args.queue_size, seed=args.seed,
         device=args.device, embed_rows_per_shard=args.rows_per_shard,
         num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,

@@ -1,5 +1,5 @@
 """What training and the report read from the ingest stage: its catalogue and images, the rows trained on, the
-normalised training images and the mean representation that centring subtracts."""
+normalised training images, and what ``embed`` does after the encoder (centring, whitening)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,16 +15,30 @@ def load_ingest(res: StageResult) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.read_parquet(res.path / "catalog.parquet"), np.load(res.path / "images.npy", mmap_mode="r")
 
 
-def representation_centre(encoder, normalised: np.ndarray, crop: int, views: str, max_rows: int = 4096,
-                          seed: int = 0) -> list[float]:
-    """The mean L2-normalised representation of (at most ``max_rows`` of) the training images, centre-cropped to
-    the encoder's input: what ``Config.centre`` subtracts so that cosine measures differences from the typical
-    object (on FIRST the raw median random-pair cosine is ~0.9 and every neighbour reads 0.99)."""
+def representation_post(encoder, normalised: np.ndarray, crop: int, views: str, centre: bool, whiten: bool,
+                        max_rows: int = 4096, seed: int = 0) -> dict:
+    """What ``embed`` does after the encoder, fitted on (at most ``max_rows`` of) the training images, centre-cropped
+    to the encoder's input: ``centre``, the mean L2-normalised representation, subtracted so that cosine measures
+    differences from the typical object (on FIRST the raw median random-pair cosine is ~0.9 and every neighbour
+    reads 0.99); ``whiten`` (``models.embed.fit_whitening`` of the centred representations) and
+    ``health``, the ``core.knowledge.health`` of the representation before whitening (what the encoder itself
+    learnt, which the report states beside the stored embedding's)."""
     from models.embed import embed
 
     rows = training_rows(len(normalised), max_rows, seed)
     crops = np.ascontiguousarray(centre_crop(np.asarray(normalised[rows]), crop), dtype=np.float32)
-    return embed(encoder, crops, dtype=np.float32, views=views).mean(axis=0).tolist()
+    return fit_post(embed(encoder, crops, dtype=np.float32, views=views), centre, whiten, seed)
+
+
+def fit_post(features: np.ndarray, centre: bool, whiten: bool, seed: int = 0) -> dict:
+    """``representation_post`` from the L2-normalised representations of the images it is fitted on."""
+    from core.knowledge import health
+    from models.embed import fit_whitening, post_process
+
+    mean = features.mean(axis=0).tolist() if centre else None
+    centred = post_process(features, mean)
+    return {"centre": mean, "whiten": fit_whitening(centred) if whiten else None,
+            "health": health(centred, seed=seed)}
 
 
 def training_rows(n: int, limit: int | None, seed: int) -> np.ndarray:

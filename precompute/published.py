@@ -37,12 +37,14 @@ def _checked_config(path: str, fmt: str, version) -> dict:
 
 def import_published(wd: WorkDir, cfg, ing: StageResult) -> StageResult:
     """The 'train' stage of a run with ``cfg.encoder_checkpoint``: keyed by the file's content and the format."""
-    from precompute.prepare import load_ingest, normalise_to, representation_centre, training_rows
+    from precompute.prepare import load_ingest, normalise_to, representation_post, training_rows
 
     survey = get_survey(cfg.survey)
     path = Path(cfg.encoder_checkpoint)
     params = {"checkpoint": fingerprint_file(path), "format": cfg.checkpoint_format, "views": cfg.views,
               "centre": cfg.centre, "bin": cfg.bin, "crop": cfg.crop, "seed": cfg.seed}
+    if cfg.whiten:
+        params["whiten"] = True
 
     def build(tmp: Path, key: str) -> None:
         from models.checkpoints import load_published_encoder
@@ -51,16 +53,18 @@ def import_published(wd: WorkDir, cfg, ing: StageResult) -> StageResult:
         encoder, pub = load_published_encoder(path, cfg.checkpoint_format)
         _, images = load_ingest(ing)
         prep = pub["preprocessing"] or survey.fit_preprocessing(images, bin=cfg.bin, crop=cfg.crop)
-        centre = None
-        if cfg.centre:
+        post = {"centre": None, "whiten": None}
+        if cfg.centre or cfg.whiten:
             rows = training_rows(len(images), 4096, cfg.seed)
             scratch = wd.checkpoint_dir("train", key)
             normalised = normalise_to(survey, images, rows, prep, scratch / "normalised.npy")
-            centre = representation_centre(encoder, normalised, int(prep["crop"]), cfg.views, seed=cfg.seed)
+            post = representation_post(encoder, normalised, int(prep["crop"]), cfg.views, bool(cfg.centre),
+                                       bool(cfg.whiten), seed=cfg.seed)
             del normalised
         config = {**{k: pub[k] for k in BUILD_KEYS}, "survey": survey.name,
                   "method": f"published ({cfg.checkpoint_format})", "checkpoint_format": cfg.checkpoint_format,
-                  "checkpoint_file": path.name, "preprocessing": prep, "views": cfg.views, "centre": centre,
+                  "checkpoint_file": path.name, "preprocessing": prep, "views": cfg.views, "centre": post["centre"],
+                  "whiten": post["whiten"], **({"representation_health": post["health"]} if "health" in post else {}),
                   "crop_size": int(prep["crop"]), "cutout_size": survey.cutout_size,
                   "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
                   "epochs": 0, "n_train_images": 0, "train_seconds": 0.0}
@@ -77,12 +81,14 @@ def check_survey(cfg, pub: dict) -> None:
 
 
 def published_fields(cfg) -> dict:
-    """Config fields a published checkpoint fixes: its network, and its crop and binning when the authors' images
-    were prepared a fixed way."""
+    """Config fields a published checkpoint fixes: its network, its crop and binning when the authors' images
+    were prepared a fixed way, and no whitening unless asked for."""
     pub = published_build(cfg.encoder_checkpoint, cfg.checkpoint_format)
     check_survey(cfg, pub)
     fields = {"method": f"published ({cfg.checkpoint_format})", "arch": pub["arch"], "stem": pub["stem"],
               "width": pub["width"], "epochs": 0}
+    if cfg.whiten is None:   # the authors' representation unless whitening is asked for (--whiten yes)
+        fields["whiten"] = False
     prep = pub.get("preprocessing") or {}
     if "crop" in prep:
         fields["crop"] = int(prep["crop"])

@@ -39,24 +39,41 @@ def evaluation_rows(tasks: list[dict], n: int, seed: int = 0, limit: int = MAX_E
     return rows
 
 
-def score_task(task: dict, features: dict[str, np.ndarray], position: np.ndarray, seed: int = 0) -> dict | None:
-    """One task's figures for every feature source; None when too few rows are left to split."""
-    rows = task["rows"][np.isin(task["rows"], position)]
-    local = np.searchsorted(position, rows)
-    labels = task["labels"][np.isin(task["rows"], position)]
+def task_inputs(task: dict, position: np.ndarray, seed: int = 0):
+    """(rows of ``position`` to score, their labels, the splits, the scorer) for one task; None when too few rows
+    are left to split."""
+    inside = np.isin(task["rows"], position)
+    local = np.searchsorted(position, task["rows"][inside])
+    labels = task["labels"][inside]
     if task["kind"] == "categorical":
         mask = kn.usable_categorical(labels)
         local, labels = local[mask], np.asarray(labels[mask]).astype(str)
         if len(local) < 4 * kn.MIN_PER_CLASS:
             return None
-        splits, scorer = kn.stratified_splits(labels, seed=seed), kn.categorical_scores
-    else:
-        if len(local) < 40:
-            return None
-        splits, scorer = kn.plain_splits(len(local), seed=seed), kn.continuous_scores
-    scores = {name: scorer(f[local], labels, splits) for name, f in features.items()}
-    out = {k: v for k, v in task.items() if k not in ("rows", "labels")}
-    return {**out, "n": int(len(local)), "scores": scores, "beats": verdicts(task["kind"], scores)}
+        return local, labels, kn.stratified_splits(labels, seed=seed), kn.categorical_scores
+    if len(local) < 40:
+        return None
+    return local, labels, kn.plain_splits(len(local), seed=seed), kn.continuous_scores
+
+
+def score_tasks(tasks: list[dict], features: dict[str, np.ndarray], position: np.ndarray, seed: int = 0,
+                n_jobs: int | None = None) -> list[dict]:
+    """Every task's figures for every feature source, the (task, source) fits spread over ``n_jobs`` processes
+    (default: the usable cores, at most 4; the probes' fits are most of the report's time)."""
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    prepared = [(t, inputs) for t in tasks if (inputs := task_inputs(t, position, seed)) is not None]
+    jobs = [(i, name) for i in range(len(prepared)) for name in features]
+    n_jobs = n_jobs or min(4, effective_n_jobs(-1), max(1, len(jobs)))
+    scores = Parallel(n_jobs=n_jobs)(
+        delayed(prepared[i][1][3])(features[name][prepared[i][1][0]], prepared[i][1][1], prepared[i][1][2])
+        for i, name in jobs)
+    out = []
+    for i, (task, (local, *_)) in enumerate(prepared):
+        by_source = {name: s for (j, name), s in zip(jobs, scores) if j == i}
+        meta = {k: v for k, v in task.items() if k not in ("rows", "labels")}
+        out.append({**meta, "n": int(len(local)), "scores": by_source, "beats": verdicts(task["kind"], by_source)})
+    return out
 
 
 def verdicts(kind: str, scores: dict) -> dict:
@@ -80,6 +97,33 @@ def task_outcome(task: dict, base: str = "untrained") -> str:
     if any(m < 0 for m in marks) and not any(m > 0 for m in marks):
         return "worse"
     return "same"
+
+
+def _titles(tasks: list[dict], columns: dict | None) -> dict:
+    """Colour-by titles and units, with a test's title for the column it labels as it is (e.g. "Galaxy type")."""
+    out = {c: dict(spec) for c, spec in (columns or {}).items()}
+    for t in tasks:
+        if t["name"] == t.get("column") and t["kind"] == "categorical":
+            out.setdefault(t["column"], {})["title"] = t["title"]
+    return out
+
+
+def similarity_meaning(catalog, features: dict, position: np.ndarray, columns: dict, seed: int = 0) -> dict:
+    """How strongly 10-NN pairs agree on every catalogue column compared with random pairs, for each source, among
+    the evaluated objects (``core.knowledge.neighbour_agreement``), strongest agreement of the embedding first."""
+    evaluated = catalog.iloc[position].reset_index(drop=True)   # only these rows' values are read
+    rows = kn.neighbour_agreement(features, np.arange(len(position)), kn.agreement_columns(evaluated), seed=seed)
+    for row in rows:
+        spec = columns.get(row["column"], {})
+        row["title"] = spec.get("title", row["column"])
+        row["units"] = spec.get("units", "")
+        row["named"] = row["column"] in columns   # a column the survey or the bundle names (not raw truth)
+    rows.sort(key=lambda r: -(r["sources"].get("embedding", {}).get("agreement") or -1))
+    return {"what": f"for each column: pairs of an object and one of its {kn.K} nearest neighbours, beside random "
+                    "pairs of the same objects. categorical: the share of pairs with the same value; continuous: "
+                    "the median absolute difference (of log10 values where 'log'); agreement: 0 no better than "
+                    "random, 1 always the same (continuous: from the mean difference of the values' ranks)",
+            "n_objects": int(len(position)), "columns": rows}
 
 
 def _names(tasks: list[dict]) -> str:
@@ -112,12 +156,15 @@ def summary(tasks: list[dict], health: dict) -> dict:
 
 
 def build_report(tasks: list[dict], features: dict[str, np.ndarray], position: np.ndarray,
-                 embeddings: np.ndarray, notes: dict | None = None, seed: int = 0) -> dict:
+                 embeddings: np.ndarray, notes: dict | None = None, seed: int = 0,
+                 encoder_health: dict | None = None, catalog=None, columns: dict | None = None) -> dict:
     """The report dict. ``features[name]`` holds one row per entry of ``position`` (sorted bundle rows);
-    ``embeddings`` is the bundle's whole matrix (health and similarity reference)."""
+    ``embeddings`` is the bundle's whole matrix (health and similarity reference); ``encoder_health``: the health
+    of the encoder's representation before whitening, when the stored embedding is whitened; ``catalog`` (with
+    ``columns``, its colour-by titles and units): what neighbours share, column by column (``similarity_meaning``)."""
     t0 = time.perf_counter()
     health = kn.health(embeddings, seed=seed)
-    scored = [r for t in tasks if (r := score_task(t, features, position, seed)) is not None]
+    scored = score_tasks(tasks, features, position, seed)
     return {
         "format": REPORT_FORMAT, "k": kn.K, "n_splits": kn.N_SPLITS, "test_size": kn.TEST_SIZE,
         "n_evaluated": int(len(position)),
@@ -126,8 +173,11 @@ def build_report(tasks: list[dict], features: dict[str, np.ndarray], position: n
                            {k: v for k, v in kn.health(f, seed=seed).items()}}
                     for name, f in features.items()},
         "health": health,
+        **({"encoder_health": encoder_health} if encoder_health else {}),
         "tasks": scored,
         "summary": summary(scored, health),
+        **({"similarity_meaning": similarity_meaning(catalog, features, position, _titles(tasks, columns), seed)}
+           if catalog is not None and len(position) > kn.K + 1 else {}),
         "similarity_reference": kn.similarity_reference(embeddings, seed=seed),
         "notes": notes or {},
         "seconds": round(time.perf_counter() - t0, 1),
@@ -147,7 +197,28 @@ def format_table(report: dict) -> str:
             row = " ".join(_cell_text(t["scores"][s][metric]) for s in sources)
             lines.append(f"{(t['title'] + f' (n={t[chr(110)]})')[:52]:52s} {metric:14s} {row}")
     lines.append(report["summary"]["message"])
+    meaning = report.get("similarity_meaning")
+    if meaning and meaning["columns"]:
+        lines.append(f"what neighbours share ({meaning['n_objects']} objects, each with its {report['k']} nearest; "
+                     f"same value / median difference, and agreement 0-1), strongest first:")
+        for col in meaning["columns"][:MAX_MEANING_LINES]:
+            cells = " ".join(_meaning_cell(col["sources"][s]) for s in sources if s in col["sources"])
+            random = col["sources"]["embedding"]["random"]
+            lines.append(f"  {col['title'][:50]:50s} {cells}  random pairs {_number(random)}")
+        if len(meaning["columns"]) > MAX_MEANING_LINES:
+            lines.append(f"  ... {len(meaning['columns']) - MAX_MEANING_LINES} more columns in report.json")
     return "\n".join(lines)
+
+
+MAX_MEANING_LINES = 12
+
+
+def _number(value) -> str:
+    return "—" if value is None else f"{value:.3g}"
+
+
+def _meaning_cell(cell: dict) -> str:
+    return f"{_number(cell['neighbours']):>8s} ({_number(cell['agreement']):>5s})"
 
 
 def _cell_text(score: dict) -> str:
@@ -177,14 +248,16 @@ def add_arguments(parser, command: str) -> None:
                         help="write report.json into the bundle (default: print only)")
 
 
-def embedding_only_report(tasks: list[dict], n: int, embeddings: np.ndarray, seed: int = 0) -> dict:
+def embedding_only_report(tasks: list[dict], n: int, embeddings: np.ndarray, seed: int = 0, catalog=None,
+                          columns: dict | None = None) -> dict:
     """The report of an embedding with no network or images to compare it with (an old bundle, or embeddings
-    made elsewhere): its health and its figures on the labelled tasks."""
+    made elsewhere): its health, its figures on the labelled tasks and (with ``catalog``) what neighbours share."""
     tasks = tasks[:MAX_TASKS]
     rows = evaluation_rows(tasks, n, seed)
     features = {"embedding": np.asarray(embeddings[rows], dtype=np.float32)}
     return build_report(tasks, features, rows, embeddings,
-                        notes={"baselines": "not computed: they need the build's images"}, seed=seed)
+                        notes={"baselines": "not computed: they need the build's images"}, seed=seed,
+                        catalog=catalog, columns=columns)
 
 
 def run(args) -> int:
@@ -196,12 +269,13 @@ def run(args) -> int:
 
     bundle = Bundle.open(args.bundle)
     catalog = bundle.catalog
+    columns = bundle.manifest.get("colour_by", {})
     try:
         survey = get_survey(bundle.survey)
         tasks = survey.report_tasks(catalog, colour_columns(survey, catalog))
     except KeyError:   # a survey this installation does not know: its manifest still names the labelled columns
-        tasks = kn.catalogue_tasks(catalog, bundle.manifest.get("colour_by", {}))
-    rep = embedding_only_report(tasks, len(catalog), bundle.embeddings)
+        tasks = kn.catalogue_tasks(catalog, columns)
+    rep = embedding_only_report(tasks, len(catalog), bundle.embeddings, catalog=catalog, columns=columns)
     print(format_table(rep))
     if args.write:
         write_report(rep, Path(args.bundle) / "report.json")

@@ -21,7 +21,8 @@ from core.surveys.base import get_survey
 from precompute.assemble import colour_columns, write
 from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint_files, stage_key
 from precompute.config import Config, log
-from precompute.prepare import load_ingest, normalise_to, representation_centre, training_rows
+from models.augment import AUGMENT_VERSION
+from precompute.prepare import fit_post, load_ingest, normalise_to, representation_post, training_rows
 
 # stage -> the stages whose results it takes, in its arguments' order (the bundle takes them all)
 STAGE_INPUTS = {
@@ -98,6 +99,8 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
               "lr": cfg.lr, "optimizer": cfg.optimizer, "max_steps": cfg.max_steps, "queue_size": cfg.queue_size,
               "seed": cfg.seed, "train_limit": cfg.train_limit, "bin": cfg.bin, "crop": cfg.crop,
               "views": cfg.views, "centre": cfg.centre, "method_cfg": cfg.method_cfg, "augment": cfg.augment}
+    if cfg.whiten or cfg.augment:   # (absent otherwise: encoders trained before these existed keep their keys)
+        params.update(whiten=bool(cfg.whiten), augment_steps=AUGMENT_VERSION)
 
     def build(tmp: Path, key: str) -> None:
         from models.augment import build_augmentations
@@ -114,9 +117,11 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
         t0 = time.perf_counter()
         encoder, history = train_model(normalised, augment, cfg.train_config(len(normalised)), checkpoint_dir=ckpt)
         train_seconds = round(time.perf_counter() - t0, 1)
-        centre = representation_centre(encoder, normalised, cfg.crop, cfg.views, seed=cfg.seed) if cfg.centre else None
+        post = representation_post(encoder, normalised, cfg.crop, cfg.views, bool(cfg.centre), bool(cfg.whiten),
+                                   seed=cfg.seed)
         config = {**cfg.encoder_config(), "survey": survey.name, "method": cfg.method, "preprocessing": prep,
-                  "views": cfg.views, "centre": centre,
+                  "views": cfg.views, "centre": post["centre"], "whiten": post["whiten"],
+                  "representation_health": post["health"],
                   "augmentations": aug_params, "crop_size": cfg.crop, "cutout_size": survey.cutout_size,
                   "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
                   "epochs": cfg.epochs, "n_train_images": int(len(rows)), "train_seconds": train_seconds}
@@ -198,6 +203,7 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
     survey = get_survey(cfg.survey)
 
     def build(tmp: Path, key: str) -> None:
+        from core.knowledge import N_SPLITS
         from precompute.report import build_report, evaluation_rows, format_table, write_report
 
         catalog, images = load_ingest(ing)
@@ -206,14 +212,21 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
         rows = evaluation_rows(tasks, len(catalog), cfg.seed)
         features = {"embedding": np.asarray(embeddings[rows], dtype=np.float32)}
         if len(rows):
+            log(f"[report] embedding {len(rows):,} objects with the untrained network, and PCA of their pixels")
             features.update(baseline_features(survey, trained.path / "encoder", images, rows, cfg))
-        notes = {"untrained": "same architecture, random weights (seed + 1), same preprocessing, views and centring",
+        log(f"[report] scoring {len(tasks)} labelled tests for {len(features)} sources (neighbours and a linear "
+            f"classifier, {N_SPLITS} splits each) and what neighbours share in every column")
+        notes = {"untrained": "same architecture, random weights (seed + 1), same preprocessing and views; its own "
+                              "centring and whitening (as the bundle's recipe), fitted on the evaluated objects",
                  "pixel_pca": "PCA-50 of the preprocessed encoder inputs of the evaluated objects"}
-        rep = build_report(tasks, features, rows, embeddings, notes, cfg.seed)
+        encoder_cfg = json.loads((trained.path / "encoder" / "config.json").read_text())
+        rep = build_report(tasks, features, rows, embeddings, notes, cfg.seed,
+                           encoder_health=encoder_cfg.get("representation_health") if encoder_cfg.get("whiten") else None,
+                           catalog=catalog, columns=colour_columns(survey, catalog))
         write_report(rep, tmp / "report.json")
         log("[report]\n" + format_table(rep))
 
-    return wd.run("report", {"max_rows": MAX_EVAL_ROWS, "max_tasks": MAX_TASKS, "seed": cfg.seed, "format": 2},
+    return wd.run("report", {"max_rows": MAX_EVAL_ROWS, "max_tasks": MAX_TASKS, "seed": cfg.seed, "format": 4},
                   {"ingest": ing.key, "train": trained.key, "embed": emb.key}, build)
 
 
@@ -222,7 +235,7 @@ def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.nd
     import torch
     from sklearn.decomposition import PCA
 
-    from models.embed import embed
+    from models.embed import embed, post_process
     from models.encoders import build_encoder
     from models.io import BUILD_KEYS
 
@@ -232,12 +245,10 @@ def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.nd
     torch.manual_seed(cfg.seed + 1)
     twin = build_encoder(**{k: config[k] for k in BUILD_KEYS}).eval()
     views = config.get("views", "identity")
-    centre = None
-    if config.get("centre") is not None:   # the twin's own mean over the same kind of images
-        sample = training_rows(len(images), 4096, cfg.seed)
-        centre = representation_centre(twin, survey.normalise(np.asarray(images[sample]), prep),
-                                       int(prep.get("crop", survey.crop_size)), views, seed=cfg.seed)
-    untrained = embed(twin, crops, dtype=np.float32, views=views, centre=centre)
+    # embedded once: its centring and whitening are its own, fitted on these same objects
+    untrained = embed(twin, crops, dtype=np.float32, views=views)
+    post = fit_post(untrained, config.get("centre") is not None, bool(config.get("whiten")), cfg.seed)
+    untrained = post_process(untrained, post["centre"], post["whiten"])
     pixels = crops.reshape(len(crops), -1)
     dim = min(50, len(crops) - 1, pixels.shape[1])
     pca = PCA(dim, random_state=cfg.seed, svd_solver="randomized").fit_transform(pixels).astype(np.float32)

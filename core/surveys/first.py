@@ -38,8 +38,9 @@ class FIRST(Survey):
     stem = "standard"
     # CPU: SimCLR on a narrow ResNet at 2x2-binned 64 px learns in ~15 min where BYOL ResNet-18 did not (BENCHMARKS.md,
     # "What the embedding knows"). GPU: Slijepcevic et al.'s BYOL ResNet-18 on 70 px centre crops.
+    # Whitened: on real FIRST it lifts MiraBest purity 0.769 -> 0.780 and spreads the variance (first PC 27 % -> 4 %).
     cpu_recipe = {"method": "simclr", "arch": "small", "width": 32, "stem": "standard", "epochs": 100,
-                  "batch_size": 128, "bin": 2, "crop": 64, "views": "d4", "centre": True}
+                  "batch_size": 128, "bin": 2, "crop": 64, "views": "d4", "centre": True, "whiten": True}
     gpu_recipe = {"method": "byol", "arch": "resnet18", "stem": "standard", "epochs": 300, "batch_size": 256,
                   "bin": 1, "crop": 70, "views": "d4", "centre": False}
     augmentation_recipe = "radio"

@@ -43,8 +43,10 @@ class SDSS(Survey):
     method = "moco"
     arch = "resnet50"
     stem = "hayat"
+    # CPU: the small encoder also learns that brightness and apparent size do not change what a galaxy is, and the
+    # stored vectors are whitened; without both, neighbours mostly shared brightness (BENCHMARKS.md, issue 21).
     cpu_recipe = {"method": "moco", "arch": "small", "stem": "standard", "epochs": 10, "batch_size": 256,
-                  "views": "d4", "centre": True}
+                  "views": "d4", "centre": True, "whiten": True, "augment": {"enable": ["brightness", "size"]}}
     gpu_recipe = {"method": "moco", "arch": "resnet50", "stem": "hayat", "epochs": 200, "batch_size": 256,
                   "views": "identity"}
     augmentation_recipe = "ugriz"

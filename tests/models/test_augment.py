@@ -167,3 +167,37 @@ def test_runs_on_the_tensors_device_meta_free_cpu():
     # the modules hold no device-bound state beyond buffers: a pipeline built anywhere works on CPU tensors
     aug = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5), enable=("psf_blur",))
     assert aug(torch.rand(2, 5, 107, 107, dtype=torch.float32)).device.type == "cpu"
+
+
+def test_brightness_scales_every_band_of_a_sample_by_one_factor_within_its_magnitude_range():
+    aug = build_augmentations("ugriz", **UGRIZ, disabled=("rotation", "jitter", "reddening", "noise"),
+                              enable=("brightness",), brightness_mag=1.0)
+    assert aug.names == ["brightness"]
+    x = torch.ones(2000, 5, 107, 107)
+    out = aug(x)
+    factor = out[:, :, 0, 0]                                              # (N, 5)
+    assert torch.all(factor == factor[:, :1])                             # colours kept
+    dm = -2.5 * torch.log10(factor[:, 0])
+    assert float(dm.min()) >= -1.0 - 1e-5 and float(dm.max()) <= 1.0 + 1e-5
+    assert float(dm.min()) < -0.9 and float(dm.max()) > 0.9 and abs(float(dm.mean())) < 0.05
+
+
+def test_size_zooms_a_centred_source_by_at_most_its_factor_both_ways():
+    aug = build_augmentations("ugriz", **UGRIZ, disabled=("rotation", "jitter", "reddening", "noise"),
+                              enable=("size",), size_factor=1.3)
+    assert aug.names == ["size"]
+    x = gaussian_source(600, 107, sigma=4.0)
+    out = aug(x)[:, 2]
+    axis = torch.arange(64, dtype=torch.float32) - 31.5
+    r2 = axis[:, None] ** 2 + axis[None, :] ** 2
+    sigma = torch.sqrt((out * r2).sum(dim=(1, 2)) / out.sum(dim=(1, 2)) / 2)   # second moment of the output
+    ratio = sigma / 4.0                          # the source looks 1/s times its size when s zooms out
+    assert float(ratio.min()) > 1 / 1.3 - 0.03 and float(ratio.max()) < 1.3 + 0.03
+    assert float(ratio.min()) < 0.82 and float(ratio.max()) > 1.22
+
+
+def test_brightness_and_size_are_off_unless_enabled():
+    names = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5)).names
+    assert "brightness" not in names and "size" not in names
+    both = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5), enable=("brightness", "size")).names
+    assert both == ["rotation", "size", "jitter", "reddening", "brightness", "noise"]

@@ -188,7 +188,7 @@ def test_about_card_says_plainly_when_the_embedding_does_not_beat_its_twin():
     noise = rng.normal(size=(len(catalog), 8)).astype(np.float32)
     bad = build_report(tasks, {"embedding": noise, "untrained": good, "pixel_pca": good}, rows, noise)
     card = about_html(bad)
-    assert "about-bad" in card and "Does not beat its untrained twin on any of 3" in card
+    assert "about-bad" in card and "On none of 3 labelled tests does it beat the same network with random" in card
     assert "<script" not in card and "Morphology" in card
     assert "no report.json" in about_html(None)
     hostile = json.loads(json.dumps(bad))
@@ -200,3 +200,118 @@ def test_neighbour_rank_text():
     from explorer.cards import rank_text
 
     assert rank_text(99.7) == "top 0.3 %" and rank_text(100.0) == "top 0.01 %" and rank_text(50.0) == "top 50 %"
+
+
+# ------------------------------------------------------------------------------ what "similar" means, per column
+def test_neighbour_agreement_by_hand():
+    """Four tight pairs on the axes: each object's nearest neighbour is its twin. Categorical: the share of pairs
+    with the same value; continuous: the median absolute difference, beside random pairs."""
+    features = np.array([[1, 0.01], [1, -0.01], [-1, 0.01], [-1, -0.01], [0.01, 1], [-0.01, 1], [0.01, -1],
+                         [-0.01, -1]], dtype=np.float32)
+    features = np.repeat(features, 5, axis=0) + 1e-4 * np.arange(40, dtype=np.float32)[:, None]   # 40 rows
+    group = np.repeat(np.arange(4), 10)
+    catalog = pd.DataFrame({"kind": np.array(["a", "b", "c", "d"])[group], "mag": 15.0 + group + 0.01 * np.arange(40)})
+    cols = kn.agreement_columns(catalog)
+    assert [c["column"] for c in cols] == ["kind", "mag"]
+    out = kn.neighbour_agreement({"embedding": features}, np.arange(40), cols, k=3)
+    kind, mag = ({s["column"]: s for s in out}[c]["sources"]["embedding"] for c in ("kind", "mag"))
+    assert kind["neighbours"] == 1.0 and 0.1 < kind["random"] < 0.45 and kind["agreement"] == 1.0
+    assert mag["neighbours"] < 0.1 < 1.0 < mag["random"] and mag["agreement"] > 0.8
+
+
+def test_agreement_columns_leave_out_identifiers_positions_and_vote_counts():
+    n = 60
+    rng = np.random.default_rng(0)
+    catalog = pd.DataFrame({"object_id": np.arange(n), "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-5, 5, n),
+                            "redshift_err": rng.uniform(size=n), "gz2_bar_bar_count": rng.integers(0, 9, n),
+                            "gz2_total_votes": rng.integers(0, 50, n), "size": 10 ** rng.uniform(0, 2, n),
+                            "name": [f"G{i}" for i in range(n)], "flag": rng.integers(0, 2, n).astype(bool)})
+    cols = {c["column"]: c for c in kn.agreement_columns(catalog)}
+    assert set(cols) == {"size", "flag"}                      # 60 distinct names are not categories
+    assert cols["size"]["log"] and cols["flag"]["kind"] == "categorical"
+
+
+def test_report_says_what_neighbours_share_for_every_source():
+    catalog, colour_by, good, rng = labelled_fixture()
+    tasks = catalogue_tasks(catalog, colour_by)
+    rows = np.arange(len(catalog))
+    noise = rng.normal(size=(len(catalog), 8)).astype(np.float32)
+    rep = build_report(tasks, {"embedding": good, "untrained": noise}, rows, good, catalog=catalog,
+                       columns=colour_by)
+    meaning = {c["column"]: c for c in rep["similarity_meaning"]["columns"]}
+    morph = meaning["morph"]
+    assert morph["title"] == "Morphology" and morph["kind"] == "categorical"
+    assert morph["sources"]["embedding"]["neighbours"] > 0.95 > 0.6 > morph["sources"]["untrained"]["neighbours"]
+    assert abs(morph["sources"]["embedding"]["random"] - 0.5) < 0.05
+    assert meaning["size"]["log"] and meaning["size"]["sources"]["embedding"]["agreement"] > 0.3
+    assert rep["similarity_meaning"]["columns"][0]["column"] in ("morph", "frac")   # strongest first
+
+
+def test_whitening_gives_the_training_features_equal_variance_in_every_direction():
+    import torch
+
+    from models.embed import embed, fit_whitening
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4000, 6)) * np.array([10, 3, 1, 1, 0.5, 0.1]) + 2.0
+    w = fit_whitening(features, floor=0.0)
+    white = (features - np.array(w["mean"])) @ np.array(w["matrix"])
+    np.testing.assert_allclose(np.cov(white.T), np.eye(6), atol=0.02)
+    floored = fit_whitening(features, floor=0.1)
+    spread = np.var((features - np.array(floored["mean"])) @ np.array(floored["matrix"]), axis=0)
+    assert spread.max() < 1.01 and spread[-1] < 0.2              # the near-empty direction is not blown up
+    # embed applies it after the encoder: unit vectors, and a different ranking than without it
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 6))
+    encoder.out_dim = 6
+    images = rng.normal(size=(50, 3, 2, 2)).astype(np.float32)
+    plain = embed(encoder, images, dtype=np.float32)
+    whitened = embed(encoder, images, dtype=np.float32, whiten=fit_whitening(plain))
+    np.testing.assert_allclose(np.linalg.norm(whitened, axis=1), 1, atol=1e-5)
+    assert not np.allclose(plain, whitened, atol=1e-2)
+
+
+def test_about_card_verdict_in_words_opens_on_warnings():
+    from explorer.about import about_html, verdict
+
+    catalog, colour_by, good, rng = labelled_fixture()
+    tasks = catalogue_tasks(catalog, colour_by)
+    rows = np.arange(len(catalog))
+    noise = rng.normal(size=(len(catalog), 8)).astype(np.float32)
+    sources = {"embedding": good, "untrained": noise, "pixel_pca": noise}
+    rep = json.loads(json.dumps(build_report(tasks, sources, rows, good, catalog=catalog, columns=colour_by)))
+    css, head, points = verdict(rep)
+    assert css == "about-good" and "Better than the same network untrained on 3 of 3 labelled tests" in points[0]
+    card = about_html(rep)
+    assert "Neighbours share morphology" in card and "random pairs" in card and "What neighbours have" in card
+    for jargon in ("10-NN", "purity", "linear-probe", "participation", "principal component", "twin"):
+        assert jargon not in card, jargon
+    # one dominant direction: amber, said as what it means for a search and what to do
+    rep["health"].update(first_pc_share=0.63, participation_ratio=2.4, flags=["collapsed"])
+    css, _, _ = verdict(rep)
+    card = about_html(rep)
+    assert css == "about-warn" and "lies along one direction" in card and "--whiten yes" in card
+    # worse than the untrained network somewhere: amber, and the test named
+    rep["health"]["flags"] = []
+    rep["tasks"][0]["beats"]["untrained"]["knn_purity"] = -1
+    assert verdict(rep)[0] == "about-warn" and "worse on Morphology" in verdict(rep)[2][0]
+
+
+def test_whitening_travels_in_the_weights_file_and_a_missing_one_is_refused(tmp_path):
+    import torch
+
+    from models.embed import fit_whitening
+    from models.encoders import build_encoder
+    from models.io import WHITEN_MATRIX, load_encoder, save_encoder
+
+    encoder = build_encoder("small", 5, "standard", 8)
+    whiten = fit_whitening(np.random.default_rng(0).normal(size=(300, encoder.out_dim)))
+    config = {"arch": "small", "in_channels": 5, "stem": "standard", "width": 8, "whiten": whiten}
+    save_encoder(encoder, config, tmp_path / "enc")
+    assert len((tmp_path / "enc" / "config.json").read_text()) < 1000          # the matrix is not JSON text
+    _, loaded = load_encoder(tmp_path / "enc")
+    np.testing.assert_allclose(loaded["whiten"]["matrix"], np.asarray(whiten["matrix"]), rtol=1e-6)
+    state = torch.load(tmp_path / "enc" / "weights.pt", weights_only=True)
+    del state[WHITEN_MATRIX]
+    torch.save(state, tmp_path / "enc" / "weights.pt")
+    with pytest.raises(ValueError, match="whitening"):
+        load_encoder(tmp_path / "enc")
