@@ -4,6 +4,7 @@ VENV    := .venv
 VPY     := $(VENV)/bin/python
 BUNDLE  ?= bundles/demo
 PORT    ?= 5006
+DEMO_ARGS ?=
 # UTF-8 whatever the locale: astropy switches the process locale to "C" while it parses times, from any thread, and
 # an open() without an encoding in another thread then reads and writes ASCII (seen as a flaky test on clean clones).
 export PYTHONUTF8 = 1
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 $(BUNDLE)/manifest.json: | venv
-	$(VPY) -m precompute demo --out $(BUNDLE)
+	$(VPY) -m precompute demo --out $(BUNDLE) $(DEMO_ARGS)
 
 bundle: $(BUNDLE)/manifest.json
 

@@ -83,6 +83,17 @@ def score(features: np.ndarray, task_defs: dict) -> dict:
     return out
 
 
+def whitened(features: np.ndarray) -> np.ndarray:
+    """Centred and whitened as the pipeline's ``--whiten yes`` stores them (fitted on every image: all are trained on)."""
+    from models.embed import fit_whitening
+
+    centred = features - features.mean(axis=0)
+    centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+    w = fit_whitening(centred)
+    out = (centred - np.asarray(w["mean"])) @ np.asarray(w["matrix"])
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def build_augment(args):
     from models.augment import build_augmentations
 
@@ -158,10 +169,13 @@ def main(argv=None) -> int:
         trained = embed(encoder, crops, dtype=np.float32, views=views)
         results[f"trained/{views}"] = score(trained, task_defs)
         results[f"trained/{views}/centred"] = score(trained - trained.mean(axis=0), task_defs)
+        results[f"trained/{views}/whitened"] = score(whitened(trained), task_defs)
         for s in range(args.untrained_seeds):
             torch.manual_seed(1000 + s)
             twin = build_encoder(**encoder_cfg).eval()
-            results[f"untrained{s}/{views}"] = score(embed(twin, crops, dtype=np.float32, views=views), task_defs)
+            untrained = embed(twin, crops, dtype=np.float32, views=views)
+            results[f"untrained{s}/{views}"] = score(untrained, task_defs)
+            results[f"untrained{s}/{views}/whitened"] = score(whitened(untrained), task_defs)
     pixels = crops.reshape(len(crops), -1)
     results["pca50"] = score(PCA(50, random_state=0).fit_transform(pixels).astype(np.float32), task_defs)
     row = {"label": args.label, "args": vars(args), "train_seconds": round(train_s, 1),

@@ -6,7 +6,8 @@
 States, in this order in one browser session: first load; the "About this embedding" card opened; coloured by a
 Galaxy Zoo 2 vote fraction; a click on a dense part of the map with its neighbours; a lasso around the middle of the
 map labelled by pressing Enter; a linear probe fitted (the map shows its prediction); a sky search for the first
-catalogue object's position. Each at every ``--sizes`` (default 1600x1000 and 1280x720). Labels go to a throw-away
+catalogue object's position; the brightest spiral, elliptical (smooth) and edge-on disc of a simulated catalogue found
+by position, each with its neighbours. Each at every ``--sizes`` (default 1600x1000 and 1280x720). Labels go to a throw-away
 SQLite file, never the bundle's. Needs Debian's chromium + chromedriver
 (`make browser-deps`).
 """
@@ -25,7 +26,9 @@ import numpy as np
 from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "sky-search")
+STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "sky-search", "types")
+# "types": one object of each kind found by its position, with its neighbours (do they look like the same kind?)
+TYPES = ("spiral", "smooth", "edge_on_disk")
 
 
 def start_server(bundle: Path, port: int, log: Path) -> subprocess.Popen:
@@ -166,6 +169,35 @@ def first_object_position(bundle: Path) -> str:
     return f"{row['ra']:.5f} {row['dec']:+.5f}"
 
 
+def type_examples(bundle: Path) -> dict[str, str]:
+    """For each of TYPES in the catalogue's ``truth_type``: the position of its brightest member (a clear example)."""
+    import pandas as pd
+
+    cat = pd.read_parquet(bundle / "catalog.parquet")
+    if "truth_type" not in cat or "r_mag" not in cat:
+        return {}
+    out = {}
+    for kind in TYPES:
+        rows = cat[cat["truth_type"].astype(str) == kind]
+        if len(rows):
+            row = rows.loc[rows["r_mag"].idxmin()]
+            out[kind] = f"{row['ra']:.5f} {row['dec']:+.5f}"
+    return out
+
+
+def find_and_show(driver, text: str) -> None:
+    """A sky search for a catalogue object's position, then scroll to its neighbours."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait(lambda: driver.execute_script(DEEP, "input[placeholder^='RA Dec']"))[0]
+    box.clear()
+    box.send_keys(text, Keys.ENTER)
+    time.sleep(4)
+    cards = wait(lambda: driver.execute_script(DEEP, ".nb-card"), timeout=120)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cards[0])
+    time.sleep(2)
+
+
 def open_about(driver) -> None:
     """The card opens by itself when the embedding does not beat its baselines; else open it."""
     cards = driver.execute_script(DEEP, ".about-card")
@@ -191,7 +223,8 @@ def click_densest(driver, canvas) -> None:
     time.sleep(2)
 
 
-def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = "") -> list[Path]:
+def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = "",
+          examples: dict[str, str] | None = None) -> list[Path]:
     driver, profile = driver_at(width, height)
     written = []
     try:
@@ -204,7 +237,12 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
                    "lasso-label": lambda: lasso_and_label(driver, canvas),
                    "probe": lambda: fit_probe(driver), "sky-search": lambda: sky_search(driver, sky_text)}
         for state in STATES:   # in this order: later states build on earlier ones
-            if state in states:
+            if state == "types" and state in states:
+                for kind, position in (examples or {}).items():
+                    find_and_show(driver, position)
+                    written.append(out / f"type-{kind}-{width}x{height}.png")
+                    driver.save_screenshot(str(written[-1]))
+            elif state in states:
                 actions[state]()
                 written.append(out / f"{state}-{width}x{height}.png")
                 driver.save_screenshot(str(written[-1]))
@@ -233,7 +271,7 @@ def main(argv=None) -> int:
         for size in args.sizes:
             w, h = (int(v) for v in size.split("x"))
             for path in shoot(f"http://127.0.0.1:{args.port}/explorer", out, w, h, args.only,
-                              first_object_position(Path(args.bundle))):
+                              first_object_position(Path(args.bundle)), type_examples(Path(args.bundle))):
                 print(path)
     finally:
         proc.terminate()

@@ -114,7 +114,7 @@ QUICK_RUNS = {   # module -> the arguments of its --quick run (benchmarks.run ha
     "bench_shards": [], "bench_simulate": [], "bench_skyquery": [], "bench_train": [], "bench_whitening": [],
     "cold_start_breakdown": [], "fixture_bundle": [], "screenshots": [], "scale.dask_render": [],
     "scale.explorer_dask": [["build"], ["measure"]], "bench_pipeline": [["demo"]], "bench_attacks": [],
-    "probe_bad_input": [], "bench_validation": [],
+    "probe_bad_input": [], "bench_validation": [], "bench_demo": [], "bench_demo_recipe": [],
 }
 
 
