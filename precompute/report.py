@@ -63,14 +63,13 @@ def score_tasks(tasks: list[dict], features: dict[str, np.ndarray], position: np
     from joblib import Parallel, delayed, effective_n_jobs
 
     prepared = [(t, inputs) for t in tasks if (inputs := task_inputs(t, position, seed)) is not None]
-    jobs = [(i, name) for i in range(len(prepared)) for name in features]
-    n_jobs = n_jobs or min(4, effective_n_jobs(-1), max(1, len(jobs)))
-    scores = Parallel(n_jobs=n_jobs)(
-        delayed(prepared[i][1][3])(features[name][prepared[i][1][0]], prepared[i][1][1], prepared[i][1][2])
-        for i, name in jobs)
+    calls = [delayed(scorer)(f[local], labels, splits)
+             for _, (local, labels, splits, scorer) in prepared for f in features.values()]
+    n_jobs = n_jobs or min(4, effective_n_jobs(-1), max(1, len(calls)))
+    scores = iter(Parallel(n_jobs=n_jobs)(calls))   # in the order of the calls: task by task, source by source
     out = []
-    for i, (task, (local, *_)) in enumerate(prepared):
-        by_source = {name: s for (j, name), s in zip(jobs, scores) if j == i}
+    for task, (local, *_) in prepared:
+        by_source = {name: next(scores) for name in features}
         meta = {k: v for k, v in task.items() if k not in ("rows", "labels")}
         out.append({**meta, "n": int(len(local)), "scores": by_source, "beats": verdicts(task["kind"], by_source)})
     return out

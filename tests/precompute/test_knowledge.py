@@ -315,3 +315,14 @@ def test_whitening_travels_in_the_weights_file_and_a_missing_one_is_refused(tmp_
     torch.save(state, tmp_path / "enc" / "weights.pt")
     with pytest.raises(ValueError, match="whitening"):
         load_encoder(tmp_path / "enc")
+
+
+def test_report_scores_are_the_same_in_one_process_or_several():
+    """The report's fits run one process per core: the same splits and seeds give the same figures."""
+    from precompute.report import score_tasks
+
+    catalog, colour_by, good, rng = labelled_fixture()
+    tasks = catalogue_tasks(catalog, colour_by)
+    features = {"embedding": good, "untrained": rng.normal(size=good.shape).astype(np.float32)}
+    rows = np.arange(len(catalog))
+    assert score_tasks(tasks, features, rows, n_jobs=1) == score_tasks(tasks, features, rows, n_jobs=2)
