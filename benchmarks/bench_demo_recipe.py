@@ -23,17 +23,22 @@ from benchmarks.quick import add_quick, parse_quick, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE_BRIGHTNESS = {"enable": ["brightness", "size"]}
-# name -> Config overrides on top of precompute.pipeline.DEMO (6 epochs, batch 256, the small ResNet)
+# name -> Config overrides on top of precompute.pipeline.DEMO (6 epochs, batch 256, the small ResNet); the method is
+# named in each, so that a variant means the same run whatever the survey's recipe says today
 VARIANTS = {
-    "demo_before": {"train_limit": 6000, "augment": {}, "whiten": False},
-    "size_brightness": {"train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": False},
-    "whiten": {"train_limit": 6000, "augment": {}, "whiten": True},
-    "size_brightness_whiten": {"train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": True},
-    "size_brightness_whiten_e10": {"train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": True, "epochs": 10},
-    "size_brightness_whiten_w32": {"train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": True, "width": 32},
-    "size_brightness_whiten_all": {"train_limit": None, "augment": SIZE_BRIGHTNESS, "whiten": True},   # the demo
-    "simclr_size_brightness_whiten": {"augment": SIZE_BRIGHTNESS, "whiten": True, "method": "simclr"},
-    "byol_size_brightness_whiten": {"augment": SIZE_BRIGHTNESS, "whiten": True, "method": "byol"},
+    "demo_before": {"method": "moco", "train_limit": 6000, "augment": {}, "whiten": False},
+    "size_brightness": {"method": "moco", "train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": False},
+    "whiten": {"method": "moco", "train_limit": 6000, "augment": {}, "whiten": True},
+    "size_brightness_whiten": {"method": "moco", "train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": True},
+    "size_brightness_whiten_e10": {"method": "moco", "train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": True,
+                                   "epochs": 10},
+    "size_brightness_whiten_w32": {"method": "moco", "train_limit": 6000, "augment": SIZE_BRIGHTNESS, "whiten": True,
+                                   "width": 32},
+    "size_brightness_whiten_all": {"method": "moco", "train_limit": None, "augment": SIZE_BRIGHTNESS, "whiten": True},
+    "byol_size_brightness_whiten_all": {"method": "byol", "train_limit": None, "augment": SIZE_BRIGHTNESS,
+                                        "whiten": True},
+    "simclr_size_brightness_whiten_all": {"method": "simclr", "train_limit": None, "augment": SIZE_BRIGHTNESS,
+                                          "whiten": True},   # the demo now
 }
 HEADLINE = ("truth_type", "knn_purity"), ("truth_type", "probe_error")
 

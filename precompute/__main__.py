@@ -14,7 +14,7 @@ from core.contract import BundleError
 # command -> (module, one-line help)
 COMMANDS = {
     "simulate": ("precompute.simulators.simulate", "write a simulated SDSS-like or FIRST-like survey with known truth"),
-    "demo": ("precompute.pipeline", "simulate an SDSS-like survey, train a small MoCo v2 encoder, write a bundle"),
+    "demo": ("precompute.pipeline", "simulate an SDSS-like survey, train a small SimCLR encoder, write a bundle"),
     "build": ("precompute.pipeline", "build a bundle from a survey's local data (SDSS HDF5 or FIRST catalogue + FITS)"),
     "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),
     "train": ("precompute.pipeline", "stage: train the self-supervised encoder"),

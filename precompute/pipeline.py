@@ -27,8 +27,8 @@ from precompute.config import Config, default_of, log
 from precompute.stages import run_pipeline
 
 # The demo must serve its first page within ~6 min on 2 CPU cores, simulation included: 12,000 galaxies and a narrow
-# ResNet with the standard (strided) stem trained for 6 epochs on all of them, with the SDSS CPU recipe's brightness
-# and size augmentations and whitened vectors. BENCHMARKS.md (issue 21) has the ablation that chose it.
+# ResNet with the standard (strided) stem trained for 6 epochs on all of them with the SDSS CPU recipe (SimCLR, its
+# brightness and size augmentations, whitened vectors). BENCHMARKS.md (issue 21) has the ablation that chose it.
 DEMO = {"n": 12_000, "epochs": 6, "batch_size": 256, "arch": "small", "stem": "standard", "train_limit": None}
 
 

@@ -228,7 +228,7 @@ def test_demo_small(tmp_path, capsys):
     assert main(args) == 0
     man = validate_bundle(out)
     cat = pd.read_parquet(out / "catalog.parquet")
-    assert man["n_objects"] == len(cat) >= 290 and man["model"]["method"] == "moco"
+    assert man["n_objects"] == len(cat) >= 290 and man["model"]["method"] == "simclr"
     assert cat["gz2_smooth_or_features_smooth_fraction"].notna().any()
     assert "truth_type" in cat and "truth_type" in man["colour_by"]
     capsys.readouterr()
