@@ -39,10 +39,6 @@ CSS = """
 """
 
 
-def verdict_class(ok) -> str:
-    return {True: "about-good", False: "about-bad"}.get(ok, "about-unknown")
-
-
 # ------------------------------------------------------------------------------------------- the verdict in words
 def _outcomes(report: dict, base: str) -> tuple[list[str], list[str], int]:
     """(titles of tests the embedding wins against ``base``, titles it loses, number of tests compared)."""
