@@ -85,13 +85,11 @@ def score(features: np.ndarray, task_defs: dict) -> dict:
 
 def whitened(features: np.ndarray) -> np.ndarray:
     """Centred and whitened as the pipeline's ``--whiten yes`` stores them (fitted on every image: all are trained on)."""
-    from models.embed import fit_whitening
+    from models.embed import post_process
+    from precompute.prepare import fit_post
 
-    centred = features - features.mean(axis=0)
-    centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
-    w = fit_whitening(centred)
-    out = (centred - np.asarray(w["mean"])) @ np.asarray(w["matrix"])
-    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    post = fit_post(features, centre=True, whiten=True)
+    return post_process(features, post["centre"], post["whiten"])
 
 
 def build_augment(args):

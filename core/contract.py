@@ -138,9 +138,9 @@ def _report_shape_problem(report: dict) -> str | None:
                 if not (isinstance(score, dict) and all(v is None or _is_number(v) for v in
                                                         (score.get("mean"), score.get("se")))):
                     return f"tasks[{i}].scores.{source}.{metric} must hold a numeric mean and se"
-    encoder_health = report.get("encoder_health", {})
-    if not isinstance(encoder_health, dict) or any(
-            not _is_number(encoder_health.get(k)) for k in ("first_pc_share", "participation_ratio") if encoder_health):
+    encoder_health = report.get("encoder_health")
+    if encoder_health is not None and not (isinstance(encoder_health, dict) and all(
+            _is_number(encoder_health.get(k)) for k in ("first_pc_share", "participation_ratio"))):
         return "encoder_health must hold numeric first_pc_share and participation_ratio"
     return _similarity_meaning_problem(report.get("similarity_meaning", {"columns": []}))
 
@@ -151,7 +151,6 @@ def _similarity_meaning_problem(meaning) -> str | None:
     for i, col in enumerate(meaning["columns"]):
         if not (isinstance(col, dict) and all(isinstance(col.get(k), str) for k in ("column", "title", "units"))
                 and col.get("kind") in ("categorical", "continuous") and isinstance(col.get("log"), bool)
-                and isinstance(col.get("named", False), bool)
                 and isinstance(col.get("sources"), dict)):
             return f"similarity_meaning.columns[{i}] must have text column, title and units, a kind, log and sources"
         for source, cell in col["sources"].items():

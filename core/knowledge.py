@@ -359,39 +359,39 @@ def pair_difference(kind: str, value: np.ndarray, known: np.ndarray, pairs: np.n
     return float(statistic(np.abs(value[a[both]] - value[b[both]])))
 
 
-def agreement_score(kind: str, value: np.ndarray, known: np.ndarray, near: np.ndarray,
-                    random: np.ndarray) -> float | None:
-    """0 when neighbours agree no better than random pairs, 1 when they always agree. Categorical:
-    (p_neighbours - p_random) / (1 - p_random); continuous: 1 - the mean rank difference of neighbours over that of
-    random pairs (ranks, so that a column full of zeros or with a long tail is judged like any other)."""
-    if kind == "categorical":
-        p_near, p_random = (pair_difference(kind, value, known, p) for p in (near, random))
-        if p_near is None or p_random is None or p_random >= 1:
-            return None
-        return float((p_near - p_random) / (1 - p_random))
-    from scipy.stats import rankdata
-
-    ranks = np.where(known, rankdata(np.where(known, value, np.inf)) / max(1, known.sum()), 0.0)
-    d_near, d_random = (pair_difference(kind, ranks, known, p, np.mean) for p in (near, random))
-    if d_near is None or d_random is None or d_random <= 0:
+def agreement_score(kind: str, near: float | None, random: float | None) -> float | None:
+    """0 when neighbours agree no better than random pairs, 1 when they always agree, from ``pair_difference``:
+    categorical (p_neighbours - p_random) / (1 - p_random); continuous 1 - d_neighbours / d_random, where d is the
+    mean difference of the values' ranks (so that a column full of zeros or with a long tail is judged like any
+    other)."""
+    if near is None or random is None:
         return None
-    return float(1 - d_near / d_random)
+    if kind == "categorical":
+        return float((near - random) / (1 - random)) if random < 1 else None
+    return float(1 - near / random) if random > 0 else None
 
 
 def neighbour_agreement(features: dict[str, np.ndarray], position: np.ndarray, columns: list[dict],
                         k: int = K, seed: int = 0) -> list[dict]:
     """For each column and feature source: how well an object's k nearest neighbours agree with it, beside random
     pairs of the same objects (``pair_difference``, ``agreement_score``)."""
+    from scipy.stats import rankdata
+
     pairs = {name: neighbour_pairs(f, k, seed) for name, f in features.items()}
     out = []
     for col in columns:
-        sources = {}
+        kind = col["kind"]
         value, known = values_at(col, position)
+        # continuous columns are judged by their ranks, computed once per column
+        ranks = None if kind == "categorical" else \
+            np.where(known, rankdata(np.where(known, value, np.inf)) / max(1, known.sum()), 0.0)
+        sources = {}
         for name, (near, random) in pairs.items():
-            nb, rnd = (pair_difference(col["kind"], value, known, p) for p in (near, random))
+            nb, rnd = (pair_difference(kind, value, known, p) for p in (near, random))
+            by_rank = None if ranks is None else [pair_difference(kind, ranks, known, p, np.mean) for p in (near, random)]
             sources[name] = {"neighbours": nb, "random": rnd,
-                             "agreement": agreement_score(col["kind"], value, known, near, random)}
+                             "agreement": agreement_score(kind, *(by_rank or (nb, rnd)))}
         if all(s["agreement"] is None for s in sources.values()):
             continue
-        out.append({"column": col["column"], "kind": col["kind"], "log": col["log"], "sources": sources})
+        out.append({"column": col["column"], "kind": kind, "log": col["log"], "sources": sources})
     return out

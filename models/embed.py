@@ -47,7 +47,7 @@ def fit_whitening(features: np.ndarray, floor: float = WHITEN_FLOOR) -> dict:
     eigval, eigvec = np.linalg.eigh(np.cov((x - mean).T))
     eigval = np.clip(eigval, 0, None)
     matrix = (eigvec / np.sqrt(eigval + floor * eigval.mean())) @ eigvec.T
-    return {"mean": mean.astype(np.float32).tolist(), "matrix": matrix.astype(np.float32).tolist(), "floor": floor}
+    return {"mean": mean.astype(np.float32), "matrix": matrix.astype(np.float32), "floor": floor}
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -85,6 +85,9 @@ def embed(encoder: nn.Module, images, batch_size: int = 256, device=None, dtype=
     layout = torch.channels_last if use_channels_last(encoder, device) else torch.contiguous_format
     encoder = encoder.to(memory_format=layout)
     out = np.empty((len(images), encoder.out_dim), dtype=dtype)
+    centre = None if centre is None else np.asarray(centre, np.float32)   # once, not per batch
+    if whiten is not None:
+        whiten = {k: np.asarray(whiten[k], np.float32) for k in ("mean", "matrix")}
     for start in range(0, len(images), batch_size):
         chunk = images[start: start + batch_size]
         x = torch.as_tensor(np.ascontiguousarray(chunk) if isinstance(chunk, np.ndarray) else chunk,

@@ -116,7 +116,6 @@ def similarity_meaning(catalog, features: dict, position: np.ndarray, columns: d
         spec = columns.get(row["column"], {})
         row["title"] = spec.get("title", row["column"])
         row["units"] = spec.get("units", "")
-        row["named"] = row["column"] in columns   # a column the survey or the bundle names (not raw truth)
     rows.sort(key=lambda r: -(r["sources"].get("embedding", {}).get("agreement") or -1))
     return {"what": f"for each column: pairs of an object and one of its {kn.K} nearest neighbours, beside random "
                     "pairs of the same objects. categorical: the share of pairs with the same value; continuous: "

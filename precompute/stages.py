@@ -211,15 +211,15 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
         tasks = survey.report_tasks(catalog, colour_columns(survey, catalog))[:MAX_TASKS]
         rows = evaluation_rows(tasks, len(catalog), cfg.seed)
         features = {"embedding": np.asarray(embeddings[rows], dtype=np.float32)}
+        encoder_cfg = json.loads((trained.path / "encoder" / "config.json").read_text())
         if len(rows):
             log(f"[report] embedding {len(rows):,} objects with the untrained network, and PCA of their pixels")
-            features.update(baseline_features(survey, trained.path / "encoder", images, rows, cfg))
+            features.update(baseline_features(survey, encoder_cfg, images, rows, cfg))
         log(f"[report] scoring {len(tasks)} labelled tests for {len(features)} sources (neighbours and a linear "
             f"classifier, {N_SPLITS} splits each) and what neighbours share in every column")
         notes = {"untrained": "same architecture, random weights (seed + 1), same preprocessing and views; its own "
                               "centring and whitening (as the bundle's recipe), fitted on the evaluated objects",
                  "pixel_pca": "PCA-50 of the preprocessed encoder inputs of the evaluated objects"}
-        encoder_cfg = json.loads((trained.path / "encoder" / "config.json").read_text())
         rep = build_report(tasks, features, rows, embeddings, notes, cfg.seed,
                            encoder_health=encoder_cfg.get("representation_health") if encoder_cfg.get("whiten") else None,
                            catalog=catalog, columns=colour_columns(survey, catalog))
@@ -230,7 +230,7 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
                   {"ingest": ing.key, "train": trained.key, "embed": emb.key}, build)
 
 
-def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.ndarray, cfg: Config) -> dict:
+def baseline_features(survey, config: dict, images: np.ndarray, rows: np.ndarray, cfg: Config) -> dict:
     """The untrained twin's embedding and PCA of the pixels for ``rows``, preprocessed exactly as the bundle's."""
     import torch
     from sklearn.decomposition import PCA
@@ -239,7 +239,6 @@ def baseline_features(survey, encoder_dir: Path, images: np.ndarray, rows: np.nd
     from models.encoders import build_encoder
     from models.io import BUILD_KEYS
 
-    config = json.loads((encoder_dir / "config.json").read_text())
     prep = config["preprocessing"]
     crops = survey.preprocess(np.asarray(images[rows]), prep)
     torch.manual_seed(cfg.seed + 1)
