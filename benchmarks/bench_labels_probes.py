@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from explorer import probes as P
-from explorer.labels import LabelStore
+from core.labels import LabelStore
 from explorer.selection import lasso_select
 from benchmarks.quick import add_quick, parse_quick
 

@@ -384,7 +384,7 @@ def probe_imports(probe: Probe, base: Path, work: Path) -> None:
     from astropy.table import Table
 
     from explorer import export
-    from explorer.labels import LabelStore
+    from core.labels import LabelStore
 
     catalog = pd.read_parquet(base / "catalog.parquet")
     ids = catalog["object_id"].astype(str).tolist()

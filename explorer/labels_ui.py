@@ -24,7 +24,7 @@ import param
 
 from explorer import colour, export
 from explorer.jobs import JobRunner
-from explorer.labels import LabelStore, LabelStoreError
+from core.labels import LabelStore, LabelStoreError
 from explorer.settings import Settings
 from explorer.visitors import visitor_name
 from explorer.markup import html, text

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.contract import BundleError
-from explorer.labels import default_labels_path
+from core.labels import default_labels_path
 
 DEFAULT_BUNDLE = "bundles/demo"
 MAP_ENGINES = ("memory", "dask", "auto")

@@ -26,7 +26,7 @@ XSS_NAME = '<img src=x onerror="window.__xss_ran = true">'
 @pytest.fixture(scope="module")
 def hostile_server(small_bundle, tmp_path_factory):
     """The explorer over a label store that already holds a label whose name is HTML with a script in it."""
-    from explorer.labels import LabelStore
+    from core.labels import LabelStore
 
     work = tmp_path_factory.mktemp("hostile")
     store = LabelStore(work / "labels.sqlite")

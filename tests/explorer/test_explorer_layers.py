@@ -9,7 +9,7 @@ import pytest
 
 from explorer import colour, probes
 from explorer.data import load_explorer_data
-from explorer.labels import LabelStore
+from core.labels import LabelStore
 from explorer.labels_ui import (LABELS_KEY, LABELS_TITLE, build_labels_section, label_codes, label_member_rows,
                                 session_for)
 from explorer.probe_ui import PROBE_KEY, TRUST_KEY, TRUST_TITLE, probe_colour_layer, trust_colour_layer

@@ -8,7 +8,7 @@ import pytest
 from astropy.table import Table
 
 from explorer import export as X
-from explorer.labels import LabelStore
+from core.labels import LabelStore
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_csv_neutralises_formulas_and_fits_keeps_non_ascii_labels(tmp_path):
 def test_label_names_are_capped(tmp_path):
     import pytest
 
-    from explorer.labels import LabelStore
+    from core.labels import LabelStore
 
     store = LabelStore(tmp_path / "l.sqlite")
     with pytest.raises(ValueError, match="characters long"):

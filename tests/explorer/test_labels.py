@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.labels import LabelStore, LabelStoreError, default_labels_path
+from core.labels import LabelStore, LabelStoreError, default_labels_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,7 +92,7 @@ def test_unusable_paths_name_the_file(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from explorer.labels import LabelStore
+    from core.labels import LabelStore
     store = LabelStore(sys.argv[1])
     tag = sys.argv[2]
     for i in range(int(sys.argv[3])):
@@ -249,7 +249,7 @@ def test_another_programs_sqlite_database_is_refused_and_left_untouched(tmp_path
     import hashlib
     import sqlite3
 
-    from explorer.labels import LabelStore, LabelStoreError
+    from core.labels import LabelStore, LabelStoreError
 
     foreign = tmp_path / "observing-log.sqlite"
     con = sqlite3.connect(foreign)

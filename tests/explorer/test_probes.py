@@ -10,7 +10,7 @@ import torch
 
 from explorer import probes as P
 from explorer.jobs import Cancelled, JobRunner
-from explorer.labels import LabelStore
+from core.labels import LabelStore
 
 torch.set_num_threads(1)
 
