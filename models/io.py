@@ -67,3 +67,48 @@ def load_encoder(folder) -> tuple[nn.Module, dict]:
             raise ValueError(f"{config_path} says the embeddings are whitened, but {weights} holds no {d} x {d} "
                              f"whitening ({WHITEN_MEAN}, {WHITEN_MATRIX}); rebuild the bundle")
     return encoder.eval(), config
+
+
+CLASSIFIER_KEYS = BUILD_KEYS + ("classes",)
+
+
+def save_classifier(model: nn.Module, config: dict, folder) -> Path:
+    """A fine-tuned ``models.finetune.Classifier``: ``weights.pt`` (its state dict: plain tensors) and
+    ``config.json`` (build_encoder's kwargs, ``classes`` and anything else JSON can hold)."""
+    missing = [k for k in CLASSIFIER_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"classifier config lacks {missing}: it must include {CLASSIFIER_KEYS} to rebuild it")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder
+
+
+def load_classifier(folder) -> tuple[nn.Module, dict]:
+    """The classifier saved by ``save_classifier`` (eval mode, CPU) and its config; ValueError naming the file when
+    either is not what ``save_classifier`` writes."""
+    from .finetune import Classifier
+
+    folder = Path(folder)
+    weights, config_path = folder / "weights.pt", folder / "config.json"
+    for path in (weights, config_path):
+        if not path.is_file():
+            raise ValueError(f"{path} is missing: {folder} is not a classifier folder written by save_classifier")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_path}: not JSON ({e})") from e
+    classes = config.get("classes") if isinstance(config, dict) else None
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"{config_path}: 'classes' must list at least two class names")
+    missing = [k for k in BUILD_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"{config_path}: lacks {missing}, needed to rebuild the network")
+    try:
+        model = Classifier(build_encoder(**{k: config[k] for k in BUILD_KEYS}), len(classes))
+        model.load_state_dict(load_tensors(weights))
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"{weights} does not match the classifier described by {config_path}: "
+                         f"{' '.join(str(err).split())[:300]}") from err
+    return model.eval(), config

@@ -30,6 +30,8 @@ COMMANDS = {
     "from-embeddings": ("precompute.from_embeddings", "build a bundle from embeddings made elsewhere (.npy, Parquet, "
                                                       "HDF5) and a catalogue (CSV, Parquet, FITS, VOTable)"),
     "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (FIRST, SDSS) into a resumable cache"),
+    "finetune": ("precompute.finetune", "fine-tune a bundle's encoder on labels, beside the supervised baseline and the "
+                                        "linear probe (label-efficiency curves with --label-counts)"),
     "validate": ("precompute.validate", "check a bundle against the format contract"),
     "points": ("precompute.points", "add points/ (partitioned Parquet map points) to a bundle for the Dask map engine"),
 }

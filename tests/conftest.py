@@ -80,6 +80,21 @@ def small_bundle(make_bundle) -> Path:
     return make_bundle("small", n=3000, dim=32)
 
 
+@pytest.fixture(scope="session")
+def sim_first_build(tmp_path_factory) -> Path:
+    """A 160-object simulated FIRST bundle built by the pipeline (encoder, report), with its work folder beside it
+    (``bundle.work``: the ingest cache holds the cutouts that fine-tuning reads). Copy it before writing into it."""
+    from precompute.__main__ import main
+
+    root = tmp_path_factory.mktemp("sim_first")
+    assert main(["simulate", "--survey", "first", "--n", "160", "--out", str(root / "sim"), "--no-progress",
+                 "--workers", "1"]) == 0
+    out = root / "bundle"
+    assert main(["build", "--survey", "first", "--catalog", str(root / "sim" / "catalog.csv"), "--out", str(out),
+                 "--epochs", "1", "--batch-size", "32", "--no-progress", "--n-neighbors", "10"]) == 0
+    return out
+
+
 @pytest.fixture
 def torch_one_thread():
     """Small-model tests: one torch thread (less noise on a shared CPU) and a fixed seed."""
