@@ -5,7 +5,8 @@
 
 States, in this order in one browser session: first load; the "About this embedding" card opened; coloured by a
 Galaxy Zoo 2 vote fraction; a click on a dense part of the map with its neighbours; a lasso around the middle of the
-map labelled by pressing Enter; a linear probe fitted (the map shows its prediction); a sky search for the first
+map labelled by pressing Enter; a linear probe fitted (the map shows its prediction); the bundle's fine-tuned
+classifier as the map's colours with its label-efficiency chart (bundles with ``finetuned/``); a sky search for the first
 catalogue object's position; the brightest spiral, elliptical (smooth) and edge-on disc of a simulated catalogue found
 by position, each with its neighbours. Each at every ``--sizes`` (default 1600x1000 and 1280x720). Labels go to a throw-away
 SQLite file, never the bundle's. Needs Debian's chromium + chromedriver
@@ -26,7 +27,8 @@ import numpy as np
 from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "sky-search", "types")
+STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "finetune-curve", "sky-search",
+          "types")
 # "types": one object of each kind found by its position, with its neighbours (do they look like the same kind?)
 TYPES = ("spiral", "smooth", "edge_on_disk")
 
@@ -137,19 +139,36 @@ def lasso_and_label(driver, canvas) -> None:
     time.sleep(1.5)
 
 
-def fit_probe(driver) -> None:
+def choose_probe_target(driver, containing: str) -> None:
+    """The probe section's target: the first option whose text contains ``containing`` (case-insensitive)."""
     from selenium.webdriver.support.ui import Select
 
-    target = by_text(driver, "select", "My labels (multinomial)")[0]
-    select = Select(target)
-    select.select_by_visible_text(next(o.text for o in select.options if "fraction" in o.text))
-    button = by_text(driver, "button", "Fit probe")[0]
+    select = Select(by_text(driver, "select", "My labels (multinomial)")[0])
+    select.select_by_visible_text(next(o.text for o in select.options if containing in o.text.lower()))
+
+
+def press_and_show(driver, button_text: str, result_css: str, result_text: str, where: str = "center") -> None:
+    """Press a sidebar button, wait for its result and scroll the result into view."""
+    button = by_text(driver, "button", button_text)[0]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     button.click()
-    metrics = by_text(driver, ".probe-metrics", "ROC AUC", timeout=120)[0]
-    time.sleep(3)
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", metrics)
+    result = by_text(driver, result_css, result_text, timeout=180)[0]
+    time.sleep(2.5)
+    driver.execute_script(f"arguments[0].scrollIntoView({{block: '{where}'}})", result)
     time.sleep(1)
+
+
+def fit_probe(driver) -> None:
+    choose_probe_target(driver, "fraction")
+    press_and_show(driver, "Fit probe", ".probe-metrics", "ROC AUC")
+
+
+def finetune_curve(driver) -> None:
+    """The bundle's fine-tuned classifier as the map's colours and its label-efficiency chart (a bundle with
+    ``finetuned/``, e.g. after ``python -m precompute finetune --label-counts``); the probe's first class column."""
+    choose_colour(driver, "Fine-tuned")
+    choose_probe_target(driver, "class")
+    press_and_show(driver, "Label-efficiency curve", ".curve-ready", "drawn", where="start")
 
 
 def sky_search(driver, text: str) -> None:
@@ -235,7 +254,8 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
                    "colour-fraction": lambda: choose_colour(driver, "fraction"),
                    "click": lambda: click_densest(driver, canvas),
                    "lasso-label": lambda: lasso_and_label(driver, canvas),
-                   "probe": lambda: fit_probe(driver), "sky-search": lambda: sky_search(driver, sky_text)}
+                   "probe": lambda: fit_probe(driver), "finetune-curve": lambda: finetune_curve(driver),
+                   "sky-search": lambda: sky_search(driver, sky_text)}
         for state in STATES:   # in this order: later states build on earlier ones
             if state == "types" and state in states:
                 for kind, position in (examples or {}).items():
@@ -266,11 +286,12 @@ def main(argv=None) -> int:
         p.error("--bundle and --out are required (or --quick)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    states = [s for s in args.only if s != "finetune-curve" or (Path(args.bundle) / "finetuned").is_dir()]
     proc = start_server(Path(args.bundle).resolve(), args.port, out / "panel-serve.log")
     try:
         for size in args.sizes:
             w, h = (int(v) for v in size.split("x"))
-            for path in shoot(f"http://127.0.0.1:{args.port}/explorer", out, w, h, args.only,
+            for path in shoot(f"http://127.0.0.1:{args.port}/explorer", out, w, h, states,
                               first_object_position(Path(args.bundle)), type_examples(Path(args.bundle))):
                 print(path)
     finally:

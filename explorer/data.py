@@ -202,6 +202,13 @@ class ExplorerData:
         return self.catalog["split"].to_numpy()
 
     @built_once
+    def finetuned(self) -> list:
+        """The fine-tuned classifiers the bundle keeps (``core.finetune.read_finetuned``; checked at load)."""
+        from core.finetune import read_finetuned
+
+        return read_finetuned(self.bundle.path, self.bundle.manifest, self.n)
+
+    @built_once
     def report(self) -> dict | None:
         """The bundle's report.json (what the embedding knows; checked by validation), or None."""
         from core.contract import read_report
@@ -348,6 +355,7 @@ def load_explorer_data(path: str | Path, map_engine: str = "memory") -> Explorer
     with _LOCK:
         if key not in _CACHE:
             data = prepare(open_bundle_for_serving(key[0]), map_engine)
+            data.finetuned   # a damaged classifier file is a damaged bundle: refused here, with the others
             data.warm_in_background()
             _CACHE[key] = data
         return _CACHE[key]

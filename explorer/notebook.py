@@ -8,6 +8,7 @@
     b.similar_to_images(cutouts, k=8)                  # raw cutouts (N, C, H, W) embedded with the bundle's encoder
     b.labels()                                         # everyone's current labels
     fit = b.fit_probe("redshift"); fit.metrics; fit.predictions
+    ft = b.fine_tune("fr_class", where=["confidence=confident"]); ft.table; ft.predictions
     b.show()                                           # the explorer itself, inline in JupyterLab
 
 Every result is a pandas DataFrame with the object id, the cosine similarity, its rank among random pairs of the
@@ -36,6 +37,19 @@ class ProbeFit:
     method: str
     metrics: dict
     predictions: pd.Series   # indexed by object_id
+
+
+@dataclass
+class FineTuneFit:
+    """A fine-tune beside its baselines: held-out error per method and number of labels (``table``: mean, se,
+    n_seeds), every run (``runs``), and the fine-tuned classifier's prediction for every object (``predictions``:
+    the predicted class and one probability column per class; None where the object had no cutout)."""
+
+    target: str
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    predictions: pd.DataFrame | None
+    model: object = None
 
 
 class NotebookBundle:
@@ -125,6 +139,41 @@ class NotebookBundle:
 
         target = probes.target_from_column(self.catalog, column, colour_by=self.data.bundle.colour_by)
         return probes.label_efficiency(self.data.bundle.embeddings, target, self.data.split, sizes, method=method)
+
+    def fine_tune(self, column: str | None = None, *, where=(), classes=None, labels: bool = False,
+                  depth: int | None = None, epochs: int = 100, label_counts=(None,), seeds: int = 1,
+                  methods=("fine-tuned", "supervised", "linear probe"), progress=None) -> "FineTuneFit":
+        """Fine-tune the bundle's encoder on a class ``column`` (or, with ``labels=True``, on your labels), beside the
+        same network from random weights and the linear probe, on the same objects and seeds (``core.finetune``;
+        Slijepcevic et al. 2023's recipe, ``epochs`` scaled for a CPU). ``where``: "column=value" filters, e.g.
+        ``("confidence=confident",)``; ``label_counts``: numbers of training labels (None: all) for the
+        label-efficiency curve. The table has the held-out error per method and number of labels (± SE over seeds);
+        the predictions come from the classifier fine-tuned on the most labels. Nothing is written into the bundle:
+        ``python -m precompute finetune`` keeps a classifier there."""
+        from core import finetune as ft
+        from models.finetune import FineTuneConfig
+
+        if labels:
+            target = ft.labels_from_store(self.labels(), self.data.object_ids, classes)
+        elif column is not None:
+            target = ft.labels_from_column(self.catalog, column, list(where), classes)
+        else:
+            raise ValueError("give a class column, or labels=True for your labels")
+        bundle = self.data.bundle
+        images = ft.find_images(bundle)
+        comparison, final = ft.compare(bundle, target, images, FineTuneConfig(epochs=epochs, depth=depth),
+                                       counts=label_counts, seeds=range(seeds), methods=methods, progress=progress)
+        predictions = None
+        if final is not None:
+            _, config = ft.encoder_config(bundle)
+            proba = ft.predict_all(final.model, bundle, images, config, len(target.classes))
+            predictions = pd.DataFrame(proba, columns=[f"p_{c}" for c in target.classes],
+                                       index=pd.Index(self.data.object_ids, name="object_id"))
+            known = np.isfinite(proba).all(axis=1)
+            predictions.insert(0, "predicted", pd.Series(np.asarray(target.classes, dtype=object)[
+                np.nan_to_num(proba).argmax(axis=1)], index=predictions.index).where(known, None))
+        return FineTuneFit(target.name, comparison.table(), pd.DataFrame(comparison.rows), predictions,
+                           None if final is None else final.model)
 
     def show(self):
         """The explorer page for this bundle, as a Panel object (displays inline in JupyterLab)."""

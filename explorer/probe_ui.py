@@ -42,8 +42,12 @@ def probe_targets(data) -> dict[str, tuple[str, str | None]]:
 
 
 def build_probe_section(data, state, settings: Settings | None = None):
-    """Fit a linear probe on the embeddings off the UI thread; show test metrics and labelling candidates."""
-    return ProbePanel(data, state, settings).view
+    """Fit a linear probe on the embeddings off the UI thread; show test metrics and labelling candidates; below it,
+    fine-tune the encoder on the same target (``explorer.finetune_ui``)."""
+    from explorer.finetune_ui import FineTunePanel
+
+    panel = ProbePanel(data, state, settings)
+    return pn.Column(panel.view, FineTunePanel(data, state, panel).view, sizing_mode="stretch_width")
 
 
 class ProbePanel:

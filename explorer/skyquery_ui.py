@@ -84,6 +84,22 @@ def query_card_html(result: QueryResult, thumbnail_png: bytes, data) -> str:
             f'<div class="muted">{notes}</div></div>')
 
 
+def classified_by_bundle(data, image: np.ndarray) -> list[str]:
+    """What the bundle's fine-tuned classifiers (``precompute finetune``) make of a query cutout, one note each."""
+    from core.finetune import FineTuneError
+
+    notes = []
+    for fine in data.finetuned:
+        try:
+            p = fine.classify(image)
+        except (FineTuneError, ValueError) as e:
+            notes.append(f"fine-tuned {fine.name}: cannot classify this cutout ({e})")
+            continue
+        best = int(np.argmax(p))
+        notes.append(f"fine-tuned {fine.name}: {fine.classes[best]} (p = {p[best]:.2f})")
+    return notes
+
+
 def _status(kind: str, message: str) -> str:
     colours = {"ok": "#1b5e20", "warn": "#8a5a00", "error": "#b00020", "busy": "#1f6f8b", "info": "#555"}
     return (f'<div class="sky-status sky-status-{kind}" style="color:{colours[kind]};font-size:12px">'
@@ -187,6 +203,7 @@ class SkySearch:
     def _embedded(self, query):
         q = self.data.query_embedder(self.state.settings.cutout_cache)
         result = query(q)
+        result.notes.extend(classified_by_bundle(self.data, result.image))
         return result, q.thumbnail_png(result.image)
 
     def run_off_thread(self, message: str, work, done) -> None:
