@@ -7,7 +7,7 @@ Targets (``ProbeTarget``) come from a catalogue column or from the user's labels
 Training uses ``split == "train"`` rows that have a label (optionally a random subset of ``n_train`` of them, for
 label-efficiency curves); metrics use ``split == "test"``.
 
-Fitting is full-batch L-BFGS (``explorer.linear_fit``), the figures are ``explorer.probe_metrics``'; the page runs
+Fitting is full-batch L-BFGS (``explorer.linear_fit``: float16 rows kept as stored, a warm start on a sample), the figures are ``explorer.probe_metrics``'; the page runs
 fits and scoring through ``explorer.jobs``.
 """
 from __future__ import annotations
@@ -40,6 +40,7 @@ KINDS = ("fraction", "categorical", "continuous")
 METHODS = ("soft-bce", "multinomial", "one-vs-rest", "ridge", "z-bins")
 LINKS = {"soft-bce": "sigmoid", "one-vs-rest": "sigmoid", "multinomial": "softmax", "z-bins": "softmax",
          "ridge": "identity"}
+HALF_MAX_OUTPUTS = 4
 DEFAULT_METHOD = {"fraction": "soft-bce", "categorical": "multinomial", "continuous": "ridge"}
 
 class ProbeError(ValueError):
@@ -168,8 +169,10 @@ def _design(target: ProbeTarget, rows: np.ndarray, method: str, classes=None):
 
 def fit_probe(embeddings: np.ndarray, target: ProbeTarget, split: np.ndarray, *, method: str | None = None,
               n_train: int | None = None, l2: float = 1e-3, max_iter: int = 30, seed: int = 0,
-              progress: Progress | None = None, cancel: threading.Event | None = None) -> LinearProbe:
-    """Fit a probe on labelled train rows and evaluate it on labelled test rows."""
+              progress: Progress | None = None, cancel: threading.Event | None = None,
+              reference: bool = False) -> LinearProbe:
+    """Fit a probe on labelled train rows and evaluate it on labelled test rows. ``reference``: the slow fit the
+    fast one is measured against (float32 rows, every L-BFGS step on all of them; ``explorer.linear_fit``)."""
     import torch
     method = method or ("one-vs-rest" if target.positive else DEFAULT_METHOD[target.kind])
     _check_method(target, method)
@@ -188,11 +191,13 @@ def fit_probe(embeddings: np.ndarray, target: ProbeTarget, split: np.ndarray, *,
         progress(0.0, f"reading {len(rows)} training embeddings")
     device = fit_device()
     t_gather = time.perf_counter()
-    X = gather_rows(embeddings, rows, device)
+    # float16 rows stay float16 for a few outputs; many (z-bins: 180) are faster widened once
+    X = gather_rows(embeddings, rows, device, keep_half=not reference and Y_np.shape[1] <= HALF_MAX_OUTPUTS)
     t_fit = time.perf_counter()
     Y = torch.from_numpy(Y_np).to(device)
+    warm = {"warm_rows": len(rows)} if reference else {}
     weight, bias, n_evaluations = fit_linear(X, Y, LINKS[method], l2=l2, max_iter=max_iter, progress=progress,
-                                             cancel=cancel)
+                                             cancel=cancel, **warm)
     del X
     probe = LinearProbe(target.name, target.kind, method, weight, bias, classes, (y_offset, y_scale), n_train=len(rows))
     probe.fit_seconds = time.perf_counter() - t0
@@ -294,6 +299,7 @@ def score_all(probe: LinearProbe, embeddings: np.ndarray, chunk: int = 65_536, p
     b = torch.from_numpy(probe.bias).to(device)
     fp16_mv = device.type == "cpu" and embeddings.dtype == np.float16 and W.shape[1] == 1
     w16 = W[:, 0].half() if fp16_mv else None
+    chunk = 4 * chunk if fp16_mv else chunk   # no float32 copy is made: larger blocks, fewer passes (~7 % faster)
     for s in range(0, n, chunk):
         if cancel is not None and cancel.is_set():
             raise Cancelled()

@@ -166,8 +166,11 @@ def _slow_count(n, *, progress, cancel, step=0.01):
 
 
 def test_a_job_reports_progress_and_its_result_off_the_calling_thread(planted):
+    from explorer.jobs import current_document
+
     seen, done = [], []
     runner = JobRunner("probe")
+    current_document()   # imports panel (a second on a busy box): not what the page waits for
     t0 = time.perf_counter()
     emb, split, frac, _, _ = planted
     job = runner.submit(P.fit_probe, emb, P.ProbeTarget("f", "fraction", frac), split,
