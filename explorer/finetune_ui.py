@@ -46,8 +46,13 @@ def finetuned_layer(key: str, title: str, probabilities: np.ndarray, classes) ->
 
 
 def bundle_layers(data) -> list[colour.ColourLayer]:
-    return [finetuned_layer(f"finetuned:{f.name}", f"Fine-tuned: {f.name}", f.probabilities, f.classes)
-            for f in data.finetuned]
+    """The bundle's classifiers, titled by their target column's title when they have one."""
+    def title(f):
+        target = f.summary.get("target")
+        spec = data.specs.get(target) if isinstance(target, str) else None
+        return f"Fine-tuned: {spec.title if spec is not None else f.name}"
+
+    return [finetuned_layer(f"finetuned:{f.name}", title(f), f.probabilities, f.classes) for f in data.finetuned]
 
 
 # ============================================================================================ the jobs
@@ -115,7 +120,7 @@ def curve_figure(table: pd.DataFrame, title: str):
     from bokeh.models import ColumnDataSource, FixedTicker, Whisker
     from bokeh.plotting import figure
 
-    fig = figure(height=260, sizing_mode="stretch_width", x_axis_type="log", title=title,
+    fig = figure(height=320, sizing_mode="stretch_width", x_axis_type="log", title=title,
                  x_axis_label="training labels", y_axis_label="held-out error (%)", toolbar_location=None)
     for method, part in table.groupby("method", sort=False):
         part = part.sort_values("n_labels")
@@ -126,10 +131,24 @@ def curve_figure(table: pd.DataFrame, title: str):
         fig.line("n", "err", source=src, color=c, line_width=2, legend_label=method)
         fig.scatter("n", "err", source=src, color=c, size=6, legend_label=method)
         fig.add_layout(Whisker(source=src, base="n", lower="lo", upper="hi", line_color=c))
-    fig.xaxis.ticker = FixedTicker(ticks=sorted({float(n) for n in table["n_labels"]}))   # the counts measured
-    fig.legend.location = "top_right"
-    fig.legend.label_text_font_size = "9pt"
+    fig.xaxis.ticker = FixedTicker(ticks=spaced_ticks(table["n_labels"]))
+    legend = fig.legend[0]
+    legend.orientation, legend.label_text_font_size, legend.spacing = "horizontal", "9pt", 4
+    fig.add_layout(legend, "below")   # inside, it hid the lines of a sidebar-wide chart
     return fig
+
+
+def spaced_ticks(counts, min_ratio: float = 1.3) -> list[float]:
+    """The label counts measured, as x ticks, leaving out any within ``min_ratio`` of the previous one (their
+    labels would overlap on the log axis); the largest count is always kept."""
+    values = sorted({float(n) for n in counts})
+    ticks = []
+    for v in values:
+        if not ticks or v >= min_ratio * ticks[-1]:
+            ticks.append(v)
+    if values and ticks[-1] != values[-1]:
+        ticks[-1] = values[-1]
+    return ticks
 
 
 def saved_curves(data, target_name: str) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Full-batch L-BFGS linear models on embeddings, in torch on float32 with explicit gradients: features are
+"""Full-batch L-BFGS linear models on embeddings, in torch with explicit gradients (float32 arithmetic; float16 rows
+are multiplied as stored, see ``_loss_and_grad``), warm-started on a sample of the rows: features are
 standardised first (the embeddings are unit vectors, ~1/sqrt(D) per component, badly conditioned otherwise) and the
 scaling is folded back into the weights, so scoring is one matmul over the raw embeddings. Gradients are computed as
 ``G.T @ X`` rather than by autograd's ``X.T @ G`` (measured 5-15x slower on this CPU for a handful of outputs). Runs
