@@ -277,8 +277,9 @@ def _probe_error(embeddings: np.ndarray, train: np.ndarray, test: np.ndarray, co
     from core.knowledge import choose_c, probe_error
 
     x_train = np.asarray(embeddings[train], np.float32)
-    folds_ok = np.bincount(codes[train]).max() >= 3 and np.bincount(codes[train])[np.bincount(codes[train]) > 0].min() >= 3
-    c = choose_c(x_train, codes[train]) if folds_ok else 0.3
+    per_class = np.bincount(codes[train])
+    # the regularisation is chosen by 3-fold cross-validation when every class can be in each fold
+    c = choose_c(x_train, codes[train]) if per_class[per_class > 0].min() >= 3 else 0.3
     return probe_error(x_train, codes[train], np.asarray(embeddings[test], np.float32), codes[test], c)
 
 

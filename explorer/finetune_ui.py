@@ -157,8 +157,10 @@ def saved_curves(data, target_name: str) -> pd.DataFrame:
     parts = [p for p in parts if {"method", "n_labels", "mean", "se"} <= set(p.columns)]
     if not parts:
         return pd.DataFrame(columns=["method", "n_labels", "mean", "se"])
-    table = pd.concat(parts, ignore_index=True)
-    return table[["method", "n_labels", "mean", "se"]].astype({"n_labels": float, "mean": float, "se": float})
+    table = pd.concat(parts, ignore_index=True)[["method", "n_labels", "mean", "se"]]
+    numbers = table[["n_labels", "mean", "se"]].apply(pd.to_numeric, errors="coerce")   # a bundle's JSON: untrusted
+    ok = numbers[["n_labels", "mean"]].notna().all(axis=1) & (numbers["n_labels"] > 0)
+    return pd.concat([table["method"].astype(str), numbers], axis=1)[ok].reset_index(drop=True)
 
 
 # ============================================================================================ section
