@@ -116,7 +116,7 @@ class SkySearch:
         self.position: ParsedPosition | None = None
         self.match: LocalMatch | None = None
         self.box = pn.widgets.TextInput(label="Position or object name",
-                                        placeholder="RA Dec, J-name, SkyServer URL or name",
+                                        placeholder="RA Dec, J-name, SkyServer URL, name or object id",
                                         css_classes=["sky-search-input"], sizing_mode="stretch_width")
         self.go = pn.widgets.Button(label="Find", color="primary", width=70, css_classes=["sky-search-go"])
         self.radius = pn.widgets.FloatInput(label="Match radius (arcsec)", value=3.0, start=0.1, end=600, step=0.5,
@@ -152,6 +152,8 @@ class SkySearch:
     def find(self, text: str | None = None) -> None:
         if text is None:   # the Find button: the latest text the browser has sent
             text = self.box.value_input if getattr(self.box, "value_input", None) else self.box.value
+        if self.select_by_id((text or "").strip()):
+            return
         parsed = parse_position(text, resolve_names=False)
         if parsed.how == "name" and text.strip():
             # Sesame can take seconds (or time out offline): resolve on a worker, like a fetch.
@@ -159,6 +161,17 @@ class SkySearch:
                                 lambda: resolve_name(text.strip()), self.locate)
             return
         self.locate(parsed)
+
+    def select_by_id(self, text: str) -> bool:
+        """An object id of this bundle (the 19-digit SDSS objID the details show, a FIRST name…) selects that
+        object; False when ``text`` is none of them."""
+        rows = self.data.row_index
+        if not text or text not in rows:
+            return False
+        self.position, self.match, self.fetch.visible, self.card.object = None, None, False, ""
+        self.status.object = _status("ok", f"object {text} of this bundle")
+        self.state.select(int(rows.get_indexer([text])[0]))
+        return True
 
     def locate(self, parsed: ParsedPosition) -> None:
         """Show where a parsed position is: select the matching object, or say how far the nearest one is."""
@@ -189,7 +202,8 @@ class SkySearch:
             return
         coord, k = self.position.coord, self.state.k
         self.run_off_thread("Fetching the survey cutout and embedding it…",
-                            lambda: self._embedded(lambda q: q.from_position(coord, k=k)), self.show)
+                            lambda: self._embedded(lambda q: q.from_position(coord, k=k)), self.show,
+                            query=True)
 
     def embed_upload(self, content: bytes | None, filename: str | None) -> None:
         if not content:
@@ -198,7 +212,7 @@ class SkySearch:
         name, k = filename or "uploaded FITS", self.state.k
         self.run_off_thread(f"Embedding {name}…",
                             lambda: self._embedded(lambda q: q.from_fits(content, coord=coord, k=k, name=name)),
-                            self.show)
+                            self.show, query=True)
 
     def _embedded(self, query):
         q = self.data.query_embedder(self.state.settings.cutout_cache)
@@ -206,9 +220,11 @@ class SkySearch:
         result.notes.extend(classified_by_bundle(self.data, result.image))
         return result, q.thumbnail_png(result.image)
 
-    def run_off_thread(self, message: str, work, done) -> None:
+    def run_off_thread(self, message: str, work, done, query: bool = False) -> None:
         """Run ``work()`` as a job (``explorer.jobs``) with a busy message; then ``done(result)`` on the session's
-        event loop, or the error message in the status line."""
+        event loop, or the error message in the status line. ``query``: the work was to become the search's query
+        (a fetch, an upload), so when it fails the earlier object and its neighbours go too: they no longer
+        answer what the user asked."""
         if self.busy:
             return
         self.busy = True
@@ -220,6 +236,10 @@ class SkySearch:
             self.fetch.disabled = False
             if error is not None:
                 self.status.object = _status("error", error)
+                if query:
+                    self.state.select(None)
+                    self.state.param.update(neighbour_ids=np.zeros(0, np.int64),
+                                            neighbour_sims=np.zeros(0, np.float32))
             else:
                 done(result)
 
