@@ -110,8 +110,9 @@ def legend_html(spec: ColourSpec, clim: tuple[float, float], null_frac: float = 
     pal = palette_for(spec)
     if spec.kind == "categorical":
         for name, colour in zip(spec.categories, pal):
+            shown = text(str(name)) if str(name).strip() else "<span class='muted'>(blank in the catalogue)</span>"
             parts.append(f'<div class="cb-cat"><span class="cb-swatch" style="background:{text(colour)}">'
-                         f'</span>{text(str(name))}</div>')
+                         f'</span>{shown}</div>')
         parts.append('<div class="cb-note">where classes overlap, a pixel shows the one listed last</div>')
     else:
         stops = ", ".join(pal[:: max(1, len(pal) // 16)] + [pal[-1]])

@@ -101,6 +101,10 @@ def test_legend_shows_units_categories_and_nulls():
     assert "<span>0</span><span>0.25</span>" in colour.legend_html(specs["ext"], (-2.95e-5, 0.25), 0.0)
     html = colour.legend_html(specs["cls"], (-0.5, 1.5), 0.25)
     assert "smooth" in html and "spiral" in html and "no value (25%" in html
+    # a category that is an empty string (the demo's artefact kind of every non-artefact) gets a name, not a blank
+    blank = colour.ColourSpec(column="kind", title="Artefact kind", kind="categorical", categories=("", "satellite"))
+    html = colour.legend_html(blank, (-0.5, 1.5), 0.0)
+    assert "(blank in the catalogue)" in html and '"></span></div>' not in html   # no swatch without a name
 
 
 def test_aggregated_mean_ignores_nulls():
