@@ -87,10 +87,9 @@ def labels_from_column(catalog: pd.DataFrame, column: str, where: list[str] = ()
 
 def labels_from_store(current: pd.DataFrame, object_ids, classes=None) -> Labels:
     """The label store's current labels (the most recent per object) aligned with the bundle's rows."""
-    cur = current.sort_values("event_id").drop_duplicates("object_id", keep="last")
-    per_object = pd.Series(cur["label"].to_numpy(), index=cur["object_id"].astype(str))
-    values = pd.Series(np.asarray(object_ids).astype(str)).map(per_object)
-    return labels_from_values(values.to_numpy(dtype=object), "labels", classes)
+    from core.labels import latest_label_per_object
+
+    return labels_from_values(latest_label_per_object(current, object_ids), "labels", classes)
 
 
 def check_enough(labels: Labels, train: np.ndarray, test: np.ndarray) -> None:
@@ -160,8 +159,9 @@ def find_images(bundle, work: Path | None = None, sources: dict | None = None, p
     found = np.flatnonzero(at >= 0)
     if len(found) == 0:
         raise FineTuneError(f"none of the cutouts in {where} is an object of {bundle.path} (no object_id in common)")
-    return BundleImages(images, at[found], where) if len(found) == len(at) and np.all(np.diff(at) > 0) else \
-        BundleImages(np.asarray(images[found]), at[found], where)
+    if len(found) < len(at):   # cutouts of objects the bundle does not hold: keep only the others
+        images = np.asarray(images[found])
+    return BundleImages(images, at[found], where)
 
 
 def no_encoder(bundle) -> str | None:
@@ -170,6 +170,19 @@ def no_encoder(bundle) -> str | None:
         return (f"{bundle.path} has no encoder (its embeddings were made elsewhere), so there is nothing to "
                 "fine-tune; linear probes work on any bundle")
     return None
+
+
+def read_encoder_config(bundle) -> dict:
+    """The bundle's ``encoder/config.json`` (network, preprocessing, views) without loading its weights."""
+    if no_encoder(bundle):
+        raise FineTuneError(no_encoder(bundle))
+    try:
+        config = json.loads((bundle.encoder_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FineTuneError(f"{bundle.encoder_dir / 'config.json'} cannot be read: {e}") from e
+    if not isinstance(config, dict) or not isinstance(config.get("preprocessing"), dict):
+        raise FineTuneError(f"{bundle.encoder_dir / 'config.json'} has no preprocessing: rebuild the bundle")
+    return config
 
 
 def encoder_config(bundle) -> tuple:
@@ -222,7 +235,7 @@ def compare(bundle, labels: Labels, images: BundleImages, cfg, *, counts=(None,)
     from models.encoders import build_encoder
     from models.finetune import fit_classifier, predict_proba
 
-    _, config = encoder_config(bundle)
+    config = read_encoder_config(bundle)
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise FineTuneError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
@@ -284,12 +297,12 @@ def _probe_error(embeddings: np.ndarray, train: np.ndarray, test: np.ndarray, co
 
 
 # ============================================================================================ the bundle's copy
-def predict_all(model, bundle, images: BundleImages, config: dict, n_classes: int, device=None,
-                chunk: int = 2048) -> np.ndarray:
+def predict_all(model, bundle, images: BundleImages, device=None, chunk: int = 2048) -> np.ndarray:
     """(N, n_classes) probabilities for every bundle row with a cutout; NaN rows for the others."""
     from models.finetune import predict_proba
 
-    out = np.full((bundle.n, n_classes), np.nan, np.float32)
+    config = read_encoder_config(bundle)
+    out = np.full((bundle.n, model.n_classes), np.nan, np.float32)
     crop = int(config["preprocessing"].get("crop", get_survey(bundle.survey).crop_size))
     for s in range(0, len(images.rows), chunk):
         x = normalised(bundle.survey, config, images.images[s : s + chunk])
@@ -303,7 +316,7 @@ def save_finetuned(bundle, name: str, fit, probabilities: np.ndarray, comparison
 
     if not NAME.fullmatch(name):
         raise FineTuneError(f"name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
-    _, enc_config = encoder_config(bundle)
+    enc_config = read_encoder_config(bundle)
     folder = bundle.path / FINETUNED / name
     keep = ("arch", "in_channels", "stem", "width", "survey", "preprocessing", "views", "bands", "cutout_size")
     config = {**{k: enc_config[k] for k in keep if k in enc_config}, "classes": list(fit.classes),

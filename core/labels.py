@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 METHODS = ("lasso", "box", "click", "probe-candidate", "import", "label-filter")
@@ -53,6 +54,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_undoes ON events(undoes) WHERE undoes I
 
 class LabelStoreError(Exception):
     """A label store that cannot be used; the message names the file and what to do."""
+
+
+def latest_label_per_object(current: pd.DataFrame, object_ids) -> np.ndarray:
+    """Per object id the label given to it most recently in ``current`` (a ``LabelStore.current()`` table, possibly
+    filtered), None where it has none: an object array aligned with ``object_ids``."""
+    cur = current.sort_values("event_id").drop_duplicates("object_id", keep="last")
+    per_object = pd.Series(cur["label"].to_numpy(), index=cur["object_id"].astype(str))
+    values = pd.Series(np.asarray(object_ids).astype(str)).map(per_object)
+    return values.astype(object).where(values.notna(), None).to_numpy()
 
 
 def default_labels_path(bundle_path: str | Path) -> Path:

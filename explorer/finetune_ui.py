@@ -68,8 +68,7 @@ def fine_tune_job(bundle, labels: ft.Labels, cfg, methods, *, progress, cancel):
     comparison, final = ft.compare(bundle, labels, images, cfg, methods=methods,
                                    progress=lambda f, m: checked(0.95 * f, m))
     checked(0.95, "classifying every object")
-    _, config = ft.encoder_config(bundle)
-    return comparison, ft.predict_all(final.model, bundle, images, config, len(labels.classes))
+    return comparison, ft.predict_all(final.model, bundle, images)
 
 
 def probe_curve_job(embeddings, target: probes.ProbeTarget, split, *, progress, cancel) -> pd.DataFrame:

@@ -165,8 +165,7 @@ class NotebookBundle:
                                        counts=label_counts, seeds=range(seeds), methods=methods, progress=progress)
         predictions = None
         if final is not None:
-            _, config = ft.encoder_config(bundle)
-            proba = ft.predict_all(final.model, bundle, images, config, len(target.classes))
+            proba = ft.predict_all(final.model, bundle, images)
             predictions = pd.DataFrame(proba, columns=[f"p_{c}" for c in target.classes],
                                        index=pd.Index(self.data.object_ids, name="object_id"))
             known = np.isfinite(proba).all(axis=1)

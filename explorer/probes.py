@@ -100,11 +100,10 @@ def target_from_labels(current: pd.DataFrame, object_ids: Sequence, labels: Sequ
     An object with several of the chosen labels takes the most recently given one. With ``positive`` the probe is
     one-vs-rest: that label against the other chosen labels (unlabelled objects are not negatives).
     """
-    cur = current if labels is None else current[current["label"].isin(labels)]
-    cur = cur.sort_values("event_id").drop_duplicates("object_id", keep="last")
-    per_object = pd.Series(cur["label"].to_numpy(), index=cur["object_id"].astype(str))
-    values = pd.Series(np.asarray(object_ids).astype(str)).map(per_object)
-    values = values.astype(object).where(values.notna(), None).to_numpy()
+    from core.labels import latest_label_per_object
+
+    values = latest_label_per_object(current if labels is None else current[current["label"].isin(labels)],
+                                     object_ids)
     present = sorted({v for v in values if v is not None})
     if len(present) < 2:
         raise ProbeError(f"a label probe needs at least two labels with objects in this bundle; found {present}. "

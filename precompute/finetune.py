@@ -168,8 +168,7 @@ def run(args) -> int:
                                                "n_test": comparison.n_test,
                                                "settings": comparison.settings}, indent=1, default=float))
     if not args.no_save and final is not None:
-        _, config = ft.encoder_config(bundle)
-        proba = ft.predict_all(final.model, bundle, images, config, len(labels.classes), device=args.device)
+        proba = ft.predict_all(final.model, bundle, images, device=args.device)
         name = args.name or labels.name
         folder = ft.save_finetuned(bundle, name, final, proba, comparison,
                                    {"target": labels.name, "where": list(args.where), "images": images.source})
