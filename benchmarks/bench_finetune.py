@@ -40,11 +40,11 @@ def tiny_bundle() -> Path:
 
 def table_markdown(table) -> str:
     """One row per number of labels: the three methods here (% +- SE), and the paper's two."""
-    lines = ["| labels | fine-tuned (%) | supervised (%) | linear probe (%) | paper: fine-tuned | paper: supervised |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| labels | fine-tuned (%) | supervised (%) | linear probe (%) | pixel probe (%) | paper: fine-tuned "
+             "| paper: supervised |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for n in sorted(set(table["n_labels"])):
         cells = []
-        for method in ("fine-tuned", "supervised", "linear probe"):
+        for method in ("fine-tuned", "supervised", "linear probe", "pixel probe"):
             row = table[(table["method"] == method) & (table["n_labels"] == n)]
             cells.append("–" if row.empty else f"{100 * row['mean'].iloc[0]:.1f} ± {100 * row['se'].iloc[0]:.1f}")
         paper = PAPER.get(int(n))

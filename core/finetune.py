@@ -4,7 +4,8 @@ For each number of training labels and seed (the same seeded subset of the bundl
 objects for all three):
 - **fine-tuned**: the bundle's encoder with a linear head, layer-wise learning-rate decay (``models.finetune``);
 - **supervised**: the same network from random weights, same settings (Slijepcevic et al.'s supervised baseline);
-- **linear probe**: the standardised logistic probe on the bundle's stored embeddings (``core.knowledge``).
+- **linear probe**: the standardised logistic probe on the bundle's stored embeddings (``core.knowledge``);
+- **pixel probe**: the same probe on PCA-50 of the encoder's input pixels (the report's pixel baseline).
 Errors are measured on every labelled held-out object (``split`` "val" or "test") that has an image.
 
 The images come from the build's ingest cache (``<bundle>.work/ingest-<key>/``, which the manifest names) or from
@@ -30,7 +31,8 @@ from core.contract import fail, sha256_of
 from core.surveys.base import get_survey
 
 Progress = Callable[[float, str], None]
-METHODS = ("fine-tuned", "supervised", "linear probe")
+METHODS = ("fine-tuned", "supervised", "linear probe", "pixel probe")
+PIXEL_PCA_DIM = 50   # as the report's pixel baseline
 MIN_PER_CLASS = 2
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 FINETUNED = "finetuned"
@@ -256,6 +258,7 @@ def compare(bundle, labels: Labels, images: BundleImages, cfg, *, counts=(None,)
     comparison = Comparison(n_test=len(test), settings={"crop": crop, "views": views, "n_train_available": len(train),
                                                         "classes": labels.classes, "target": labels.name,
                                                         "labelled_without_cutout": no_image})
+    pixels = pixel_pca(norm, crop) if "pixel probe" in methods else None
     final = None
     for i, (n, seed, method) in enumerate(runs):
         rows = label_subset(train, n, seed)
@@ -264,7 +267,10 @@ def compare(bundle, labels: Labels, images: BundleImages, cfg, *, counts=(None,)
         t0 = time.perf_counter()
         say = _scaled(progress, i / len(runs), 1 / len(runs), f"{method}, {len(rows)} labels, seed {seed}")
         if method == "linear probe":
-            error = _probe_error(bundle.embeddings, rows, test, labels.codes)
+            error = _probe_error(bundle.embeddings[rows], labels.codes[rows], bundle.embeddings[test], labels.codes[test])
+        elif method == "pixel probe":
+            error = _probe_error(pixels[[at[int(r)] for r in rows]], labels.codes[rows],
+                                 pixels[[at[int(r)] for r in test]], labels.codes[test])
         else:
             # every run starts from a fresh copy: the bundle's weights, or random ones for the baseline
             encoder = encoder_config(bundle)[0] if method == "fine-tuned" else \
@@ -286,14 +292,25 @@ def _scaled(progress: Progress | None, start: float, width: float, what: str) ->
     return lambda f, message: progress(start + width * f, f"{what}: {message}")
 
 
-def _probe_error(embeddings: np.ndarray, train: np.ndarray, test: np.ndarray, codes: np.ndarray) -> float:
+def _probe_error(x_train, y_train: np.ndarray, x_test, y_test: np.ndarray) -> float:
+    """Held-out error of the standardised logistic probe (``core.knowledge``)."""
     from core.knowledge import choose_c, probe_error
 
-    x_train = np.asarray(embeddings[train], np.float32)
-    per_class = np.bincount(codes[train])
+    x_train = np.asarray(x_train, np.float32)
+    per_class = np.bincount(y_train)
     # the regularisation is chosen by 3-fold cross-validation when every class can be in each fold
-    c = choose_c(x_train, codes[train]) if per_class[per_class > 0].min() >= 3 else 0.3
-    return probe_error(x_train, codes[train], np.asarray(embeddings[test], np.float32), codes[test], c)
+    c = choose_c(x_train, y_train) if per_class[per_class > 0].min() >= 3 else 0.3
+    return probe_error(x_train, y_train, np.asarray(x_test, np.float32), y_test, c)
+
+
+def pixel_pca(norm: np.ndarray, crop: int, dim: int = PIXEL_PCA_DIM, seed: int = 0) -> np.ndarray:
+    """PCA-``dim`` of the centre-cropped encoder inputs, fitted on all of them (no labels are used)."""
+    from sklearn.decomposition import PCA
+
+    from core.surveys.base import centre_crop
+
+    flat = centre_crop(norm, crop).reshape(len(norm), -1)
+    return PCA(n_components=min(dim, *flat.shape), random_state=seed).fit_transform(flat).astype(np.float32)
 
 
 # ============================================================================================ the bundle's copy

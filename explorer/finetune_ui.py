@@ -29,7 +29,8 @@ from explorer.jobs import Cancelled, JobRunner
 from explorer.markup import text
 
 FINETUNE_KEY = "session:finetuned"
-METHOD_COLOURS = {"fine-tuned": "#1b9e77", "supervised": "#d95f02", "linear probe": "#7570b3"}
+METHOD_COLOURS = {"fine-tuned": "#1b9e77", "supervised": "#d95f02", "linear probe": "#7570b3",
+                  "pixel probe": "#777777"}
 CURVE_COUNTS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 CURVE_SEEDS = 3
 APP_EPOCHS = 50   # a CPU minute or two on a few hundred labels; the command line's default is 100
@@ -230,7 +231,7 @@ class FineTunePanel:
         except (ft.FineTuneError, probes.ProbeError) as e:
             self.status.object = _error(str(e))
             return
-        methods = ("fine-tuned", "supervised", "linear probe") if self.baseline.value else ("fine-tuned", "linear probe")
+        methods = ft.METHODS if self.baseline.value else tuple(m for m in ft.METHODS if m != "supervised")
         self.bar.param.update(visible=True, value=0)
         self.status.object = "<span class='muted'>queued (one fine-tune at a time on this server)</span>"
         self.jobs.submit(fine_tune_job, self.data.bundle, labels, self.config(), methods,

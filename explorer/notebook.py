@@ -142,7 +142,7 @@ class NotebookBundle:
 
     def fine_tune(self, column: str | None = None, *, where=(), classes=None, labels: bool = False,
                   depth: int | None = None, epochs: int = 100, label_counts=(None,), seeds: int = 1,
-                  methods=("fine-tuned", "supervised", "linear probe"), progress=None) -> "FineTuneFit":
+                  methods=None, progress=None) -> "FineTuneFit":
         """Fine-tune the bundle's encoder on a class ``column`` (or, with ``labels=True``, on your labels), beside the
         same network from random weights and the linear probe, on the same objects and seeds (``core.finetune``;
         Slijepcevic et al. 2023's recipe, ``epochs`` scaled for a CPU). ``where``: "column=value" filters, e.g.
@@ -162,7 +162,8 @@ class NotebookBundle:
         bundle = self.data.bundle
         images = ft.find_images(bundle)
         comparison, final = ft.compare(bundle, target, images, FineTuneConfig(epochs=epochs, depth=depth),
-                                       counts=label_counts, seeds=range(seeds), methods=methods, progress=progress)
+                                       counts=label_counts, seeds=range(seeds), methods=methods or ft.METHODS,
+                                       progress=progress)
         predictions = None
         if final is not None:
             proba = ft.predict_all(final.model, bundle, images)

@@ -63,7 +63,7 @@ def test_fine_tune_from_the_probe_section_paints_the_map_and_reports_three_metho
     assert layer.spec.kind == "categorical" and layer.values.shape == (data.n,)
     assert state.colour_by == FINETUNE_KEY
     status = next(p for p in section.select(pn.pane.HTML) if "finetune-status" in p.css_classes).object
-    for method in ("fine-tuned", "supervised", "linear probe"):
+    for method in ("fine-tuned", "supervised", "linear probe", "pixel probe"):
         assert method in status
     assert "python -m precompute finetune --bundle" in status and "--column fr_class" in status
 
@@ -88,7 +88,7 @@ def test_label_efficiency_curve_is_measured_now_or_read_from_the_bundle(bundle, 
     chart = next(c for c in section.select(pn.Column) if "finetune-chart" in c.css_classes)
     assert len(chart) == 2 and "kept in the bundle" in chart[1].object
     legend = {item.label["value"] for item in chart[0].object.legend[0].items}
-    assert legend == {"fine-tuned", "supervised", "linear probe"}
+    assert legend == {"fine-tuned", "supervised", "linear probe", "pixel probe"}
 
 
 def test_cancel_stops_a_fine_tune_and_nothing_is_painted(bundle, tmp_path):
@@ -170,7 +170,7 @@ def test_notebook_fine_tune_returns_the_comparison_and_every_objects_prediction(
 
     b = open_bundle(bundle)
     fit = b.fine_tune("fr_class", classes=["FRI", "FRII"], epochs=1, label_counts=(20, None), seeds=2)
-    assert set(fit.table["method"]) == {"fine-tuned", "supervised", "linear probe"}
+    assert set(fit.table["method"]) == {"fine-tuned", "supervised", "linear probe", "pixel probe"}
     assert set(fit.table["n_seeds"]) == {2} and fit.table["mean"].between(0, 1).all()
     assert list(fit.predictions.columns) == ["predicted", "p_FRI", "p_FRII"] and len(fit.predictions) == b.data.n
     assert set(fit.predictions["predicted"]) <= {"FRI", "FRII"}

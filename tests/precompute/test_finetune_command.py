@@ -33,10 +33,11 @@ def test_finetune_compares_three_methods_and_keeps_the_classifier(sim_first_buil
                  "--label-counts", "12", "all", "--seeds", "2", "--json", str(report), *FT]) == 0
     out = capsys.readouterr().out
     assert "fine-tuned error (%)" in out and "supervised error (%)" in out and "linear probe error (%)" in out
+    assert "pixel probe error (%)" in out
     assert "the paper's 300 epochs scaled to 2 on a CPU" in out and "layer-wise decay 0.75" in out
     curve = json.loads(report.read_text())
     runs = pd.DataFrame(curve["runs"])
-    assert set(runs["method"]) == {"fine-tuned", "supervised", "linear probe"}
+    assert set(runs["method"]) == {"fine-tuned", "supervised", "linear probe", "pixel probe"}
     assert sorted(set(runs["n_labels"]))[0] == 12 and len(set(runs["n_labels"])) == 2
     assert set(runs["seed"]) == {0, 1} and runs["error"].between(0, 1).all()
     # the classifier lives in the bundle, listed and hashed by the manifest, and the bundle still validates
