@@ -28,7 +28,7 @@ from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "finetune-curve", "sky-search",
-          "types")
+          "types", "mosaic", "mosaic-zoom")
 # "types": one object of each kind found by its position, with its neighbours (do they look like the same kind?)
 TYPES = ("spiral", "smooth", "edge_on_disk")
 
@@ -171,6 +171,29 @@ def finetune_curve(driver) -> None:
     press_and_show(driver, "Label-efficiency curve", ".curve-ready", "drawn", where="start")
 
 
+def show_images(driver) -> None:
+    """The map as a mosaic of thumbnails (the colour choice of the states before frames the tiles)."""
+    button = by_text(driver, "button", "Images")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    time.sleep(0.5)
+    button.click()
+    driver.execute_script("window.scrollTo(0, 0)")
+    wait(lambda: driver.execute_script(DEEP, ".mosaic-note"), timeout=60)
+    time.sleep(4)
+
+
+def zoom_map(driver, canvas, clicks: int = 3) -> None:
+    """Wheel-zoom into the middle of the map (the toolbar's wheel zoom is active by default)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    driver.execute_script("window.scrollTo(0, 0)")
+    for _ in range(clicks):
+        ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -200).perform()
+        time.sleep(0.5)
+    time.sleep(4)
+
+
 def sky_search(driver, text: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -255,7 +278,8 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
                    "click": lambda: click_densest(driver, canvas),
                    "lasso-label": lambda: lasso_and_label(driver, canvas),
                    "probe": lambda: fit_probe(driver), "finetune-curve": lambda: finetune_curve(driver),
-                   "sky-search": lambda: sky_search(driver, sky_text)}
+                   "sky-search": lambda: sky_search(driver, sky_text), "mosaic": lambda: show_images(driver),
+                   "mosaic-zoom": lambda: zoom_map(driver, canvas)}
         for state in STATES:   # in this order: later states build on earlier ones
             if state == "types" and state in states:
                 for kind, position in (examples or {}).items():

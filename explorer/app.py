@@ -10,21 +10,23 @@ from pathlib import Path
 
 import panel as pn
 
-from explorer.about import build_about_section
-from explorer.gallery import build_gallery, wire_search
-from explorer.layout import ACCENT, CSS, MAP_HELP, TITLE, OfflineFast, build_legend
-from explorer.cards import detail_html, hover_card_html
-from explorer.markup import html, text
-from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data
-from explorer.labels_ui import build_labels_section
-from explorer.probe_ui import build_probe_section
-from explorer.selection_ui import attach_map_selection
-from explorer.plot import MAP_HEIGHT, MapView, colour_layer
-from explorer.skyquery_ui import build_sky_search_section, query_marker
-from explorer.settings import Settings
-from explorer.state import ExplorerState, track_session
 from core.contract import BundleError
 from core.points import PointsError, points_command
+from explorer.about import build_about_section
+from explorer.cards import detail_html, hover_card_html
+from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data
+from explorer.gallery import build_gallery, wire_search
+from explorer.labels_ui import build_labels_section
+from explorer.layout import ACCENT, CSS, MAP_HELP, TITLE, OfflineFast, build_legend
+from explorer.markup import html, text
+from explorer.plot import MAP_HEIGHT, MapView, colour_layer
+from explorer.probe_ui import build_probe_section
+from explorer.selection_ui import attach_map_selection
+from explorer.settings import Settings
+from explorer.skyquery_ui import build_sky_search_section, query_marker
+from explorer.state import ExplorerState, track_session
+from explorer.window import WindowSize, follow_window
+
 
 # ------------------------------------------------------------------------------------------------- sidebar sections
 def build_summary(data: ExplorerData, state: ExplorerState):
@@ -106,7 +108,22 @@ def build_colour(data: ExplorerData, state: ExplorerState):
     on_state_colour()
     hint = pn.pane.HTML("<span class='muted'>continuous columns start clipped to the 1–99th percentile</span>",
                         visible=slider.param.visible)
-    return pn.Column("### Colour", select, slider, hint)
+    return pn.Column("### Colour", build_map_mode(data, state), select, slider, hint)
+
+
+MAP_MODES = {"Points": "points", "Images": "images"}
+
+
+def build_map_mode(data: ExplorerData, state: ExplorerState):
+    """Show the map as points (Datashader) or as a mosaic of the objects' thumbnails (explorer.mosaic)."""
+    switch = pn.widgets.RadioButtonGroup(name="Show the map as", options=MAP_MODES, value=state.map_mode,
+                                         button_type="primary", button_style="outline", css_classes=["map-mode"],
+                                         disabled=not data.has_thumbnails, margin=(0, 10, 4, 10))
+    switch.link(state, value="map_mode", bidirectional=True)
+    note = ("images: the object nearest each cell's centre; zoom in for finer families; the frame is its colour"
+            if data.has_thumbnails else "this bundle has no thumbnails: images are not available")
+    return pn.Column(pn.pane.HTML("<b>Show the map as</b>", margin=(0, 10)), switch,
+                     pn.pane.HTML(f"<span class='muted'>{note}</span>", margin=(0, 10)))
 
 
 def build_search(data: ExplorerData, state: ExplorerState):
@@ -148,6 +165,7 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     wire_search(data, state)
     view = MapView(data, state)
     plot = pn.pane.HoloViews(view.overlay(query_marker(state)), linked_axes=False)
+    window = WindowSize(margin=0, height=0, width=0)
     attach_map_selection(view)
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
@@ -155,7 +173,8 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     # (scrolling within the map's height, so the neighbour gallery stays right under the map)
     side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, build_detail(data, state),
                      min_width=250, sizing_mode="stretch_width", height=MAP_HEIGHT, scroll=True)
-    main = pn.Column(pn.Row(plot, side, sizing_mode="stretch_width"), pn.pane.HTML(MAP_HELP, margin=(0, 10)),
+    follow_window(plot, window, beside=side)
+    main = pn.Column(window, pn.Row(plot, side, sizing_mode="stretch_width"), pn.pane.HTML(MAP_HELP, margin=(0, 10)),
                      build_gallery(data, state), sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
     template = pn.template.FastListTemplate(title=f"{TITLE} — {text(data.survey)}", sidebar=sidebar, main=[main],

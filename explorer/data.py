@@ -160,6 +160,14 @@ class ExplorerData:
         return FileRows(self.bundle.path / "thumbnails" / "blob.bin")
 
     @built_once
+    def mosaic_tiles(self):
+        """Decoded thumbnails for the map's mosaic mode (``explorer.mosaic``), shared by every session."""
+        from explorer.mosaic import ThumbnailTiles
+
+        offsets = self.bundle.thumbnails.offsets
+        return ThumbnailTiles(lambda i: self._thumb_blob.read_bytes(offsets[int(i)], offsets[int(i) + 1]))
+
+    @built_once
     def row_index(self) -> pd.Index:
         """object_id (as text, as the label store keeps it) -> bundle row."""
         return pd.Index(self.object_ids, copy=False)

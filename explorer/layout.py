@@ -49,10 +49,20 @@ MAP_HELP = ("<span class='muted map-help'><b>Map</b>: hover shows an object · c
             "the whole map, <b>save</b> for a PNG</span>")
 
 
+MOSAIC_NOTE = ("<div class='cb-note mosaic-note'><b>Images</b>: each tile is the object nearest the centre of its "
+               "cell; zoom in for finer families. {}</div>")
+
+
 def build_legend(data: ExplorerData, state: ExplorerState, view: MapView):
-    def legend(colour_by, colour_range, session_colours, density_log_peak):
+    def legend(colour_by, colour_range, session_colours, density_log_peak, map_mode):
         layer = view.layer
-        return colour.legend_html(layer.spec, view.current_clim(), layer.null_fraction)
+        if map_mode != "images":
+            return colour.legend_html(layer.spec, view.current_clim(), layer.null_fraction)
+        if layer.spec.kind == colour.DENSITY:
+            return MOSAIC_NOTE.format("Choose a <i>Colour by</i> to frame each tile in its value.")
+        return (colour.legend_html(layer.spec, view.current_clim(), layer.null_fraction)
+                + MOSAIC_NOTE.format("Each tile's frame shows its value."))
 
     return pn.pane.HTML(pn.bind(legend, state.param.colour_by, state.param.colour_range, state.param.session_colours,
-                                view.param.density_log_peak), width=230, css_classes=["colour-legend"])
+                                view.param.density_log_peak, state.param.map_mode), width=230,
+                        css_classes=["colour-legend"])

@@ -31,10 +31,10 @@ import pandas as pd
 import param
 from bokeh.models import BoxZoomTool
 
-from explorer import colour
+from explorer import colour, mosaic
 from explorer.data import ExplorerData
-from explorer.kernels import SPREAD, aggregate_summary, log_counts
 from explorer.hover import DEFAULT_RADIUS_PX, nearest_object
+from explorer.kernels import SPREAD, aggregate_summary, log_counts
 from explorer.state import ExplorerState
 
 # The map's data frame is a fixed square and its extent is squared too, so one UMAP unit is as long across as up
@@ -90,13 +90,18 @@ class MapView(param.Parameterized):
         self._extent = square_extent(x0, x1, y0, y1)
         self.range_stream = hv.streams.RangeXY()
         self.size_stream = hv.streams.PlotSize()
-        self.colour_stream = hv.streams.Params(parameterized=state, parameters=["colour_by", "colour_range"])
+        self.colour_stream = hv.streams.Params(parameterized=state,
+                                               parameters=["colour_by", "colour_range", "map_mode"])
         # Bumped when the layer on show gets new values under the same key (the DynamicMap memoises on stream values).
         self.recolour_stream = hv.streams.Counter()
         self.layers = hv.DynamicMap(self.render, streams=[self.range_stream, self.size_stream, self.colour_stream,
                                                           self.recolour_stream])
         self.last_colour_image = None
         self._frame, self._frame_values = None, False
+        # mosaic mode (explorer.mosaic): the same streams; its tiles are what hover and click find
+        self.mosaic_layer = hv.DynamicMap(self.render_mosaic, streams=[self.range_stream, self.size_stream,
+                                                                       self.colour_stream, self.recolour_stream])
+        self.last_mosaic: mosaic.Mosaic | None = None
         # The selection layer re-renders on pan/zoom (the same range/size streams) and on a new selection only.
         self.selection_stream = hv.streams.Params(parameterized=state, parameters=["selection_ids"])
         self.selection_layer = hv.DynamicMap(self.render_selection,
@@ -147,6 +152,8 @@ class MapView(param.Parameterized):
         x0, x1, y0, y1 = self._extent
         x_range, y_range = x_range or (x0, x1), y_range or (y0, y1)
         width, height = int(width or DEFAULT_WIDTH), int(height or MAP_FRAME)
+        if self.state.map_mode == "images":   # the mosaic layer draws the objects: nothing to aggregate here
+            return empty_image("present", x_range, y_range) * empty_image("value", x_range, y_range)
         counts, values = self.aggregate(x_range, y_range, width, height)
         present = counts.astype(np.float32).where(counts > 0)
         if values is None:
@@ -165,6 +172,34 @@ class MapView(param.Parameterized):
         col = hv.Image(shown.rename("value"), kdims=["x", "y"]).opts(cmap=colour.palette_for(self.spec), clim=clim)
         self.last_colour_image = col
         return grey * col
+
+    def render_mosaic(self, x_range=None, y_range=None, width=None, height=None, **_):
+        """Mosaic mode: the thumbnail of each visible cell's representative as one RGBA image, framed in its
+        colour-by colour; an empty layer in points mode."""
+        x0, x1, y0, y1 = self._extent
+        x_range, y_range = tuple(x_range or (x0, x1)), tuple(y_range or (y0, y1))
+        width, height = int(width or DEFAULT_WIDTH), int(height or MAP_FRAME)
+        if self.state.map_mode != "images" or not self.data.has_thumbnails:
+            self.last_mosaic = None
+            return hv.RGB(np.zeros((2, 2, 4), np.uint8), bounds=(x_range[0], y_range[0], x_range[1], y_range[1]))
+        grid = mosaic.grid_for_view(self._extent, x_range, y_range, width)
+        tiles = mosaic.choose_tiles(self.data.tree, grid, x_range, y_range)
+        image = mosaic.compose(tiles, self.data.mosaic_tiles, x_range, y_range, width, height,
+                               frames=self.tile_frames(tiles.rows))
+        self.last_mosaic = tiles
+        return hv.RGB(image, bounds=(x_range[0], y_range[0], x_range[1], y_range[1]))
+
+    def tile_frames(self, rows: np.ndarray) -> np.ndarray | None:
+        """Each tile's colour-by colour (None for density): the same palette and limits as the points view, read
+        for these rows only (from the catalogue in dask mode, where the column is not in memory)."""
+        layer = self.layer
+        if layer.spec.kind == colour.DENSITY:
+            return None
+        if layer.values is not None:
+            values = layer.values[rows]
+        else:
+            values = colour.colour_values(self.data.catalog[layer.spec.column].iloc[rows], layer.spec)
+        return mosaic.frame_colours(values, colour.palette_for(layer.spec), self.current_clim(), colour.NULL_GREY)
 
     def selection_frame(self) -> pd.DataFrame:
         """x, y of the selected rows only, rebuilt when the selection array changes."""
@@ -255,6 +290,9 @@ class MapView(param.Parameterized):
         return xr, yr, w, h
 
     def object_at(self, x, y, radius_px: float = DEFAULT_RADIUS_PX):
+        """The object under (x, y): in mosaic mode the tile's, else the nearest within ``radius_px`` screen pixels."""
+        if self.state.map_mode == "images" and self.last_mosaic is not None:
+            return self.last_mosaic.object_at(x, y)
         xr, yr, w, h = self.view_geometry()
         return nearest_object(self.data.tree, x, y, xr, yr, w, h, radius_px)
 
@@ -271,7 +309,7 @@ class MapView(param.Parameterized):
         """The map: data layers, the neighbour highlight, then any ``extra_layers`` (e.g. the sky-query marker).
         Extra layers go inside so the overlay's options (toolbar, tools) still apply to the whole plot."""
         x0, x1, y0, y1 = self._extent
-        plot = self.layers * self.selection_layer * self.highlight_layer * self.hover_layer
+        plot = self.layers * self.mosaic_layer * self.selection_layer * self.highlight_layer * self.hover_layer
         for layer in extra_layers:
             plot = plot * layer
         return plot.opts(

@@ -25,6 +25,8 @@ class ExplorerState(param.Parameterized):
     # colour
     colour_by = param.String(default="density", doc="colour-by column (a manifest colour_by key or 'density')")
     colour_range = param.Range(default=None, doc="colour limits for continuous columns (None: the default clip)")
+    map_mode = param.Selector(default="points", objects=["points", "images"],
+                              doc="the map as points (Datashader) or as a mosaic of thumbnails (explorer.mosaic)")
     session_colours = param.Dict(default={}, doc="this session's own colour layers (colour.ColourLayer) by key: "
                                                  "probe prediction, probe trust, user labels")
 

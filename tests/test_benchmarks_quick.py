@@ -110,7 +110,7 @@ def test_bundle_catalogue_repartitions_into_map_points(tmp_path):
 # ------------------------------------------------------------------------------------------------ every script, tiny
 QUICK_RUNS = {   # module -> the arguments of its --quick run (benchmarks.run has its own test above)
     "bench_density_render": [], "bench_explorer": [], "bench_explorer_layers": [], "bench_from_embeddings": [],
-    "bench_index": [], "bench_labels_probes": [], "bench_placement": [], "bench_representation": [],
+    "bench_index": [], "bench_mosaic": [], "bench_labels_probes": [], "bench_placement": [], "bench_representation": [],
     "bench_shards": [], "bench_simulate": [], "bench_skyquery": [], "bench_train": [], "bench_whitening": [],
     "cold_start_breakdown": [], "fixture_bundle": [], "screenshots": [], "scale.dask_render": [],
     "scale.explorer_dask": [["build"], ["measure"]], "bench_pipeline": [["demo"]], "bench_attacks": [],

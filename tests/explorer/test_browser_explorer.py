@@ -10,6 +10,9 @@ import time
 import numpy as np
 import pytest
 from conftest import (
+    TOOLBAR_ROWS as TOOLBAR,
+)
+from conftest import (
     colour_by,
     deep_query_all,
     deep_text,
@@ -132,3 +135,51 @@ def test_map_stays_square_and_above_the_fold_at_1280x720(explorer_server, screen
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fresh_page(browser, explorer_server):
+    """The app in its first state again (tests above leave the browser on the missing-bundle page)."""
+    browser.get(explorer_server.url)
+    canvas = wait_for(lambda: map_canvas(browser), timeout=60, message="the map canvas")
+    wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=30, message="the map to draw")
+    return browser
+
+
+def test_the_map_grows_with_the_window(fresh_page):
+    """The test browser's 1600 x 1100 window: the square map takes what the sidebar and details column leave."""
+    page = fresh_page
+    canvas = map_canvas(page)
+    wait_for(lambda: canvas.size["width"] > 700, timeout=30, message="the map to grow past its 480 px minimum")
+    top, bottom, height = page.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                              "return [r.top, r.bottom, window.innerHeight]", canvas)
+    assert bottom - top > 700 and bottom <= height + page.execute_script("return window.scrollY")
+
+
+def test_images_mode_shows_thumbnails_and_a_tile_click_selects(fresh_page, screenshot_dir):
+    page = fresh_page
+    before = pixels(map_canvas(page))
+    button = wait_for(lambda: [b for b in deep_query_all(page, "button") if b.text.strip() == "Images"],
+                      message="the Images switch")[0]
+    page.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    page.execute_script("window.scrollTo(0, 0)")
+    wait_for(lambda: "each tile is the object nearest" in deep_text(page), message="the mosaic's legend note")
+
+    def tiles():   # the points map is white paper with dots; tiles cover much of it with their images
+        img = pixels(map_canvas(page))
+        covered = img.min(axis=2) < 200
+        covered[:TOOLBAR] = False
+        return img.shape == before.shape and covered.mean() > 2 * (before.min(axis=2) < 200).mean() and [covered]
+
+    covered = wait_for(tiles, timeout=45, message="thumbnail tiles on the map")[0]
+    page.save_screenshot(str(screenshot_dir / "09-images-mode.png"))
+    canvas = map_canvas(page)
+    ys, xs = np.nonzero(covered)
+    x, y = int(np.median(xs)), int(np.median(ys))
+    while not covered[y, x]:   # a pixel inside some tile, near the middle of the mosaic
+        x += 1
+    move_to(page, canvas, x, y)
+    move_to(page, canvas, x + 1, y, click=True)
+    wait_for(lambda: len(deep_query_all(page, "img.nb-thumb")) == 12 and deep_query_all(page, "img.detail-thumb"),
+             timeout=45, message="a tile's click to select its object and find its neighbours")
