@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-STATES = ("first-load", "about", "colour-fraction", "click", "lasso-label", "probe", "finetune-curve", "sky-search",
+STATES = ("first-load", "about", "colour-fraction", "click", "stability", "lasso-label", "probe", "finetune-curve", "sky-search",
           "types", "mosaic", "mosaic-zoom")
 # "types": one object of each kind found by its position, with its neighbours (do they look like the same kind?)
 TYPES = ("spiral", "smooth", "edge_on_disk")
@@ -171,6 +171,16 @@ def finetune_curve(driver) -> None:
     press_and_show(driver, "Label-efficiency curve", ".curve-ready", "drawn", where="start")
 
 
+def show_copies(driver) -> None:
+    """The clicked object's rotated, shifted and noisy copies on the map, and the table of how far they moved."""
+    button = by_text(driver, "button", "Rotate, shift")[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+    wait(lambda: driver.execute_script(DEEP, ".stability-table, .stability-error"), timeout=120)
+    driver.execute_script("window.scrollTo(0, 0)")
+    time.sleep(3)
+
+
 def show_images(driver) -> None:
     """The map as a mosaic of thumbnails (the colour choice of the states before frames the tiles)."""
     button = by_text(driver, "button", "Images")[0]
@@ -275,7 +285,7 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
         time.sleep(8)   # the first render, then the one at the page's final size
         actions = {"first-load": lambda: None, "about": lambda: open_about(driver),
                    "colour-fraction": lambda: choose_colour(driver, "fraction"),
-                   "click": lambda: click_densest(driver, canvas),
+                   "click": lambda: click_densest(driver, canvas), "stability": lambda: show_copies(driver),
                    "lasso-label": lambda: lasso_and_label(driver, canvas),
                    "probe": lambda: fit_probe(driver), "finetune-curve": lambda: finetune_curve(driver),
                    "sky-search": lambda: sky_search(driver, sky_text), "mosaic": lambda: show_images(driver),

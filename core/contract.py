@@ -142,7 +142,29 @@ def _report_shape_problem(report: dict) -> str | None:
     if encoder_health is not None and not (isinstance(encoder_health, dict) and all(
             _is_number(encoder_health.get(k)) for k in ("first_pc_share", "participation_ratio"))):
         return "encoder_health must hold numeric first_pc_share and participation_ratio"
-    return _similarity_meaning_problem(report.get("similarity_meaning", {"columns": []}))
+    return (_similarity_meaning_problem(report.get("similarity_meaning", {"columns": []}))
+            or _stability_problem(report.get("stability")))
+
+
+STABILITY_NUMBERS = ("embedding_rank", "pixel_rank", "embedding_map_shift", "pixel_map_shift")
+
+
+def _stability_problem(stability) -> str | None:
+    """``stability`` (core.stability.summarise), optional: numbers or nulls where numbers go, text names."""
+    if stability is None:
+        return None
+    if not (isinstance(stability, dict) and isinstance(stability.get("perturbations"), list)
+            and all(isinstance(stability.get(k), dict) for k in ("median_rank", "median_map_shift"))):
+        return "stability must be an object with perturbations, median_rank and median_map_shift"
+    for i, row in enumerate(stability["perturbations"]):
+        if not (isinstance(row, dict) and isinstance(row.get("name"), str)
+                and all(row.get(k) is None or _is_number(row.get(k)) for k in STABILITY_NUMBERS)):
+            return f"stability.perturbations[{i}] must have a text name and numbers or nulls"
+    numbers = [stability.get("rank_ratio"), stability.get("map_shift_ratio"),
+               *(stability[d].get(s) for d in ("median_rank", "median_map_shift") for s in ("embedding", "pixels"))]
+    if not all(v is None or _is_number(v) for v in numbers):
+        return "stability's medians and ratios must be numbers or nulls"
+    return None
 
 
 def _similarity_meaning_problem(meaning) -> str | None:

@@ -158,6 +158,25 @@ def meaning_points(report: dict) -> list[str]:
     return points
 
 
+def stability_points(report: dict) -> list[str]:
+    """Hayat et al.'s Fig. 9 in words: how near rotated, shifted and noisy copies stay, beside the pixels."""
+    st = report.get("stability")
+    if not st or st["median_rank"].get("embedding") is None or st["median_rank"].get("pixels") is None:
+        return []
+    ranks, shifts = st["median_rank"], st["median_map_shift"]
+    point = (f"Rotated, shifted or noisy copies of an object stay nearer to it than {_nearer(ranks['embedding'])} of "
+             f"random pairs of objects (in raw pixels: {_nearer(ranks['pixels'])})")
+    if shifts.get("embedding") is not None and shifts.get("pixels") is not None:
+        point += (f"; on the map they land {shifts['embedding']:.2g} of a typical distance between objects away "
+                  f"(placed by their pixels: {shifts['pixels']:.2g})")
+    return [text(point + ".")]
+
+
+def _nearer(rank: float) -> str:
+    nearer = 100 * (1 - float(rank))
+    return "all but 0.01 %" if nearer >= 99.99 else f"{nearer:.4g} %"
+
+
 def _short(title: str) -> str:
     """A title without its parenthesis: "Angular extent (petroR90, or ...)" -> "Angular extent"."""
     return title.split(" (")[0] or title
@@ -215,7 +234,7 @@ def about_html(report: dict | None) -> str:
                 "to compare it with an untrained network and with the pixels.</div></div>")
     css, head, points = verdict(report)
     sources = [s for s in ("embedding", "untrained", "pixel_pca") if s in report.get("sources", {})]
-    points = [text(p) for p in points] + meaning_points(report)
+    points = [text(p) for p in points] + meaning_points(report) + stability_points(report)
     body = "".join(task_rows(t, sources) for t in report["tasks"][:MAX_TASKS])
     head_cells = "".join(f"<th>{SOURCE_SHORT[s]}</th>" for s in sources)
     tests = (html("<h4>Labelled tests ({} random splits into training and test objects)</h4>",

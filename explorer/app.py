@@ -24,6 +24,7 @@ from explorer.probe_ui import build_probe_section
 from explorer.selection_ui import attach_map_selection
 from explorer.settings import Settings
 from explorer.skyquery_ui import build_sky_search_section, query_marker
+from explorer.stability_ui import build_stability_panel, copies_layer
 from explorer.state import ExplorerState, track_session
 from explorer.window import WindowSize, follow_window
 
@@ -144,8 +145,9 @@ def build_search(data: ExplorerData, state: ExplorerState):
 
 
 def build_detail(data: ExplorerData, state: ExplorerState):
-    return pn.Column("### Selected object", pn.pane.HTML(pn.bind(lambda i: detail_html(data, i), state.param.selected),
-                                                         sizing_mode="stretch_width"))
+    return pn.Column("### Selected object", build_stability_panel(data, state),
+                     pn.pane.HTML(pn.bind(lambda i: detail_html(data, i), state.param.selected),
+                                  sizing_mode="stretch_width"))
 
 
 SIDEBAR_SECTIONS = [build_summary, build_about_section, build_sky_search_section, build_colour, build_search,
@@ -164,7 +166,7 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     track_session(state)
     wire_search(data, state)
     view = MapView(data, state)
-    plot = pn.pane.HoloViews(view.overlay(query_marker(state)), linked_axes=False)
+    plot = pn.pane.HoloViews(view.overlay(query_marker(state), copies_layer(state)), linked_axes=False)
     window = WindowSize(margin=0, height=0, width=0)
     attach_map_selection(view)
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,

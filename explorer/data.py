@@ -168,6 +168,18 @@ class ExplorerData:
         return ThumbnailTiles(lambda i: self._thumb_blob.read_bytes(offsets[int(i)], offsets[int(i) + 1]))
 
     @built_once
+    def bundle_images(self):
+        """The bundle's objects' raw cutouts from the build's ingest cache beside it (``core.finetune.find_images``:
+        images[i] is bundle row rows[i]), or None when the cache is gone."""
+        from core.finetune import FineTuneError, find_images
+
+        try:
+            found = find_images(self.bundle)
+        except (FineTuneError, KeyError, OSError, ValueError):
+            return None
+        return found
+
+    @built_once
     def row_index(self) -> pd.Index:
         """object_id (as text, as the label store keeps it) -> bundle row."""
         return pd.Index(self.object_ids, copy=False)

@@ -54,6 +54,8 @@ class ExplorerState(param.Parameterized):
     # kept here rather than in module-level dictionaries keyed by the state, whose values would keep it alive
     label_session = param.Parameter(default=None, doc="labels_ui.LabelSession: author, selection method, messages")
     sky_marker = param.Parameter(default=None, doc="skyquery_ui.QueryMarker: the off-catalogue query's map position")
+    copies_marker = param.Parameter(default=None, doc="stability_ui.CopiesMarker: the clicked object's augmented "
+                                                      "copies on the map")
 
     def add_colour_layer(self, layer) -> None:
         """Offer ``layer`` (a colour.ColourLayer) in this session's colour-by choices, replacing one of the same key."""

@@ -135,7 +135,7 @@ def write(cfg: Config, results: dict[str, StageResult]) -> Path:
         thumbnails=((thumbs / "blob.bin").read_bytes(), np.load(thumbs / "offsets.npy")), manifest=manifest,
         encoder_dir=results["train"].path / "encoder", index=faiss.read_index(str(results["index"].path / "index.faiss")),
         extra_dirs={"projection": results["project"].path / "projection"},
-        extra_files={"report.json": results["report"].path / "report.json"}, thumbnail_format="webp")
+        extra_files={"report.json": results["stability"].path / "report.json"}, thumbnail_format="webp")
     validate_bundle(out)
     log(f"[bundle] wrote {out} ({len(cat)} objects, {len(skipped)} skipped)")
     return out

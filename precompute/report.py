@@ -205,10 +205,29 @@ def format_table(report: dict) -> str:
             lines.append(f"  {col['title'][:50]:50s} {cells}  random pairs {_number(random)}")
         if len(meaning["columns"]) > MAX_MEANING_LINES:
             lines.append(f"  ... {len(meaning['columns']) - MAX_MEANING_LINES} more columns in report.json")
+    if report.get("stability"):
+        lines.append(format_stability(report["stability"]))
     return "\n".join(lines)
 
 
 MAX_MEANING_LINES = 12
+
+
+def format_stability(stability: dict) -> str:
+    """The ``stability`` section as text: per perturbation, how far copies move in each space."""
+    lines = [f"stability under augmentations ({stability['n_objects']} objects, each copy's distance to its original "
+             "as the share of random pairs that are closer (0 = closer than any), and its shift on the map in units "
+             "of the median distance between random objects):",
+             f"  {'copy':16s} {'embedding rank':>15s} {'pixel rank':>11s} {'embedding map':>14s} {'pixel map':>10s}"]
+    for row in stability["perturbations"]:
+        lines.append(f"  {row['name'][:16]:16s} {_number(row['embedding_rank']):>15s} {_number(row['pixel_rank']):>11s}"
+                     f" {_number(row['embedding_map_shift']):>14s} {_number(row['pixel_map_shift']):>10s}")
+    ranks, shifts = stability["median_rank"], stability["median_map_shift"]
+    lines.append(f"  {'all copies':16s} {_number(ranks['embedding']):>15s} {_number(ranks['pixels']):>11s} "
+                 f"{_number(shifts['embedding']):>14s} {_number(shifts['pixels']):>10s}")
+    lines.append(f"  median displacement ratio embedding / pixels: rank {_number(stability.get('rank_ratio'))}, "
+                 f"map {_number(stability.get('map_shift_ratio'))}")
+    return "\n".join(lines)
 
 
 def _number(value) -> str:
@@ -258,6 +277,15 @@ def embedding_only_report(tasks: list[dict], n: int, embeddings: np.ndarray, see
                         catalog=catalog, columns=columns)
 
 
+def _readable_report(path: Path) -> dict | None:
+    from core.contract import read_report
+
+    try:
+        return read_report(path)
+    except ValueError:
+        return None
+
+
 def run(args) -> int:
     """Health and embedding-only figures of an existing bundle (the baselines need the build's images: run
     `python -m precompute build ... --stop-after report` for those)."""
@@ -274,6 +302,9 @@ def run(args) -> int:
     except KeyError:   # a survey this installation does not know: its manifest still names the labelled columns
         tasks = kn.catalogue_tasks(catalog, columns)
     rep = embedding_only_report(tasks, len(catalog), bundle.embeddings, catalog=catalog, columns=columns)
+    kept = _readable_report(Path(args.bundle) / "report.json")
+    if kept and kept.get("stability"):   # measured by the build on its images: still true of these embeddings
+        rep["stability"] = kept["stability"]
     print(format_table(rep))
     if args.write:
         write_report(rep, Path(args.bundle) / "report.json")

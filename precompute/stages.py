@@ -31,6 +31,7 @@ STAGE_INPUTS = {
     "embed": ("ingest", "train"),
     "report": ("ingest", "train", "embed"),
     "project": ("embed",),
+    "stability": ("ingest", "train", "project", "report"),
     "thumbnails": ("ingest",),
     "index": ("embed",),
 }
@@ -254,6 +255,48 @@ def baseline_features(survey, config: dict, images: np.ndarray, rows: np.ndarray
     return {"untrained": untrained, "pixel_pca": pca}
 
 
+# ------------------------------------------------------------------------------------------------- stability
+STABILITY_OBJECTS, STABILITY_REFERENCE = 150, 1_500
+
+
+def stability_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint seeded samples: the objects perturbed, and the reference objects for random pairs and placement."""
+    rows = np.random.default_rng(seed).permutation(n)
+    n_objects = min(STABILITY_OBJECTS, n // 3)
+    return np.sort(rows[:n_objects]), np.sort(rows[n_objects:n_objects + STABILITY_REFERENCE])
+
+
+def stability(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, proj: StageResult,
+              rep: StageResult) -> StageResult:
+    """report.json with its ``stability`` section (``core.stability``, Hayat et al. Fig. 9): how far rotated,
+    shifted and noised copies move in the embedding and on the map, beside the same in pixel space."""
+    from core.stability import PERTURBATIONS
+
+    def build(tmp: Path, key: str) -> None:
+        from core.encoder import load_embedder
+        from core.stability import measure
+        from precompute.report import format_stability, write_report
+
+        catalog, images = load_ingest(ing)
+        report_json = json.loads((rep.path / "report.json").read_text())
+        sample, reference = stability_rows(len(catalog), cfg.seed)
+        if len(sample) >= 3:
+            survey, embedder = get_survey(cfg.survey), load_embedder(trained.path / "encoder")
+            prep = embedder.config["preprocessing"]
+            log(f"[stability] {len(sample)} objects x {len(PERTURBATIONS)} perturbed copies, against "
+                f"{len(reference):,} reference objects, in the embedding and in pixel space")
+            xy = np.load(proj.path / "coords.npy")
+            result = measure(np.asarray(images[sample]), np.asarray(images[reference]), xy[reference], embedder,
+                             lambda raw: survey.preprocess(np.asarray(raw), prep), cfg.seed)
+            report_json["stability"] = result["summary"]
+            log("[stability]\n" + format_stability(result["summary"]))
+        write_report(report_json, tmp / "report.json")
+
+    return wd.run("stability", {"objects": STABILITY_OBJECTS, "reference": STABILITY_REFERENCE, "seed": cfg.seed,
+                                "perturbations": list(PERTURBATIONS), "format": 1},
+                  {"ingest": ing.key, "train": trained.key, "project": proj.key, "report": rep.key}, build)
+
+
 # ------------------------------------------------------------------------------------------------- project
 def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
     params = {"pca_dim": cfg.pca_dim, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist, "seed": cfg.seed}
@@ -325,6 +368,7 @@ def run_pipeline(cfg: Config, until: str = "bundle") -> dict[str, StageResult] |
     cfg = cfg.resolved()
     wd = WorkDir(cfg.work, log=log)
     functions = {"ingest": ingest, "train": train, "embed": embed, "report": report, "project": project,
+                 "stability": stability,
                  "thumbnails": thumbnails, "index": index}
     results: dict[str, StageResult] = {}
     for name in stages_for(until):

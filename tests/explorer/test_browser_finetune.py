@@ -67,3 +67,37 @@ def test_fine_tune_from_the_page_reports_three_methods_and_paints_the_map(browse
     wait_for(lambda: inked(pixels(chart)).sum() > 100, timeout=30, message="the chart to draw")
     driver.save_screenshot(str(screenshot_dir / "finetune-02-curve.png"))
     assert "Traceback" not in finetune_server.log()
+
+
+def test_the_clicked_object_s_augmented_copies_appear_on_the_map(browser, finetune_server, screenshot_dir):
+    """Rotate, shift, add noise (explorer/stability_ui.py): the table of how far each copy moved, and the copies
+    drawn on the map as yellow triangles."""
+    import numpy as np
+    from conftest import move_to
+
+    driver = browser
+    driver.get(finetune_server.url)
+    canvas = wait_for(lambda: map_canvas(driver), timeout=90, message="the map canvas")
+    img = wait_for(lambda: (p := pixels(canvas)) is not None and inked(p).sum() > 200 and [p], timeout=60,
+                   message="the map to draw")[0]
+    ys, xs = np.nonzero(inked(img))
+    x, y = int(xs[len(xs) // 2]), int(ys[len(ys) // 2])
+    for dx in (0, 1, 0):   # the hover stream needs the pointer to move onto the point first
+        move_to(driver, canvas, x + dx, y)
+        time.sleep(0.3)
+    move_to(driver, canvas, x, y, click=True)
+
+    def yellow_pixels() -> int:   # the copies' triangles are #ffd600
+        p = pixels(map_canvas(driver))
+        return int(((p[..., 0] > 230) & (p[..., 1] > 190) & (p[..., 1] < 230) & (p[..., 2] < 60)).sum())
+
+    time.sleep(2)
+    before = yellow_pixels()
+    _click(driver, _button(driver, "Rotate, shift, add noise"))
+    table = wait_for(lambda: [e for e in deep_query_all(driver, ".stability-table") if "rotated 45°" in e.text],
+                     timeout=120, message="the table of the copies")[0]
+    assert "noise 3× MAD" in table.text and "the build's cutouts" in table.text
+    driver.execute_script("window.scrollTo(0, 0)")
+
+    wait_for(lambda: yellow_pixels() > before + 40, timeout=30, message="the copies drawn on the map")
+    driver.save_screenshot(str(screenshot_dir / "stability-copies.png"))

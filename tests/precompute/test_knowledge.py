@@ -153,8 +153,10 @@ def test_read_report_refuses_malformed(tmp_path):
     lambda r: r["tasks"][0]["scores"]["embedding"].__setitem__("knn_purity", {"mean": "0.9"}),
     lambda r: r["tasks"][0].__setitem__("title", None),
     lambda r: r.__setitem__("sources", []),
+    lambda r: r.__setitem__("stability", {"perturbations": [{"name": 3}], "median_rank": {},
+                                          "median_map_shift": {}}),
 ], ids=["n_splits text", "health text", "message object", "task not object", "unknown kind", "score text",
-        "title null", "sources list"])
+        "title null", "sources list", "stability name not text"])
 def test_read_report_refuses_every_shape_the_page_cannot_show(tmp_path, damage):
     """Each field the About card formats is typed when the report is read: a malformed one is one ValueError naming
     the file and the field, not a traceback or a blank page later."""
@@ -290,6 +292,13 @@ def test_about_card_verdict_in_words_opens_on_warnings():
     css, _, _ = verdict(rep)
     card = about_html(rep)
     assert css == "about-warn" and "lies along one direction" in card and "--whiten yes" in card
+    # stability under augmentations (the build's stability stage), in words beside the pixels
+    rep["stability"] = {"perturbations": [], "median_rank": {"embedding": 0.0002, "pixels": 0.0327},
+                        "median_map_shift": {"embedding": 0.027, "pixels": 0.1}, "rank_ratio": 0.006,
+                        "map_shift_ratio": 0.27, "n_objects": 150}
+    card = about_html(rep)
+    assert "noisy copies of an object stay nearer to it than 99.98 % of random pairs" in card
+    assert "(in raw pixels: 96.73 %)" in card and "(placed by their pixels: 0.1)" in card
     # worse than the untrained network somewhere: amber, and the test named
     rep["health"]["flags"] = []
     rep["tasks"][0]["beats"]["untrained"]["knn_purity"] = -1

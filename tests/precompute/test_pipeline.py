@@ -114,7 +114,7 @@ def test_rerun_hits_the_cache(first_build, mirabest60, capsys):
     assert main(first_args(mirabest60, out, work)) == 0
     warm = time.perf_counter() - t0
     log = capsys.readouterr().out
-    assert "running" not in log and log.count("cached") == 7 and "up to date" in log
+    assert "running" not in log and log.count("cached") == 8 and "up to date" in log   # 8 stages
     assert json.loads((out / "manifest.json").read_text())["created"] == created
     assert warm < 15 and warm < cold / 3
 
@@ -140,7 +140,7 @@ def test_killed_between_stages_resumes(first_build, mirabest60, tmp_path, monkey
     capsys.readouterr()
     assert main(first_args(mirabest60, out2, work2)) == 0
     log = capsys.readouterr().out
-    for stage in ("ingest", "train", "embed", "project", "thumbnails"):   # thumbnails finished before the kill
+    for stage in ("ingest", "train", "embed", "report", "project", "stability", "thumbnails"):   # done before the kill
         assert f"[{stage}] cached" in log
     assert "[index] running" in log
     validate_bundle(out2)
