@@ -27,16 +27,17 @@ import numpy as np
 from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-STATES = ("first-load", "about", "colour-fraction", "click", "stability", "lasso-label", "probe", "finetune-curve", "sky-search",
+STATES = ("first-load", "about", "colour-fraction", "click", "gallery", "stability", "lasso-label", "probe", "finetune-curve", "sky-search",
           "types", "mosaic", "mosaic-zoom")
 # "types": one object of each kind found by its position, with its neighbours (do they look like the same kind?)
 TYPES = ("spiral", "smooth", "edge_on_disk")
 
 
-def start_server(bundle: Path, port: int, log: Path) -> subprocess.Popen:
+def start_server(bundle: Path, port: int, log: Path, compare: Path | None = None) -> subprocess.Popen:
     from explorer.serve import serve_command
 
-    cmd = serve_command(bundle, port, args=["--labels", log.with_name("screenshot-labels.sqlite")])
+    extra = ["--compare", compare] if compare else []
+    cmd = serve_command(bundle, port, args=["--labels", log.with_name("screenshot-labels.sqlite"), *extra])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -86,6 +87,15 @@ def wait(fn, timeout=90):
     raise TimeoutError(f"timed out after {timeout} s")
 
 
+def map_to_top(driver) -> None:
+    """Scroll every container that holds the map back to its top (the page's main area scrolls on its own, so
+    window.scrollTo alone leaves the map off screen after a section further down was scrolled into view); the
+    details column beside the map keeps its own scroll."""
+    canvas = map_canvas(driver)
+    driver.execute_script("let e = arguments[0]; while (e) { if (e.scrollTop) e.scrollTop = 0; "
+                          "e = e.parentNode ? e.parentNode : e.host; } window.scrollTo(0, 0);", canvas)
+
+
 def map_canvas(driver):
     canvases = [c for c in driver.execute_script(DEEP, "canvas") if c.size["width"] > 300]
     return max(canvases, key=lambda c: c.size["width"] * c.size["height"]) if canvases else None
@@ -121,7 +131,7 @@ def lasso_and_label(driver, canvas) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
-    driver.execute_script("window.scrollTo(0, 0)")
+    map_to_top(driver)
     wait(lambda: driver.execute_script(DEEP, ".bk-tool-icon-lasso-select"))[0].click()
     w, h = canvas.size["width"], canvas.size["height"]
     t = np.linspace(0, 2 * np.pi, 25)
@@ -171,13 +181,20 @@ def finetune_curve(driver) -> None:
     press_and_show(driver, "Label-efficiency curve", ".curve-ready", "drawn", where="start")
 
 
+def show_gallery(driver) -> None:
+    """The neighbours of the clicked object (below the map in a small window: the click state shows only the map)."""
+    cards = wait(lambda: driver.execute_script(DEEP, ".nb-card"), timeout=60)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cards[0])
+    time.sleep(1.5)
+
+
 def show_copies(driver) -> None:
     """The clicked object's rotated, shifted and noisy copies on the map, and the table of how far they moved."""
     button = by_text(driver, "button", "Rotate, shift")[0]
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     button.click()
     wait(lambda: driver.execute_script(DEEP, ".stability-table, .stability-error"), timeout=120)
-    driver.execute_script("window.scrollTo(0, 0)")
+    map_to_top(driver)
     time.sleep(3)
 
 
@@ -187,7 +204,7 @@ def show_images(driver) -> None:
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
     time.sleep(0.5)
     button.click()
-    driver.execute_script("window.scrollTo(0, 0)")
+    map_to_top(driver)
     wait(lambda: driver.execute_script(DEEP, ".mosaic-note"), timeout=60)
     time.sleep(4)
 
@@ -197,7 +214,7 @@ def zoom_map(driver, canvas, clicks: int = 3) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 
-    driver.execute_script("window.scrollTo(0, 0)")
+    map_to_top(driver)
     for _ in range(clicks):
         ActionChains(driver).scroll_from_origin(ScrollOrigin.from_element(canvas), 0, -200).perform()
         time.sleep(0.5)
@@ -210,8 +227,10 @@ def sky_search(driver, text: str) -> None:
     box = wait(lambda: driver.execute_script(DEEP, "input[placeholder^='RA Dec']"))[0]
     driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", box)
     box.send_keys(text, Keys.ENTER)
-    by_text(driver, ".sky-status", "—", timeout=60)
+    status = by_text(driver, ".sky-status", "—", timeout=60)[0]
     time.sleep(3)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", status)   # the answer, in view
+    map_to_top(driver)
 
 
 def first_object_position(bundle: Path) -> str:
@@ -264,7 +283,7 @@ def open_about(driver) -> None:
 def click_densest(driver, canvas) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
-    driver.execute_script("window.scrollTo(0, 0)")
+    map_to_top(driver)
     dx, dy = densest_offset(driver, canvas)
     for wiggle in (3, -3, 0):   # the hover stream needs the pointer to move over the point first
         ActionChains(driver).move_to_element_with_offset(canvas, dx + wiggle, dy).perform()
@@ -285,7 +304,8 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
         time.sleep(8)   # the first render, then the one at the page's final size
         actions = {"first-load": lambda: None, "about": lambda: open_about(driver),
                    "colour-fraction": lambda: choose_colour(driver, "fraction"),
-                   "click": lambda: click_densest(driver, canvas), "stability": lambda: show_copies(driver),
+                   "click": lambda: click_densest(driver, canvas), "gallery": lambda: show_gallery(driver),
+                   "stability": lambda: show_copies(driver),
                    "lasso-label": lambda: lasso_and_label(driver, canvas),
                    "probe": lambda: fit_probe(driver), "finetune-curve": lambda: finetune_curve(driver),
                    "sky-search": lambda: sky_search(driver, sky_text), "mosaic": lambda: show_images(driver),
@@ -306,6 +326,33 @@ def shoot(url: str, out: Path, width: int, height: int, states, sky_text: str = 
     return written
 
 
+def shoot_compare(url: str, out: Path, width: int, height: int) -> list[Path]:
+    """The compare page (``--compare``): as it opens, after a click in map A, and both maps as images."""
+    driver, profile = driver_at(width, height)
+    written = []
+
+    def save(name):
+        written.append(out / f"compare-{name}-{width}x{height}.png")
+        driver.save_screenshot(str(written[-1]))
+
+    try:
+        driver.get(url)
+        wait(lambda: len([c for c in driver.execute_script(DEEP, "canvas") if c.size["width"] > 200]) >= 2)
+        time.sleep(8)
+        save("first-load")
+        canvas = min((c for c in driver.execute_script(DEEP, "canvas") if c.size["width"] > 200),
+                     key=lambda c: c.location["x"])
+        click_densest(driver, canvas)
+        map_to_top(driver)
+        save("click")
+        show_images(driver)
+        save("images")
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    return written
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle")
@@ -313,6 +360,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", default=["1600x1000", "1280x720"])
     p.add_argument("--only", nargs="+", choices=STATES, default=list(STATES))
     p.add_argument("--port", type=int, default=5099)
+    p.add_argument("--compare", help="a second bundle of the same objects: shoot the compare page instead")
     add_quick(p, bundle=lambda: str(quick_bundle()), out=lambda: str(scratch_dir()), sizes=["1280x720"],
               only=["first-load"])
     args = parse_quick(p, argv)
@@ -321,10 +369,15 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     states = [s for s in args.only if s != "finetune-curve" or (Path(args.bundle) / "finetuned").is_dir()]
-    proc = start_server(Path(args.bundle).resolve(), args.port, out / "panel-serve.log")
+    compare = Path(args.compare).resolve() if args.compare else None
+    proc = start_server(Path(args.bundle).resolve(), args.port, out / "panel-serve.log", compare)
     try:
         for size in args.sizes:
             w, h = (int(v) for v in size.split("x"))
+            if compare:
+                for path in shoot_compare(f"http://127.0.0.1:{args.port}/explorer", out, w, h):
+                    print(path)
+                continue
             for path in shoot(f"http://127.0.0.1:{args.port}/explorer", out, w, h, states,
                               first_object_position(Path(args.bundle)), type_examples(Path(args.bundle))):
                 print(path)

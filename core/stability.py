@@ -9,9 +9,12 @@ measured the same way:
   (distance 1 - cosine; 0 = the copy is nearer than any random pair, 0.5 = as far as a typical random pair). In the
   embedding space the vectors are the bundle's own (the encoder's preprocessing, views, centring and whitening); in
   pixel space they are the encoder's preprocessed inputs, flattened and centred;
-- **map shift**: original and copy are both placed on the bundle's map from their 15 nearest reference objects in
-  that space (``core.placement``: UMAP's own neighbour weights), and the distance between the two places is divided
-  by the median distance between random objects on the map.
+- **map shift**: the distance between original and copy on a 2-D map of that space, divided by the median distance
+  between random reference objects on it. With the caller's ``plane`` (the pipeline: UMAP with the bundle map's
+  settings) each space gets its own map fitted on the reference objects, the originals and their copies together, as
+  Hayat et al. drew Fig. 9 (representation plane against pixel plane); without, original and copy are placed on the
+  bundle's map from their 15 nearest reference objects (``core.placement``), as the app places a clicked object's
+  copies (a placement that hardly moves under isotropic noise in either space).
 
 The summary is the median over all copies; ``rank_ratio`` = embedding / pixels (below 1: the embedding is the more
 stable space). Nothing here is fitted or unpickled: embeddings come from the caller's ``embed`` function.
@@ -96,15 +99,23 @@ def place_on_map(queries: np.ndarray, reference: np.ndarray, reference_xy: np.nd
 
 
 def space_displacements(originals: np.ndarray, copies: np.ndarray, reference: np.ndarray,
-                        reference_xy: np.ndarray, map_scale: float, seed: int = 0) -> dict:
-    """Per copy (N, P): rank among random pairs and map shift, for unit vectors of one space."""
+                        reference_xy: np.ndarray | None, plane: Callable[[np.ndarray], np.ndarray] | None = None,
+                        seed: int = 0) -> dict:
+    """Per copy (N, P): rank among random pairs and map shift, for unit vectors of one space. With ``plane`` the
+    map is fitted on the reference objects, originals and copies together (Hayat et al.'s Fig. 9); without, both are
+    placed on ``reference_xy`` from their nearest reference objects."""
     n, p = copies.shape[:2]
     dist = 1.0 - np.einsum("nd,npd->np", originals, copies)
     ranks = rank_among_random(dist, random_pair_distances(reference, seed=seed))
-    here = place_on_map(originals, reference, reference_xy)
-    there = place_on_map(copies.reshape(n * p, -1), reference, reference_xy).reshape(n, p, 2)
-    return {"rank": ranks, "map_shift": np.hypot(*(there - here[:, None, :]).transpose(2, 0, 1)) / map_scale,
-            "placed": here, "copies_placed": there}
+    flat = copies.reshape(n * p, -1)
+    if plane is not None:
+        xy = np.asarray(plane(np.concatenate([reference, originals, flat])), np.float64)
+        reference_xy, here, there = xy[:len(reference)], xy[len(reference):len(reference) + n], xy[len(reference) + n:]
+    else:
+        here, there = place_on_map(originals, reference, reference_xy), place_on_map(flat, reference, reference_xy)
+    there = there.reshape(n, p, 2)
+    shift = np.hypot(*(there - here[:, None, :]).transpose(2, 0, 1)) / median_map_distance(reference_xy, seed=seed)
+    return {"rank": ranks, "map_shift": shift, "placed": here, "copies_placed": there}
 
 
 def pixel_vectors(preprocessed: np.ndarray) -> np.ndarray:
@@ -121,22 +132,22 @@ def median_map_distance(xy: np.ndarray, n_pairs: int = RANDOM_PAIRS, seed: int =
 
 def measure(images: np.ndarray, reference_images: np.ndarray, reference_xy: np.ndarray,
             embed: Callable[[np.ndarray], np.ndarray], preprocess: Callable[[np.ndarray], np.ndarray],
-            seed: int = 0, names=PERTURBATIONS) -> dict:
-    """Stability of ``images`` (N, C, H, W raw) under ``names``, against ``reference_images`` (their map positions
-    ``reference_xy``) for the random pairs and the placement; ``embed``: raw images -> the bundle's embeddings,
-    ``preprocess``: raw images -> the encoder's inputs. Returns the per-copy arrays and the summary."""
+            seed: int = 0, names=PERTURBATIONS, plane: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Stability of ``images`` (N, C, H, W raw) under ``names``, against ``reference_images`` (their bundle-map
+    positions ``reference_xy``) for the random pairs and the maps; ``embed``: raw images -> the bundle's embeddings,
+    ``preprocess``: raw images -> the encoder's inputs; ``plane``: unit vectors -> their (M, 2) map. Returns the
+    per-copy arrays and the summary."""
     images = np.asarray(images, np.float32)
     mad = band_mad(reference_images)
     copies = perturbed_copies(images, mad, seed, names)
     n, p = copies.shape[:2]
     flat = copies.reshape(n * p, *images.shape[1:])
-    map_scale = median_map_distance(reference_xy, seed=seed)
     spaces = {}
     for space, to_vectors in (("embedding", lambda x: unit(embed(x))),
                               ("pixels", lambda x: pixel_vectors(preprocess(x)))):
         ref = to_vectors(reference_images)
         spaces[space] = space_displacements(to_vectors(images), to_vectors(flat).reshape(n, p, -1), ref,
-                                            reference_xy, map_scale, seed)
+                                            reference_xy, plane, seed)
     return {"names": list(names), "spaces": spaces, "summary": summarise(list(names), spaces, n, len(ref))}
 
 

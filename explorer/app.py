@@ -17,7 +17,15 @@ from explorer.cards import detail_html, hover_card_html
 from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data
 from explorer.gallery import build_gallery, wire_search
 from explorer.labels_ui import build_labels_section
-from explorer.layout import ACCENT, CSS, MAP_HELP, TITLE, OfflineFast, build_legend
+from explorer.layout import (
+    ACCENT,
+    CSS,
+    MAP_HELP,
+    MAP_MODES,
+    TITLE,
+    OfflineFast,
+    build_legend,
+)
 from explorer.markup import html, text
 from explorer.plot import MAP_HEIGHT, MapView, colour_layer
 from explorer.probe_ui import build_probe_section
@@ -112,9 +120,6 @@ def build_colour(data: ExplorerData, state: ExplorerState):
     return pn.Column("### Colour", build_map_mode(data, state), select, slider, hint)
 
 
-MAP_MODES = {"Points": "points", "Images": "images"}
-
-
 def build_map_mode(data: ExplorerData, state: ExplorerState):
     """Show the map as points (Datashader) or as a mosaic of the objects' thumbnails (explorer.mosaic)."""
     switch = pn.widgets.RadioButtonGroup(name="Show the map as", options=MAP_MODES, value=state.map_mode,
@@ -174,9 +179,11 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
     # the clicked object's details sit under the hover card, beside the map, where a click is followed by the eye
     # (scrolling within the map's height, so the neighbour gallery stays right under the map)
     side = pn.Column(build_legend(data, state, view), pn.layout.Divider(), hover, build_detail(data, state),
-                     min_width=250, sizing_mode="stretch_width", height=MAP_HEIGHT, scroll=True)
+                     min_width=250, height=MAP_HEIGHT, scroll=True, styles={"flex": "1 1 250px"})
     follow_window(plot, window, beside=side)
-    main = pn.Column(window, pn.Row(plot, side, sizing_mode="stretch_width"), pn.pane.HTML(MAP_HELP, margin=(0, 10)),
+    # a window too narrow for the map and the details side by side puts the details under the map (flex wrap)
+    main = pn.Column(window, pn.FlexBox(plot, side, flex_wrap="wrap", sizing_mode="stretch_width"),
+                     pn.pane.HTML(MAP_HELP, margin=(0, 10)),
                      build_gallery(data, state), sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
     template = pn.template.FastListTemplate(title=f"{TITLE} — {text(data.survey)}", sidebar=sidebar, main=[main],

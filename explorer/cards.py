@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from explorer.data import ExplorerData
-from explorer.markup import html, text
 from explorer.links import archive_links, sky_position
+from explorer.markup import html, text
 
 THUMB_PX = 96
 DETAIL_THUMB_PX = 160
@@ -65,22 +65,62 @@ def hover_card_html(data: ExplorerData, i: int | None) -> str:
             f'{_rows_html(pairs)}</div>')
 
 
+# Column families of the catalogues the pipeline writes, folded under a title in the details (any other prefix
+# shared by at least MIN_GROUP columns becomes a family named after it).
+GROUP_TITLES = {"truth": "Simulation truth", "gz2": "Galaxy Zoo 2 votes", "gzd": "Galaxy Zoo DECaLS votes",
+                "mirabest": "MiraBest", "first": "FIRST catalogue", "nvss": "NVSS"}
+MIN_GROUP = 3
+
+
 def detail_html(data: ExplorerData, i: int | None) -> str:
-    """The selected object: large thumbnail, position in both notations, archive links and its catalogue row."""
+    """The selected object: large thumbnail, position in both notations, archive links, then its catalogue row: the
+    bundle's colour-by columns by title (the survey's key columns) first, every other column in folded families."""
     if i is None:
         return '<div class="detail muted">Click an object on the map.</div>'
     row = data.row(i)
     pos = sky_position(row["ra"], row["dec"])
     links = " · ".join(html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, label)
                        for label, url in archive_links(row["ra"], row["dec"], data.survey))
-    pairs = [("object_id", format_value(row["object_id"])),
+    pairs = [("Object id", format_value(row["object_id"])),
              ("RA", f"{pos['ra_hms']} ({pos['ra_deg']}°)"),
              ("Dec", f"{pos['dec_dms']} ({pos['dec_deg']}°)")]
-    pairs += [(text(str(c)), format_value(row[c]) + _units(data, c))
-              for c in row.index if c not in HIDDEN_COLUMNS and c != "object_id"]
+    key = [c for c in data.specs if c in row.index and c not in HIDDEN_COLUMNS] + (["split"] if "split" in row else [])
+    pairs += [(column_title(data, c), _value_with_units(data, row[c], c)) for c in key]
+    rest = [c for c in row.index if c not in HIDDEN_COLUMNS and c != "object_id" and c not in key]
+    folds = "".join(_fold_html(title, [(_short_name(c, prefix), format_value(row[c]) + _units(data, c))
+                                       for c in columns])
+                    for title, prefix, columns in column_groups(rest))
     return (f'<div class="detail"><img class="detail-thumb" src="{data.thumbnail_uri(i)}" '
             f'width="{DETAIL_THUMB_PX}" height="{DETAIL_THUMB_PX}" alt="selected object">'
-            f'<p>{links}</p>{_rows_html(pairs)}</div>')
+            f'<p>{links}</p>{_rows_html(pairs)}{folds}</div>')
+
+
+def column_groups(columns: list[str]) -> list[tuple[str, str, list[str]]]:
+    """(title, prefix, columns) families: columns sharing a prefix (text before the first '_') with at least
+    MIN_GROUP members, in first-seen order, then the rest as 'Other columns'."""
+    by_prefix: dict[str, list[str]] = {}
+    for c in columns:
+        by_prefix.setdefault(str(c).split("_", 1)[0].lower(), []).append(c)
+    groups, other = [], []
+    for prefix, members in by_prefix.items():
+        if len(members) >= MIN_GROUP:
+            groups.append((GROUP_TITLES.get(prefix, prefix.replace("-", " ").capitalize()), prefix, members))
+        else:
+            other.extend(members)
+    return groups + ([("Other columns", "", other)] if other else [])
+
+
+def _short_name(column: str, prefix: str) -> str:
+    """The column's name within its family, in words: 'truth_bulge_hlr_arcsec' -> 'bulge hlr arcsec'."""
+    name = str(column)
+    if prefix and name.lower().startswith(prefix + "_"):
+        name = name[len(prefix) + 1:]
+    return text(name.replace("_", " "))
+
+
+def _fold_html(title: str, pairs) -> str:
+    return (f'<details class="detail-group"><summary>{text(title)} <span class="muted">({len(pairs)})</span>'
+            f"</summary>{_rows_html(pairs)}</details>")
 
 
 def rank_text(percentile: float) -> str:

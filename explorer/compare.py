@@ -9,20 +9,20 @@ bundle's report card ("About this embedding") sits above its map, so the two can
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import panel as pn
 
-from explorer.markup import text
 from explorer.about import build_about_section, comparison_html
-from explorer.gallery import build_gallery, wire_search
-from explorer.layout import ACCENT, CSS, MAP_HELP, OfflineFast, build_legend
 from explorer.cards import hover_card_html
 from explorer.data import ExplorerData
-from explorer.selection_ui import attach_map_selection
+from explorer.gallery import build_gallery, wire_search
+from explorer.layout import ACCENT, CSS, MAP_HELP, MAP_MODES, OfflineFast, build_legend
+from explorer.markup import text
 from explorer.plot import MapView
+from explorer.selection_ui import attach_map_selection
 from explorer.state import ExplorerState, track_session
+from explorer.window import WindowSize, compare_frame_for_window, follow_window
 
 
 class Pairing:
@@ -83,7 +83,8 @@ def overlap_html(a: ExplorerState, b: ExplorerState, pairing: Pairing) -> str:
 
 
 def side(data: ExplorerData, state: ExplorerState, title: str):
-    """One bundle's column: its report card, map with legend and hover card, and neighbour gallery."""
+    """One bundle's column: heading, its map with the legend and hover card under it, its neighbour gallery and
+    its report card (folded: the comparison table under the maps says it side by side)."""
     wire_search(data, state)
     view = MapView(data, state)
     attach_map_selection(view)
@@ -91,18 +92,45 @@ def side(data: ExplorerData, state: ExplorerState, title: str):
     hover = pn.pane.HTML(pn.bind(lambda i: hover_card_html(data, i), state.param.hovered), width=230,
                          css_classes=["hover-pane"])
     model = data.bundle.manifest.get("model", {})
-    heading = pn.pane.HTML(f"<h3>{text(title)}</h3><span class='muted'>{text(str(data.survey))} · "
+    heading = pn.pane.HTML(f"<b>{text(title)}</b> <span class='muted'>{text(str(data.survey))} · "
                            f"{data.n:,} objects · {text(str(model.get('method', '?')))} "
-                           f"{text(str(model.get('architecture') or ''))}</span>")
+                           f"{text(str(model.get('architecture') or ''))}</span>", margin=(0, 10))
     count = pn.pane.HTML(pn.bind(lambda ids: f"<span class='muted selection-count'>{len(ids):,} selected</span>",
                                  state.param.selection_ids))
     about = build_about_section(data, state)
-    if isinstance(about, pn.Card):   # the comparison table above says it; open cards would misalign the maps
+    if isinstance(about, pn.Card):
         about.collapsed = True
-    column = pn.Column(heading, about, pn.Row(plot, pn.Column(
-        build_legend(data, state, view), count, hover, width=240)), build_gallery(data, state),
-        css_classes=["compare-side"])
-    return column, view
+    under = pn.Row(build_legend(data, state, view), pn.Column(count, hover))
+    column = pn.Column(heading, plot, under, build_gallery(data, state), about, css_classes=["compare-side"],
+                       sizing_mode="stretch_width")
+    return column, view, plot
+
+
+def shared_colour_options(data_a: ExplorerData, data_b: ExplorerData) -> dict[str, str]:
+    """Colour-by choices both bundles have (label -> key), density first."""
+    return {spec.label: name for name, spec in data_a.specs.items() if name in data_b.specs}
+
+
+def build_compare_controls(data_a: ExplorerData, data_b: ExplorerData, states) -> pn.Row:
+    """One Colour by and one Points | Images switch for both maps, so the two are always drawn alike."""
+    select = pn.widgets.Select(name="Colour both maps by", options=shared_colour_options(data_a, data_b),
+                               value=states[0].colour_by, css_classes=["compare-colour-by"], width=300)
+    mode = pn.widgets.RadioButtonGroup(name="Show the maps as", options=MAP_MODES, value=states[0].map_mode,
+                                       button_type="primary", button_style="outline", css_classes=["map-mode"],
+                                       disabled=not (data_a.has_thumbnails and data_b.has_thumbnails),
+                                       align="end")
+
+    def on_colour(event):
+        for state in states:
+            state.param.update(colour_by=event.new, colour_range=None)
+
+    def on_mode(event):
+        for state in states:
+            state.map_mode = event.new
+
+    select.param.watch(on_colour, "value")
+    mode.param.watch(on_mode, "value")
+    return pn.Row(select, mode, sizing_mode="stretch_width")
 
 
 def build_compare_page(data_a: ExplorerData, data_b: ExplorerData):
@@ -111,18 +139,22 @@ def build_compare_page(data_a: ExplorerData, data_b: ExplorerData):
     state_a, state_b = ExplorerState(), ExplorerState()
     track_session(state_a)
     link_states(state_a, state_b, pairing)
-    col_a, view_a = side(data_a, state_a, f"A: {data_a.bundle.path.name}")
-    col_b, view_b = side(data_b, state_b, f"B: {data_b.bundle.path.name}")
+    col_a, view_a, plot_a = side(data_a, state_a, f"A: {data_a.bundle.path.name}")
+    col_b, view_b, plot_b = side(data_b, state_b, f"B: {data_b.bundle.path.name}")
+    window = WindowSize(margin=0, height=0, width=0)
+    follow_window([plot_a, plot_b], window, frame_for=compare_frame_for_window)
     shared = pn.pane.HTML(f"<b>{pairing.n_shared:,}</b> objects are in both bundles (matched by object_id); a lasso "
-                          f"or a click in one map selects the same objects in the other.", css_classes=["compare-shared"])
+                          f"or a click in one map selects the same objects in the other.", css_classes=["compare-shared"],
+                          margin=(0, 10))
     overlap = pn.pane.HTML(pn.bind(lambda *_: overlap_html(state_a, state_b, pairing), state_a.param.neighbour_ids,
-                                   state_b.param.neighbour_ids))
+                                   state_b.param.neighbour_ids), margin=(0, 10))
     name_a, name_b = data_a.bundle.path.name, data_b.bundle.path.name
     reports = pn.pane.HTML(comparison_html(data_a.report, data_b.report, name_a, name_b), width=900)
-    main = pn.Column(shared, pn.pane.Markdown("### What the two embeddings know"), reports, overlap,
-                     pn.pane.HTML(MAP_HELP), pn.Row(col_a, col_b), sizing_mode="stretch_width")
+    # the maps first, right under one line of context and the shared controls; what the two know comes after them
+    main = pn.Column(window, shared, build_compare_controls(data_a, data_b, (state_a, state_b)), overlap,
+                     pn.Row(col_a, col_b, sizing_mode="stretch_width"), pn.pane.HTML(MAP_HELP),
+                     pn.pane.Markdown("### What the two embeddings know"), reports, sizing_mode="stretch_width")
     template = pn.template.FastListTemplate(title="Latent-space explorer — comparing two embeddings", main=[main],
                                             accent=ACCENT, theme_toggle=False, design=OfflineFast)
     template.compare = {"pairing": pairing, "states": (state_a, state_b), "views": (view_a, view_b)}
     return template
-

@@ -22,6 +22,7 @@ OfflineFast.__name__ = "Fast"   # Panel finds a design's bundled files (fast/js/
 
 
 TITLE = "Latent-space explorer"
+MAP_MODES = {"Points": "points", "Images": "images"}   # the map as Datashader points or as a thumbnail mosaic
 ACCENT = "#1f6f8b"
 
 CSS = """
@@ -37,6 +38,8 @@ CSS = """
 .obj-card td, .detail td {padding: 1px 6px 1px 0; vertical-align: top;}
 .obj-card td:first-child, .detail td:first-child {color: #666;}
 .obj-card td, .detail td {overflow-wrap: anywhere;}
+.detail td:first-child {min-width: 70px;}
+.detail-group summary {cursor: pointer; margin-top: 6px; font-weight: 600; color: #333; font-size: 12px;}
 .muted {color: #888; font-size: 12px;}
 .nb-card {font-size: 11px; text-align: center;}
 .nb-sim {font-weight: 600;}

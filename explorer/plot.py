@@ -29,7 +29,10 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import param
+from bokeh.core.validation import silence
+from bokeh.core.validation.warnings import FIXED_SIZING_MODE
 from bokeh.models import BoxZoomTool
+from scipy import ndimage
 
 from explorer import colour, mosaic
 from explorer.data import ExplorerData
@@ -45,8 +48,36 @@ MAP_HEIGHT = MAP_FRAME + 80
 DEFAULT_WIDTH = MAP_FRAME
 # The placeholder grey layer is all-NaN on purpose; HoloViews' range finding would warn on every pan.
 warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=RuntimeWarning)
-SELECTION_COLOUR = "#ff00c8"  # magenta: apart from the colour palettes, the cyan result rings and the grey nulls
-SELECTION_ALPHA = 0.6
+# Bokeh's W-1005 (a 'fixed' plot without width/height) misses that the map sets frame_width/frame_height instead,
+# which fix its size: it was logged for every session the server opened.
+silence(FIXED_SIZING_MODE, True)
+# Neon lime inside a black outline: no continuous palette comes near it (the magenta before read as a high value on
+# the fraction and probe scales), nor do the first ten category colours, the cyan result rings or the grey nulls.
+SELECTION_COLOUR = "#39ff14"
+SELECTION_OUTLINE = "#000000"
+SELECTION_ALPHA = 0.9
+
+
+# What each toolbar button does, shown as its tooltip (Bokeh's own names say "Wheel Zoom", "Tap", "Lasso Select").
+TOOL_DESCRIPTIONS = {
+    "WheelZoomTool": "Zoom with the mouse wheel (on by default)",
+    "PanTool": "Drag to move the map (on by default)",
+    "BoxZoomTool": "Zoom into a box you drag",
+    "ResetTool": "Reset: back to the whole map",
+    "TapTool": "Click an object to find objects like it",
+    "LassoSelectTool": "Lasso: draw around objects to select them, then label them in the sidebar",
+    "BoxSelectTool": "Box select: drag a box to select objects, then label them in the sidebar",
+    "SaveTool": "Save the map as a PNG",
+    "HoverTool": "Hover: name the augmented copies (triangles)",
+}
+
+
+def describe_tools(plot, element) -> None:
+    """HoloViews hook: a plain-words tooltip on every toolbar button of the map."""
+    for tool in plot.state.tools:
+        words = TOOL_DESCRIPTIONS.get(type(tool).__name__)
+        if words and tool.description != words:
+            tool.description = words
 
 
 def colour_layer(data: ExplorerData, state: ExplorerState, name: str | None = None) -> colour.ColourLayer:
@@ -218,15 +249,19 @@ class MapView(param.Parameterized):
         x_range, y_range = x_range or (x0, x1), y_range or (y0, y1)
         frame = self.selection_frame()
         if len(frame) == 0:
-            image = empty_image("selected", x_range, y_range)
+            image, outline = empty_image("selected", x_range, y_range), empty_image("outline", x_range, y_range)
         else:
             cvs = ds.Canvas(plot_width=int(width or DEFAULT_WIDTH), plot_height=int(height or MAP_FRAME),
                             x_range=tuple(x_range), y_range=tuple(y_range))
             counts = cvs.points(frame, "x", "y", ds.count())
             present = tf.dynspread(counts.astype(np.float32).where(counts > 0), **SPREAD)
             image = hv.Image(present.rename("selected"), kdims=["x", "y"])
+            ring = ndimage.binary_dilation(np.isfinite(present.values), iterations=1)
+            outline = hv.Image(present.copy(data=np.where(ring, 1.0, np.nan).astype(np.float32)).rename("outline"),
+                               kdims=["x", "y"])
         self.last_selection_image = image
-        return image.opts(cmap=[SELECTION_COLOUR, SELECTION_COLOUR], clim=(0, 1), alpha=SELECTION_ALPHA)
+        return (outline.opts(cmap=[SELECTION_OUTLINE, SELECTION_OUTLINE], clim=(0, 1), alpha=SELECTION_ALPHA)
+                * image.opts(cmap=[SELECTION_COLOUR, SELECTION_COLOUR], clim=(0, 1), alpha=SELECTION_ALPHA))
 
     # ---------------------------------------------------------------- colour (dynamic operation parameters)
     @property
@@ -319,5 +354,5 @@ class MapView(param.Parameterized):
                           xlim=(x0, x1), ylim=(y0, y1)),
             hv.opts.Overlay(frame_width=MAP_FRAME, frame_height=MAP_FRAME, toolbar="above",
                             tools=["wheel_zoom", "pan", BoxZoomTool(match_aspect=True), "reset", "tap", "save"],
-                            active_tools=["wheel_zoom", "pan"], bgcolor="white"),
+                            active_tools=["wheel_zoom", "pan"], bgcolor="white", hooks=[describe_tools]),
         )

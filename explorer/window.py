@@ -15,14 +15,28 @@ MIN_FRAME, MAX_FRAME = 360, 1100
 # What the page puts around the map's frame (measured in Chromium on the Fast template): the header, the card's
 # padding, the toolbar row and the x axis above/below; the sidebar, the y axis and the details column beside it.
 CHROME_HEIGHT_PX = 215
-SIDEBAR_PX, DETAILS_PX, CHROME_WIDTH_PX = 380, 260, 140
+SIDEBAR_PX, DETAILS_PX, CHROME_WIDTH_PX = 380, 260, 165
 
 
 def frame_for_window(width: int, height: int, sidebar: bool = True) -> int:
-    """Side (px) of the square map frame for a viewport of ``width`` x ``height``."""
+    """Side (px) of the square map frame for a viewport of ``width`` x ``height``: beside the sidebar and the details
+    column, or, in a window too narrow for both (the details then wrap below the map), beside the sidebar only."""
     by_height = height - CHROME_HEIGHT_PX
-    by_width = width - (SIDEBAR_PX if sidebar else 0) - DETAILS_PX - CHROME_WIDTH_PX
-    return int(max(MIN_FRAME, min(MAX_FRAME, by_height, by_width)))
+    main = width - (SIDEBAR_PX if sidebar else 0)
+    by_width = main - DETAILS_PX - CHROME_WIDTH_PX
+    if by_width < MIN_FRAME:
+        by_width = main - CHROME_WIDTH_PX
+    return int(max(MIN_FRAME // 2, min(MAX_FRAME, by_height, by_width)))
+
+
+# the compare page: two maps side by side, each with its legend and hover card below it, under a few lines of text
+COMPARE_CHROME_HEIGHT_PX, COMPARE_CHROME_WIDTH_PX = 320, 150
+
+
+def compare_frame_for_window(width: int, height: int) -> int:
+    """Side (px) of each of the compare page's two square map frames."""
+    by_width = width // 2 - COMPARE_CHROME_WIDTH_PX
+    return int(max(MIN_FRAME // 2, min(MAX_FRAME, height - COMPARE_CHROME_HEIGHT_PX, by_width)))
 
 
 class WindowSize(ReactiveHTML):
@@ -39,18 +53,23 @@ class WindowSize(ReactiveHTML):
 """}
 
 
-def follow_window(map_pane, window: WindowSize, beside=None, extra_height: int = 80) -> None:
-    """Resize the map's figure in every view of ``map_pane`` (a ``pn.pane.HoloViews``) when the window changes, and
-    ``beside`` (the column next to the map) to the plot's height (frame + ``extra_height`` of toolbar and axis)."""
+def follow_window(map_panes, window: WindowSize, beside=None, extra_height: int = 80,
+                  frame_for=frame_for_window) -> None:
+    """Resize the map's figure in every view of each of ``map_panes`` (``pn.pane.HoloViews``) to ``frame_for(width,
+    height)`` when the window changes, and ``beside`` (the column next to the map) to the plot's height (frame +
+    ``extra_height`` of toolbar and axis)."""
+    panes = map_panes if isinstance(map_panes, (list, tuple)) else [map_panes]
+
     def resize(*_):
         if not (window.window_width and window.window_height):
             return
-        side = frame_for_window(window.window_width, window.window_height)
+        side = frame_for(window.window_width, window.window_height)
         if beside is not None:
             beside.height = side + extra_height
-        for plot, _pane in list(map_pane._plots.values()):   # Panel keeps one HoloViews plot per browser view
-            figure = plot.state
-            if figure.frame_width != side or figure.frame_height != side:
-                figure.update(frame_width=side, frame_height=side)
+        for pane in panes:
+            for plot, _pane in list(pane._plots.values()):   # Panel keeps one HoloViews plot per browser view
+                figure = plot.state
+                if figure.frame_width != side or figure.frame_height != side:
+                    figure.update(frame_width=side, frame_height=side)
 
     window.param.watch(resize, ["window_width", "window_height"])

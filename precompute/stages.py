@@ -1,6 +1,8 @@
 """The pipeline's stages, each a function from inputs to files in a cached work folder (``precompute.cache``):
 
-    ingest -> train -> embed -> project -> thumbnails -> index -> bundle
+    ingest -> train -> embed -> report -> project -> stability -> thumbnails -> index -> bundle
+
+(``report`` and ``stability`` write report.json: what the embedding knows, then how it bears augmentations.)
 
 Every stage returns a :class:`~precompute.cache.StageResult`; its key chains the keys of the stages it reads, so
 changing an argument reruns exactly the stages downstream of it. ``run_pipeline`` runs them in order up to a
@@ -266,6 +268,18 @@ def stability_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(rows[:n_objects]), np.sort(rows[n_objects:n_objects + STABILITY_REFERENCE])
 
 
+def stability_plane(vectors: np.ndarray, cfg: Config) -> np.ndarray:
+    """A 2-D map of one space's vectors for the stability measure (Hayat et al.'s Fig. 9): UMAP of their PCA-50
+    with the bundle map's own settings."""
+    from sklearn.decomposition import PCA
+
+    from precompute.project import fit_umap
+
+    reduced = PCA(min(50, len(vectors) - 1, vectors.shape[1]), random_state=cfg.seed).fit_transform(vectors)
+    _, coords = fit_umap(reduced, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, seed=cfg.seed)
+    return np.asarray(coords, dtype=np.float64)
+
+
 def stability(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, proj: StageResult,
               rep: StageResult) -> StageResult:
     """report.json with its ``stability`` section (``core.stability``, Hayat et al. Fig. 9): how far rotated,
@@ -287,13 +301,14 @@ def stability(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, 
                 f"{len(reference):,} reference objects, in the embedding and in pixel space")
             xy = np.load(proj.path / "coords.npy")
             result = measure(np.asarray(images[sample]), np.asarray(images[reference]), xy[reference], embedder,
-                             lambda raw: survey.preprocess(np.asarray(raw), prep), cfg.seed)
+                             lambda raw: survey.preprocess(np.asarray(raw), prep), cfg.seed,
+                             plane=lambda vectors: stability_plane(vectors, cfg))
             report_json["stability"] = result["summary"]
             log("[stability]\n" + format_stability(result["summary"]))
         write_report(report_json, tmp / "report.json")
 
     return wd.run("stability", {"objects": STABILITY_OBJECTS, "reference": STABILITY_REFERENCE, "seed": cfg.seed,
-                                "perturbations": list(PERTURBATIONS), "format": 1},
+                                "perturbations": list(PERTURBATIONS), "format": 3},
                   {"ingest": ing.key, "train": trained.key, "project": proj.key, "report": rep.key}, build)
 
 

@@ -61,10 +61,19 @@ def _radial_profile(images: np.ndarray) -> np.ndarray:
     return np.sort(flat, axis=1)[:, ::16]
 
 
+def _pca2(vectors: np.ndarray) -> np.ndarray:
+    centred = vectors - vectors.mean(axis=0)
+    return centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+
+
 def test_an_invariant_embedding_is_more_stable_than_pixels():
     images, reference = _galaxies(20, seed=1), _galaxies(300, seed=2)
     xy = np.random.default_rng(3).normal(size=(300, 2))
-    result = measure(images, reference, xy, embed=_radial_profile, preprocess=lambda x: x, seed=0)
+    placed = measure(images, reference, xy, embed=_radial_profile, preprocess=lambda x: x, seed=0)
+    assert placed["summary"]["median_map_shift"]["embedding"] >= 0, "copies placed on the bundle's map"
+    result = measure(images, reference, xy, embed=_radial_profile, preprocess=lambda x: x, seed=0, plane=_pca2)
+    assert result["summary"]["median_rank"] == placed["summary"]["median_rank"], "ranks do not depend on the map"
+    assert result["summary"]["map_shift_ratio"] < 1, "on maps of their own spaces the pixel copies move farther"
     summary = result["summary"]
     assert summary["n_objects"] == 20 and [r["name"] for r in summary["perturbations"]] == list(PERTURBATIONS)
     by_name = {r["name"]: r for r in summary["perturbations"]}

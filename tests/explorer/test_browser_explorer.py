@@ -183,3 +183,30 @@ def test_images_mode_shows_thumbnails_and_a_tile_click_selects(fresh_page, scree
     move_to(page, canvas, x + 1, y, click=True)
     wait_for(lambda: len(deep_query_all(page, "img.nb-thumb")) == 12 and deep_query_all(page, "img.detail-thumb"),
              timeout=45, message="a tile's click to select its object and find its neighbours")
+
+
+def test_at_900_px_the_legend_and_details_wrap_under_the_map(explorer_server, screenshot_dir):
+    """A window too narrow for map, sidebar and details side by side: the details column moves under the map, inside
+    the window (it used to sit off to the right, unreachable until the sidebar was hidden)."""
+    from conftest import chrome_driver
+
+    driver, profile = chrome_driver(window="900,700")
+    try:
+        inner_w, inner_h = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+        driver.set_window_size(2 * 900 - inner_w, 2 * 700 - inner_h)
+        driver.get(explorer_server.url)
+        canvas = wait_for(lambda: map_canvas(driver), timeout=90, message="the map canvas")
+        wait_for(lambda: inked(pixels(canvas)).sum() > 200, timeout=60, message="the map to draw")
+        legend = wait_for(lambda: deep_query_all(driver, ".colour-legend"), message="the legend")[0]
+        time.sleep(1.0)
+        rect = "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom];"
+        map_box, legend_box = driver.execute_script(rect, canvas), driver.execute_script(rect, legend)
+        assert map_box[2] <= 900, f"the map {map_box} runs out of the 900 px window"
+        assert legend_box[2] <= 900 and legend_box[1] >= map_box[3] - 5, f"legend {legend_box} is not under the map"
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", legend)
+        time.sleep(0.5)
+        assert 0 <= driver.execute_script(rect, legend)[1] < 700, "scrolling brings the legend into the window"
+        driver.save_screenshot(str(screenshot_dir / "10-900px.png"))
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -34,9 +34,9 @@ def _inked_pixels(element) -> int:
 
 
 def _selection_pixels(element) -> int:
-    """Pixels tinted by the magenta selection layer: strong red and blue, little green (no map palette does that)."""
+    """Pixels of the neon-lime selection layer: strong green, little red and blue (no map palette does that)."""
     r, g, b = np.moveaxis(pixels(element), 2, 0)
-    return int(((r > 150) & (b - g > 60) & (r - g > 60)).sum())
+    return int(((g > 200) & (g - r > 120) & (g - b > 120)).sum())
 
 
 def _wait_for_map(driver):
@@ -78,7 +78,7 @@ def test_lasso_name_reload_finds_the_label(browser, labels_server, screenshot_di
     wait_for(lambda: "blob-in-the-middle" in deep_text(driver) and "labelled" in deep_text(driver), timeout=30,
              message="the label to be recorded")
     driver.save_screenshot(str(screenshot_dir / "labels-02-labelled.png"))
-    assert wait_for(lambda: _selection_pixels(canvas) > 50, timeout=30, message="the selection layer (magenta)")
+    assert wait_for(lambda: _selection_pixels(canvas) > 50, timeout=30, message="the selection layer (lime)")
 
     # The labels become this session's "User labels" colour entry; choosing it recolours the map in place.
     from selenium.webdriver.support.ui import Select

@@ -40,20 +40,24 @@ def test_selection_layer_draws_only_the_selected_rows(view):
     left = np.flatnonzero(x < np.median(x))
     view.state.selection_ids = left
     x0, x1, y0, y1 = view._extent
-    image = view.render_selection(x_range=(x0, x1), y_range=(y0, y1), width=200, height=100)
+    layers = view.render_selection(x_range=(x0, x1), y_range=(y0, y1), width=200, height=100)
+    outline, image = layers.get(0), layers.get(1)
     drawn = _finite(image, "selected")
     assert drawn.sum() > 50
     cols = np.flatnonzero(drawn.any(axis=0))
     right_edge = (np.median(x) - x0) / (x1 - x0) * 200
     assert cols.max() <= right_edge + 4, "nothing right of the selected half (spread adds at most 3 px)"
-    assert image.opts.get().kwargs["cmap"] == ["#ff00c8", "#ff00c8"]
+    assert image.opts.get().kwargs["cmap"] == ["#39ff14", "#39ff14"]
+    ring = _finite(outline, "outline")
+    assert (ring | ~drawn).all() and ring.sum() > drawn.sum(), "a black ring one pixel around every selected pixel"
+    assert outline.opts.get().kwargs["cmap"] == ["#000000", "#000000"]
 
 
 def test_selection_layer_clears_with_the_selection(view):
     view.state.selection_ids = np.arange(100)
-    assert _finite(view.render_selection(width=120, height=80), "selected").any()
+    assert _finite(view.render_selection(width=120, height=80).get(1), "selected").any()
     view.state.clear_selection()
-    assert not _finite(view.render_selection(width=120, height=80), "selected").any()
+    assert not _finite(view.render_selection(width=120, height=80).get(1), "selected").any()
 
 
 def test_selection_redraws_the_live_plot_without_rebuilding_it(view):
