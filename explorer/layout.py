@@ -40,6 +40,8 @@ CSS = """
 .obj-card td, .detail td {overflow-wrap: anywhere;}
 .detail td:first-child {min-width: 70px;}
 .detail-group summary {cursor: pointer; margin-top: 6px; font-weight: 600; color: #333; font-size: 12px;}
+.stability-table {font-size: 12px;}
+.stability-table td:first-child {white-space: nowrap; padding-right: 6px;}
 .muted {color: #888; font-size: 12px;}
 .nb-card {font-size: 11px; text-align: center;}
 .nb-sim {font-weight: 600;}
