@@ -92,6 +92,10 @@ def _check_inventory(path: Path, man: dict, hash_large_files: bool) -> None:
 
 def _check_thumbnails(path: Path, man: dict, n: int, hash_blob: bool = True) -> None:
     offsets_path, blob_path = path / "thumbnails" / "offsets.npy", path / "thumbnails" / "blob.bin"
+    described = man.get("thumbnails", {})
+    if not isinstance(described, dict) or not isinstance(described.get("format", "webp"), str):
+        fail(path / "manifest.json", "thumbnails must be an object whose format is text (e.g. "
+                                     '{"format": "webp"}), not ' + repr(described)[:80])
     try:
         offsets = np.load(offsets_path, mmap_mode="r", allow_pickle=False)
     except Exception as e:   # not an .npy at all, or a pickled object array

@@ -122,8 +122,8 @@ def build_colour(data: ExplorerData, state: ExplorerState):
 
 def build_map_mode(data: ExplorerData, state: ExplorerState):
     """Show the map as points (Datashader) or as a mosaic of the objects' thumbnails (explorer.mosaic)."""
-    switch = pn.widgets.RadioButtonGroup(name="Show the map as", options=MAP_MODES, value=state.map_mode,
-                                         button_type="primary", button_style="outline", css_classes=["map-mode"],
+    switch = pn.widgets.RadioButtonGroup(options=MAP_MODES, value=state.map_mode,
+                                         color="primary", variant="outline", css_classes=["map-mode"],
                                          disabled=not data.has_thumbnails, margin=(0, 10, 4, 10))
     switch.link(state, value="map_mode", bidirectional=True)
     note = ("images: the object nearest each cell's centre; zoom in for finer families; the frame is its colour"

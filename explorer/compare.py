@@ -113,10 +113,10 @@ def shared_colour_options(data_a: ExplorerData, data_b: ExplorerData) -> dict[st
 
 def build_compare_controls(data_a: ExplorerData, data_b: ExplorerData, states) -> pn.Row:
     """One Colour by and one Points | Images switch for both maps, so the two are always drawn alike."""
-    select = pn.widgets.Select(name="Colour both maps by", options=shared_colour_options(data_a, data_b),
+    select = pn.widgets.Select(label="Colour both maps by", options=shared_colour_options(data_a, data_b),
                                value=states[0].colour_by, css_classes=["compare-colour-by"], width=300)
-    mode = pn.widgets.RadioButtonGroup(name="Show the maps as", options=MAP_MODES, value=states[0].map_mode,
-                                       button_type="primary", button_style="outline", css_classes=["map-mode"],
+    mode = pn.widgets.RadioButtonGroup(options=MAP_MODES, value=states[0].map_mode,
+                                       color="primary", variant="outline", css_classes=["map-mode"],
                                        disabled=not (data_a.has_thumbnails and data_b.has_thumbnails),
                                        align="end")
 

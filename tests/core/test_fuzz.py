@@ -60,6 +60,8 @@ def corrupt_copy(src: Path, dst: Path, sealed: bool = True) -> Path:
 
 @settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(MANIFEST_FIELDS), value=JSON_VALUES)
+@example(field="thumbnails", value=None)          # the page reads its format at start (mosaic switch): found here
+@example(field="thumbnails", value={"format": 3})
 def test_validator_on_wrong_manifest_values(tiny_bundle, tmp_path, field, value):
     bundle = corrupt_copy(tiny_bundle, tmp_path / "b")
     man = json.loads((bundle / "manifest.json").read_text())

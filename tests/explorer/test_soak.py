@@ -74,9 +74,9 @@ def _wait_for_map(driver, tab: int):
 
 
 def _selected_object_id(driver) -> str | None:
-    """The object_id row of the detail panel (None before a click)."""
+    """The object id row of the detail panel (None before a click)."""
     for detail in deep_query_all(driver, ".detail"):
-        m = re.search(r"object_id\s+(\S+)", detail.text)
+        m = re.search(r"Object id\s+(\S+)", detail.text)
         if m:
             return m.group(1)
     return None
