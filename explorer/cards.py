@@ -48,6 +48,11 @@ def _value_with_units(data: ExplorerData, value, column: str) -> str:
     return text + _units(data, column)
 
 
+def _object_id(row) -> str:
+    """The id on one line: a 19-digit SDSS objID broken in two reads as two numbers."""
+    return f'<span class="obj-id">{format_value(row["object_id"])}</span>'
+
+
 def _rows_html(pairs) -> str:
     return "<table>" + "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in pairs) + "</table>"
 
@@ -58,7 +63,7 @@ def hover_card_html(data: ExplorerData, i: int | None) -> str:
         return '<div class="obj-card muted">Point at an object to see it; click it to find similar ones.</div>'
     row = data.row(i)
     pos = sky_position(row["ra"], row["dec"])
-    pairs = [("id", format_value(row["object_id"])), ("RA, Dec", f"{pos['ra_deg']}°, {pos['dec_deg']}°")]
+    pairs = [("id", _object_id(row)), ("RA, Dec", f"{pos['ra_deg']}°, {pos['dec_deg']}°")]
     pairs += [(column_title(data, c), _value_with_units(data, row[c], c)) for c in KEY_COLUMNS[1:] if c in row.index]
     return (f'<div class="obj-card hover-card"><img src="{data.thumbnail_uri(i)}" width="{THUMB_PX + 32}" '
             f'height="{THUMB_PX + 32}" alt="thumbnail of {text(row["object_id"])}">'
@@ -81,7 +86,7 @@ def detail_html(data: ExplorerData, i: int | None) -> str:
     pos = sky_position(row["ra"], row["dec"])
     links = " · ".join(html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, label)
                        for label, url in archive_links(row["ra"], row["dec"], data.survey))
-    pairs = [("Object id", format_value(row["object_id"])),
+    pairs = [("Object id", _object_id(row)),
              ("RA", f"{pos['ra_hms']} ({pos['ra_deg']}°)"),
              ("Dec", f"{pos['dec_dms']} ({pos['dec_deg']}°)")]
     key = [c for c in data.specs if c in row.index and c not in HIDDEN_COLUMNS] + (["split"] if "split" in row else [])

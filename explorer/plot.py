@@ -1,9 +1,10 @@
 """The map: every object of the UMAP plane rasterized server-side with Datashader.
 
 Layers (bottom to top): a grey layer of all objects (so objects with a null colour value stay visible), the colour
-layer (the aggregator swapped on colour-by change: ``ds.count`` / ``ds.mean`` / ``ds.max`` on codes), the lasso/box
-selection (its own rasterized layer over just the selected rows), the similarity-search results, and the selected
-object. Colour choices are the bundle's columns plus this session's own layers (``state.session_colours``). Pan and zoom re-aggregate at full resolution; Datashader's
+layer (the aggregator swapped on colour-by change: ``ds.count`` / ``ds.mean`` / ``ds.max`` on codes), the mosaic
+(``state.map_mode == "images"``: thumbnails instead of the two layers below it, ``explorer.mosaic``), the lasso/box
+selection (its own rasterized layer over just the selected rows, lime in a black outline), the similarity-search
+results, and the selected object. Colour choices are the bundle's columns plus this session's own layers (``state.session_colours``). Pan and zoom re-aggregate at full resolution; Datashader's
 ``dynspread`` keeps isolated objects visible.
 
 Why not ``rasterize(points) * rasterize(points)``: both layers come from ONE Datashader pass here
