@@ -168,7 +168,7 @@ def stability_points(report: dict) -> list[str]:
              f"random pairs of objects (in raw pixels: {_nearer(ranks['pixels'])})")
     if shifts.get("embedding") is not None and shifts.get("pixels") is not None:
         point += (f"; on the map they land {shifts['embedding']:.2g} of a typical distance between objects away "
-                  f"(placed by their pixels: {shifts['pixels']:.2g})")
+                  f"(on a map of their pixels: {shifts['pixels']:.2g})")
     return [text(point + ".")]
 
 

@@ -258,7 +258,7 @@ def baseline_features(survey, config: dict, images: np.ndarray, rows: np.ndarray
 
 
 # ------------------------------------------------------------------------------------------------- stability
-STABILITY_OBJECTS, STABILITY_REFERENCE = 150, 1_500
+STABILITY_OBJECTS, STABILITY_REFERENCE = 100, 1_000   # ~30 s of the demo build (two UMAPs, 1,900 embeddings)
 
 
 def stability_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -298,7 +298,7 @@ def test_about_card_verdict_in_words_opens_on_warnings():
                         "map_shift_ratio": 0.27, "n_objects": 150}
     card = about_html(rep)
     assert "noisy copies of an object stay nearer to it than 99.98 % of random pairs" in card
-    assert "(in raw pixels: 96.73 %)" in card and "(placed by their pixels: 0.1)" in card
+    assert "(in raw pixels: 96.73 %)" in card and "(on a map of their pixels: 0.1)" in card
     # worse than the untrained network somewhere: amber, and the test named
     rep["health"]["flags"] = []
     rep["tasks"][0]["beats"]["untrained"]["knn_purity"] = -1
