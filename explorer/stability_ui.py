@@ -180,8 +180,13 @@ class StabilityPanel:
         state.param.watch(self._on_selected, "selected")
 
     def _on_selected(self, event) -> None:
-        self.button.visible = event.new is not None
+        self.button.visible = event.new is not None and self.can_embed
         self.result.object = ""
+
+    @property
+    def can_embed(self) -> bool:
+        """Only a bundle with its encoder can embed new copies (one made from someone else's embeddings has none)."""
+        return self.data.bundle.encoder_dir.is_dir()
 
     def run(self) -> None:
         row = self.state.selected

@@ -59,3 +59,18 @@ def test_without_cutouts_or_a_service_the_copies_say_why(sim_first_build, tmp_pa
         assert "ingest cache" in str(e) and "fetching it failed" in str(e)
     else:
         raise AssertionError("no cutout and no network: the copies cannot be made")
+
+
+def test_the_button_shows_only_where_copies_can_be_embedded(sim_first_build, small_bundle):
+    from explorer.data import load_explorer_data
+    from explorer.stability_ui import build_stability_panel
+    from explorer.state import ExplorerState
+
+    for bundle, shown in ((sim_first_build, True), (small_bundle, False)):   # the fixture bundle has no encoder/
+        state = ExplorerState()
+        panel = build_stability_panel(load_explorer_data(bundle), state).stability_panel
+        assert not panel.button.visible
+        state.select(3)
+        assert panel.button.visible is shown
+        state.select(None)
+        assert not panel.button.visible
