@@ -180,6 +180,13 @@ class ExplorerData:
         return found
 
     @built_once
+    def map_scale(self) -> float:
+        """Median distance between random objects on the map: the unit of the augmented copies' map shifts."""
+        from core.stability import median_map_distance
+
+        return median_map_distance(np.column_stack([self.frame["x"].to_numpy(), self.frame["y"].to_numpy()]))
+
+    @built_once
     def row_index(self) -> pd.Index:
         """object_id (as text, as the label store keeps it) -> bundle row."""
         return pd.Index(self.object_ids, copy=False)

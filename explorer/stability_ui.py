@@ -21,7 +21,6 @@ from astropy.coordinates import SkyCoord
 from core.stability import (
     PERTURBATIONS,
     band_mad,
-    median_map_distance,
     perturbed_copies,
 )
 from explorer.jobs import JobRunner
@@ -110,7 +109,7 @@ def copies_of(data, row: int, cutout_cache, names=PERTURBATIONS, seed: int = 0) 
     places = np.array([q.place(v, i[i >= 0], s[i >= 0])[0] for v, i, s in zip(vectors, ids, sims)])
     cosine = vectors[1:] @ vectors[0]
     share_closer = 1.0 - np.asarray(data.similarity_percentile(cosine), float) / 100.0
-    shift = np.hypot(*(places[1:] - places[0]).T) / data_map_scale(data)
+    shift = np.hypot(*(places[1:] - places[0]).T) / data.map_scale
     return {"names": list(names), "origin": tuple(places[0]), "xy": places[1:], "cosine": cosine,
             "share_closer": share_closer, "map_shift": shift, "source": source}
 
@@ -122,15 +121,6 @@ def noise_scale(embedder, image: np.ndarray) -> np.ndarray:
     if mad is not None and len(mad) == image.shape[0]:
         return np.asarray(mad, np.float32)
     return band_mad(image[None])
-
-
-def data_map_scale(data) -> float:
-    """Median distance between random objects on the map (built once per process)."""
-    scale = data.__dict__.get("_map_scale")
-    if scale is None:
-        xy = np.column_stack([data.frame["x"].to_numpy(), data.frame["y"].to_numpy()])
-        scale = data.__dict__["_map_scale"] = median_map_distance(xy)
-    return scale
 
 
 # ------------------------------------------------------------------------------------------------ html
