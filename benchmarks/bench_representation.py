@@ -95,7 +95,7 @@ def whitened(features: np.ndarray) -> np.ndarray:
 def build_augment(args):
     from models.augment import build_augmentations
 
-    return build_augmentations("radio", crop=args.crop, scale=(args.min_scale, 1.0), jitter_strength=args.jitter,
+    return build_augmentations("rotate_crop_flip_jitter", crop=args.crop, scale=(args.min_scale, 1.0), jitter_strength=args.jitter,
                                blur_p=args.blur_p)
 
 

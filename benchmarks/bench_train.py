@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     args = parse_quick(p, argv)
 
     images, _ = two_class_blobs(args.batch * (args.steps + 1), size=107, channels=5, seed=0)
-    augment = build_augmentations("ugriz", **SDSS().augmentation_params(images, crop=64))
+    augment = build_augmentations("reddening_psf_noise", **SDSS().augmentation_params(images, crop=64))
     batch = torch.from_numpy(images[: args.batch])
     results = []
     cpu = torch.device("cpu")

@@ -36,7 +36,7 @@ RANDOM_PAIRS = 20_000
 
 
 def band_mad(images: np.ndarray) -> np.ndarray:
-    """Per-band median absolute deviation of (N, C, H, W) images: the noise scale (as the ugriz recipe's)."""
+    """Per-band median absolute deviation of (N, C, H, W) images: the noise scale (as the reddening_psf_noise recipe's)."""
     per_band = np.moveaxis(np.asarray(images, np.float32), 1, 0).reshape(images.shape[1], -1)
     return np.median(np.abs(per_band - np.median(per_band, axis=1, keepdims=True)), axis=1)
 

@@ -8,8 +8,9 @@ The geometric steps (rotation, jitter, centre crop, random resized crop, flips) 
 sample, so they cost a single ``grid_sample`` that produces only the output crop, not a rotated full-size image.
 
 Recipes (``RECIPES``; a survey names its own in ``Survey.augmentation_recipe`` and fits its parameters):
-"ugriz" (Hayat et al. 2021) for multi-band optical galaxies whose inputs are linearly scaled fluxes (one constant
-per band), so reddening and noise stay physical; "radio" (Slijepcevic et al. 2023) for one-channel radio images.
+"reddening_psf_noise" (Hayat et al. 2021's for SDSS ugriz, Stein et al. 2021's for Legacy Surveys grz) for multi-band
+optical galaxies whose inputs are linearly scaled fluxes (one constant per band), so reddening and noise stay
+physical; "rotate_crop_flip_jitter" (Slijepcevic et al. 2023's BYOL recipe) for one-channel radio images.
 The survey's own numbers (extinction coefficients, band wavelengths, pixel scale) come from the survey's file.
 """
 from __future__ import annotations
@@ -325,21 +326,21 @@ def compute_mad(images, max_images: int = 2000, seed: int = 0) -> np.ndarray:
 
 
 AUGMENT_VERSION = 2   # raise when a recipe's steps change what they do: trained encoders are cached by it
-UGRIZ_NAMES = ("reddening", "psf_blur", "brightness", "rotation", "size", "jitter", "noise")
-RADIO_NAMES = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
+REDDENING_PSF_NOISE_STEPS = ("reddening", "psf_blur", "brightness", "rotation", "size", "jitter", "noise")
+ROTATE_CROP_FLIP_JITTER_STEPS = ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")
 
 
 def build_augmentations(recipe: str, disabled=(), **params) -> Augmentations:
     """A recipe's self-supervised augmentation pipeline (``RECIPES``: its step names and builder).
 
-    "ugriz" params: extinction (A_b / E(B-V) per band), wavelengths (per band, for the PSF scaling), pixel_scale
+    "reddening_psf_noise" params: extinction (A_b / E(B-V) per band), wavelengths (per band, for the PSF scaling), pixel_scale
     (arcsec), mad (per-band array from ``compute_mad``; required unless "noise" is disabled), crop=64, jitter=7,
     max_ebv=0.5, psf_sigma_arcsec=0.13, noise_range=(1, 3), brightness_mag=1.0, size_factor=1.3. "psf_blur",
     "brightness" and "size" are off unless listed in ``enable`` (e.g. ``enable=("psf_blur",)``): Hayat et al. found
     the blur weakest and did not use the other two (BENCHMARKS.md, issue 21, for what they do to the demo).
-    "radio" params: crop=70, scale=(0.8, 1), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
+    "rotate_crop_flip_jitter" params: crop=70, scale=(0.8, 1), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
     interpolation="bilinear".
-    ``disabled``: names to switch off (a recipe's names: UGRIZ_NAMES / RADIO_NAMES).
+    ``disabled``: names to switch off (a recipe's names: REDDENING_PSF_NOISE_STEPS / ROTATE_CROP_FLIP_JITTER_STEPS).
     """
     disabled = set(disabled)
     if recipe not in RECIPES:
@@ -355,12 +356,12 @@ def _keep(steps, disabled):
     return [s for s in steps if s.name not in disabled]
 
 
-def _ugriz(disabled, extinction, wavelengths, pixel_scale, mad=None, crop=64, jitter=7, max_ebv=0.5,
+def _reddening_psf_noise(disabled, extinction, wavelengths, pixel_scale, mad=None, crop=64, jitter=7, max_ebv=0.5,
            psf_sigma_arcsec=0.13, noise_range=(1.0, 3.0), enable=(), interpolation="bilinear", brightness_mag=1.0,
            size_factor=1.3):
     disabled = disabled | ({"psf_blur", "brightness", "size"} - set(enable))
     if mad is None and "noise" not in disabled:
-        raise ValueError("the ugriz noise augmentation needs mad=compute_mad(training_images) (or "
+        raise ValueError("the reddening_psf_noise recipe's noise augmentation needs mad=compute_mad(training_images) (or "
                          "disabled=('noise',))")
     # Reddening is a per-band constant factor, so it commutes with the geometry: apply it to the small crop.
     before = [PSFBlur(pixel_scale, wavelengths, psf_sigma_arcsec)] if "psf_blur" not in disabled else []
@@ -371,7 +372,7 @@ def _ugriz(disabled, extinction, wavelengths, pixel_scale, mad=None, crop=64, ji
     return Augmentations(before, geometry, _keep(after, disabled))
 
 
-def _radio(disabled, crop=70, scale=(0.8, 1.0), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
+def _rotate_crop_flip_jitter(disabled, crop=70, scale=(0.8, 1.0), jitter_strength=0.5, jitter_p=0.8, blur_p=0.1,
            interpolation="bilinear"):
     steps = [Rotation(), RandomResizedCrop(scale), Flip("horizontal"), Flip("vertical")]
     # image order: rotate full image, centre crop, random resized crop inside it, flips
@@ -381,4 +382,5 @@ def _radio(disabled, crop=70, scale=(0.8, 1.0), jitter_strength=0.5, jitter_p=0.
 
 
 # recipe name -> (its step names, its builder(disabled, **params)); a new recipe registers here
-RECIPES = {"ugriz": (UGRIZ_NAMES, _ugriz), "radio": (RADIO_NAMES, _radio)}
+RECIPES = {"reddening_psf_noise": (REDDENING_PSF_NOISE_STEPS, _reddening_psf_noise),
+           "rotate_crop_flip_jitter": (ROTATE_CROP_FLIP_JITTER_STEPS, _rotate_crop_flip_jitter)}

@@ -12,7 +12,8 @@ A survey knows:
   ``python -m precompute build --survey NAME``.
 
 Adding a survey is one file in this folder with a ``@register``-ed subclass (tests/test_plugins.py builds a
-bundle and a page from a toy one); ``BUILTIN`` lists the files imported when a survey is asked for by name.
+bundle and a page from a toy one). Every file of this folder is a survey's but ``NOT_SURVEYS``; a survey asked for
+by name is looked up in the file of that name, so nothing else lists the surveys.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
-BUILTIN = ("sdss", "first")
+NOT_SURVEYS = ("base", "online", "services")   # the modules of this folder that define no survey
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Survey:
     colour_by: dict = {}
     augmentation_recipe: str = ""                   # a models.augment recipe name
     inputs: tuple[SourceInput, ...] = ()            # what read_local takes, as command-line options
-    online_services: tuple[tuple[str, str], ...] = ()   # (label, core.surveys.services.SERVICES name), tried in order
+    online_services: tuple = ()   # core.surveys.services.OnlineService objects, tried in order
 
     @property
     def n_channels(self) -> int:
@@ -169,7 +170,7 @@ def register(cls: type[Survey]) -> type[Survey]:
 
 def get_survey(name: str) -> Survey:
     """The survey object by name ('sdss', 'first', or any registered one)."""
-    if name not in _REGISTRY and name in BUILTIN:
+    if name not in _REGISTRY and name in builtin_surveys():
         importlib.import_module(f"core.surveys.{name}")
     if name not in _REGISTRY:
         raise KeyError(f"unknown survey {name!r}; known: {known_surveys()}")
@@ -187,6 +188,14 @@ def find_survey(name: str) -> Survey:
 
 def known_surveys() -> list[str]:
     """Every survey name: the built-in ones and any registered since."""
-    for name in BUILTIN:
+    for name in builtin_surveys():
         importlib.import_module(f"core.surveys.{name}")
     return sorted(_REGISTRY)
+
+
+def builtin_surveys() -> tuple[str, ...]:
+    """The survey files of this folder, by name (each defines the survey of that name)."""
+    import pkgutil
+
+    here = Path(__file__).parent
+    return tuple(sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in NOT_SURVEYS))

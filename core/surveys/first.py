@@ -14,9 +14,23 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
-from core.inputs import bad_pixels_reason, check_positions, duplicate_ids, invalid_positions, read_catalog_csv
-from core.surveys.base import (Cutouts, SourceInput, Survey, legacy_survey_link, register, sample_rows,
-                               simbad_link)
+from core.inputs import (
+    bad_pixels_reason,
+    check_positions,
+    duplicate_ids,
+    invalid_positions,
+    read_catalog_csv,
+)
+from core.surveys.base import (
+    Cutouts,
+    SourceInput,
+    Survey,
+    legacy_survey_link,
+    register,
+    sample_rows,
+    simbad_link,
+)
+from core.surveys.services import FirstCutoutServer, SkyView
 
 # catalogue column -> bundle column (labels only; anything else is carried through under its own name)
 RENAME = {"z": "redshift", "las_arcsec": "angular_extent_arcsec"}
@@ -43,10 +57,10 @@ class FIRST(Survey):
                   "batch_size": 128, "bin": 2, "crop": 64, "views": "d4", "centre": True, "whiten": True}
     gpu_recipe = {"method": "byol", "arch": "resnet18", "stem": "standard", "epochs": 300, "batch_size": 256,
                   "bin": 1, "crop": 70, "views": "d4", "centre": False}
-    augmentation_recipe = "radio"
+    augmentation_recipe = "rotate_crop_flip_jitter"
     inputs = (SourceInput("catalog", "FIRST: catalogue CSV(s) (file, ra, dec, labels; FITS paths relative to each); "
                                      "several are joined, e.g. MiraBest and FRDEEP", required=True, many=True),)
-    online_services = (("FIRST cutout server", "first_cutout_server"), ("SkyView", "skyview_first"))
+    online_services = (FirstCutoutServer("FIRST cutout server"), SkyView("SkyView", survey="VLA FIRST (1.4 GHz)"))
     colour_by = {
         "angular_extent_arcsec": {"title": "Largest angular size", "kind": "continuous", "units": "arcsec"},
         "fr_class": {"title": "Fanaroff-Riley class", "kind": "categorical", "units": ""},
@@ -228,8 +242,8 @@ def _object_ids(df: pd.DataFrame) -> pd.Series:
     """The catalogue's own ``object_id`` when it has one, else an IAU-style name from the position."""
     if "object_id" in df.columns:
         return df["object_id"].astype(str)
-    from astropy.coordinates import SkyCoord
     import astropy.units as u
+    from astropy.coordinates import SkyCoord
 
     ra = pd.to_numeric(df["ra"], errors="coerce").to_numpy(float)
     dec = pd.to_numeric(df["dec"], errors="coerce").to_numpy(float)

@@ -16,9 +16,8 @@ Connection problems, timeouts, HTTP 5xx and broken files are retried ``retries``
 fetch, fallback service included, is bounded by ``timeout * (retries + 1)`` seconds. A few NaN
 pixels are filled with the cutout's median and counted in the header (``NANFILL``).
 
-Service URLs default to astroquery's configuration and can be pointed elsewhere (a mirror, or a local recorded
-server in tests) with the environment variables ``SKYQUERY_FIRST_URL``, ``SKYQUERY_SKYVIEW_URL`` and
-``SKYQUERY_HIPS2FITS_URL``.
+Service URLs come from the survey's file (astroquery's configuration for the astroquery clients) and can be pointed
+elsewhere (a mirror, or a local recorded server in tests) with the environment variable each service names.
 """
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from core.surveys.base import find_survey
-from core.surveys.services import SERVICES, FetchError, Retryable
+from core.surveys.services import FetchError, Retryable
 
 MAX_NAN_FRACTION = 0.10
 SCALE_TOLERANCE = 0.01
@@ -67,13 +66,13 @@ def fetch_cutout(survey, coord: SkyCoord, size_pix: int, pixel_scale_arcsec: flo
     budget = timeout * (retries + 1)  # the whole fetch, fallbacks included, waits no longer than one service may
     deadline = time.monotonic() + budget
     errors = []
-    for label, service_name in survey.online_services:
-        service = SERVICES[service_name]
+    for service in survey.online_services:
+        label = service.label
         if deadline - time.monotonic() < 0.5:
             errors.append(f"{label} was not tried: the {budget:.1f} s allowed for this fetch were spent.")
             continue
         try:
-            planes = _with_retries(lambda t: service(coord, target, bands, t), retries, timeout, deadline)
+            planes = _with_retries(lambda t: service.fetch(coord, target, bands, t), retries, timeout, deadline)
             image = np.stack([resample_to_grid(data, hdr, target, label) for data, hdr in planes]).astype(np.float32)
             image, n_filled = fill_few_nans(image, label)
             header = _result_header(target, name, label, n_filled)

@@ -7,8 +7,8 @@ simulator.
 """
 from __future__ import annotations
 
-import re
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -16,8 +16,16 @@ import numpy as np
 import pandas as pd
 
 from core.inputs import InputError, read_catalog_csv
-from core.surveys.base import (Cutouts, SourceInput, Survey, legacy_survey_link, register, sample_rows,
-                               simbad_link)
+from core.surveys.base import (
+    Cutouts,
+    SourceInput,
+    Survey,
+    legacy_survey_link,
+    register,
+    sample_rows,
+    simbad_link,
+)
+from core.surveys.services import Hips2Fits
 
 GZ2_MATCH_ARCSEC = 2.0
 # Hart et al. (2016): t01_smooth_or_features_a01_smooth_fraction -> question, answer, statistic
@@ -50,12 +58,12 @@ class SDSS(Survey):
                   "views": "d4", "centre": True, "whiten": True, "augment": {"enable": ["brightness", "size"]}}
     gpu_recipe = {"method": "moco", "arch": "resnet50", "stem": "hayat", "epochs": 200, "batch_size": 256,
                   "views": "identity"}
-    augmentation_recipe = "ugriz"
+    augmentation_recipe = "reddening_psf_noise"
     inputs = (SourceInput("images", "SDSS: HDF5 of cutouts (Hayat et al. layout: images, ra, dec, ObjID ...)",
                           required=True),
               SourceInput("gz2", "SDSS: Galaxy Zoo 2 CSV (Hart et al. 2016 columns), joined within 2\""),
               SourceInput("truth", "SDSS: simulator truth.parquet (optional)"))
-    online_services = (("hips2fits (SDSS9 HiPS)", "hips2fits_sdss"),)
+    online_services = (Hips2Fits("hips2fits (SDSS9 HiPS)", hips="CDS/P/SDSS9/{band}"),)
     colour_by = {
         "gz2_smooth_or_features_smooth_fraction": {"title": "GZ2 smooth fraction", "kind": "fraction", "units": ""},
         "gz2_smooth_or_features_features_or_disk_fraction": {"title": "GZ2 features/disk fraction",

@@ -1,17 +1,18 @@
-"""The online image services a survey can name (``Survey.online_services``), each through astroquery's own client,
-and the plumbing they share: where each is asked (``service_urls``: astroquery's configuration, or the environment
-variables ``SKYQUERY_FIRST_URL``, ``SKYQUERY_SKYVIEW_URL``, ``SKYQUERY_HIPS2FITS_URL``), timeouts, and every failure
-as one ``FetchError`` sentence. ``core.surveys.online.fetch_cutout`` tries a survey's services in order.
+"""The kinds of online image service a survey can name (``Survey.online_services``) and the plumbing they share:
+timeouts, astroquery's cache switched off, and every failure as one ``FetchError`` sentence.
+``core.surveys.online.fetch_cutout`` tries a survey's services in order.
 
-The services (all through astroquery's own clients, so their request code is the one that runs):
+A survey's file says which services it uses and with what (the HiPS id, the SkyView survey name, the cutout
+service's URL and layer); this file knows only how each kind is asked:
 
-- FIRST: the FIRST cutout server at STScI (``astroquery.image_cutouts.first.FirstClass.get_images_async``, one
-  POST that answers a primary-HDU FITS at the native 1.8″/px), then SkyView as a fallback
-  (``astroquery.skyview.SkyViewClass.get_image_list`` with survey "VLA FIRST (1.4 GHz)", ``pixels`` and
-  ``width``/``height`` set so SkyView resamples onto exactly the requested grid, then the FITS link).
-- SDSS ugriz: CDS hips2fits on the SDSS9 HiPS, one request per band
-  (``astroquery.hips2fits.hips2fitsClass.query_with_wcs_async`` with the target WCS, so the answer is already on
-  the bundle's grid).
+- ``FirstCutoutServer``: astroquery's ``FirstClass.get_images_async`` (one POST, a FITS at the native scale);
+- ``SkyView``: astroquery's ``SkyViewClass.get_image_list`` resampled onto exactly the requested grid;
+- ``Hips2Fits``: CDS hips2fits through astroquery's ``hips2fitsClass`` session, one request per band with the
+  target WCS, so the answer is already on the bundle's grid;
+- ``FitsCutoutService``: a plain GET that answers a FITS cube of every band (the Legacy Surveys ``fits-cutout``).
+
+Each service's URL can be pointed elsewhere (a mirror, or a local recorded server in tests) by the environment
+variable the survey gives it (``SKYQUERY_FIRST_URL``, ``SKYQUERY_SKYVIEW_URL``, ``SKYQUERY_HIPS2FITS_URL``, ...).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import os
 import threading
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from astropy import units as u
@@ -27,9 +29,6 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from core.fitsguard import check_fits_headers
-
-SKYVIEW_FIRST_SURVEY = "VLA FIRST (1.4 GHz)"
-SDSS_HIPS = "CDS/P/SDSS9/{band}"
 
 
 class FetchError(Exception):
@@ -72,72 +71,133 @@ def without_commentary(header: fits.Header) -> fits.Header:
     return fits.Header([card for card in header.cards if card.keyword not in ("COMMENT", "HISTORY", "")])
 
 
-def service_urls() -> dict[str, str]:
-    """Where each service is asked, read at call time so a test or mirror can redirect them."""
-    from astroquery.hips2fits import conf as hips_conf
-    from astroquery.image_cutouts.first import conf as first_conf
-    from astroquery.skyview import conf as skyview_conf
-
-    hips_default = hips_conf.server
-    return {
-        "first": os.environ.get("SKYQUERY_FIRST_URL", first_conf.server),
-        "skyview": os.environ.get("SKYQUERY_SKYVIEW_URL", skyview_conf.url),
-        "hips2fits": os.environ.get("SKYQUERY_HIPS2FITS_URL",
-                                    hips_default[0] if isinstance(hips_default, list) else hips_default),
-    }
+def _url(env: str, default: str) -> str:
+    """Where a service is asked, read at call time so a test or a mirror can redirect it with ``env``."""
+    return os.environ.get(env) or default
 
 
-def _fetch_first_cutout_server(coord, target: WCS, bands, timeout):
-    from astroquery.image_cutouts.first import FirstClass
+@dataclass(frozen=True)
+class OnlineService:
+    """One image service a survey names in ``Survey.online_services``, with what it needs to know (a HiPS id, a
+    layer, a URL) given by the survey's file. ``fetch`` returns one (image, header) per band."""
 
-    client = _with_default_timeout(FirstClass(), timeout)
-    client.URL = service_urls()["first"]
-    client.TIMEOUT = timeout
-    size_arcmin = _field_of_view(target).to_value(u.arcmin) * 1.1  # margin so the re-centring crop stays inside
-    with _astroquery_cache_off():
-        response = _call("FIRST cutout server", timeout,
-                         lambda: client.get_images_async(coord, image_size=size_arcmin * u.arcmin))
-    _raise_for_status(response, "FIRST cutout server")
-    return [read_fits_image(response.content, "The FIRST cutout server")]
+    label: str
+
+    def fetch(self, coord, target: WCS, bands, timeout: float) -> list[tuple[np.ndarray, fits.Header]]:
+        raise NotImplementedError
 
 
-def _fetch_skyview_first(coord, target: WCS, bands, timeout):
-    from astroquery.skyview import SkyViewClass
+@dataclass(frozen=True)
+class FirstCutoutServer(OnlineService):
+    """The FIRST cutout server at STScI through astroquery's ``FirstClass``: one POST, a primary-HDU FITS at the
+    native 1.8″/px. ``url`` None: astroquery's configured server."""
 
-    client = _with_default_timeout(SkyViewClass(), timeout)
-    client.URL = service_urls()["skyview"]
-    fov = _field_of_view(target)
-    with _astroquery_cache_off():
-        urls = _call("SkyView", timeout, lambda: client.get_image_list(
-            coord, survey=[SKYVIEW_FIRST_SURVEY], pixels=str(target.pixel_shape[0]), projection="Tan",
-            width=fov, height=fov, cache=False))
-        if not urls:
-            raise Retryable("SkyView answered without a FITS link (no image for this position).")
-        response = _call("SkyView", timeout, lambda: client._request("GET", urls[0], timeout=timeout, cache=False))
-    _raise_for_status(response, "SkyView")
-    return [read_fits_image(response.content, "SkyView")]
+    url: str | None = None
+    env: str = "SKYQUERY_FIRST_URL"
 
+    def fetch(self, coord, target, bands, timeout):
+        from astroquery.image_cutouts.first import FirstClass, conf
 
-def _fetch_hips2fits_sdss(coord, target: WCS, bands, timeout):
-    from astroquery.hips2fits import hips2fitsClass
-
-    client = _with_default_timeout(hips2fitsClass(), timeout)
-    url = service_urls()["hips2fits"]
-    planes = []
-    for band in bands:
-        what = f"hips2fits ({SDSS_HIPS.format(band=band)})"
-        payload = _hips2fits_payload(SDSS_HIPS.format(band=band), target)
+        client = _with_default_timeout(FirstClass(), timeout)
+        client.URL = _url(self.env, self.url or conf.server)
+        client.TIMEOUT = timeout
+        size_arcmin = _field_of_view(target).to_value(u.arcmin) * 1.1  # margin so the re-centring crop stays inside
         with _astroquery_cache_off():
-            response = _call(what, timeout, lambda: client._request("GET", url, params=payload, timeout=timeout,
-                                                                    cache=False))
-        _raise_for_status(response, what)
-        planes.append(read_fits_image(response.content, what))
-    return planes
+            response = _call(self.label, timeout,
+                             lambda: client.get_images_async(coord, image_size=size_arcmin * u.arcmin))
+        _raise_for_status(response, self.label)
+        return [read_fits_image(response.content, f"The {self.label}")]
 
 
-# service name (what a survey lists in ``Survey.online_services``) -> f(coord, target WCS, bands, timeout) -> planes
-SERVICES = {"first_cutout_server": _fetch_first_cutout_server, "skyview_first": _fetch_skyview_first,
-            "hips2fits_sdss": _fetch_hips2fits_sdss}
+@dataclass(frozen=True)
+class SkyView(OnlineService):
+    """NASA SkyView through astroquery's ``SkyViewClass``: ``pixels`` and ``width``/``height`` set so SkyView
+    resamples ``survey`` onto exactly the requested grid, then the FITS link."""
+
+    survey: str = ""
+    url: str | None = None
+    env: str = "SKYQUERY_SKYVIEW_URL"
+
+    def fetch(self, coord, target, bands, timeout):
+        from astroquery.skyview import SkyViewClass, conf
+
+        client = _with_default_timeout(SkyViewClass(), timeout)
+        client.URL = _url(self.env, self.url or conf.url)
+        fov = _field_of_view(target)
+        with _astroquery_cache_off():
+            urls = _call(self.label, timeout, lambda: client.get_image_list(
+                coord, survey=[self.survey], pixels=str(target.pixel_shape[0]), projection="Tan",
+                width=fov, height=fov, cache=False))
+            if not urls:
+                raise Retryable(f"{self.label} answered without a FITS link (no image for this position).")
+            response = _call(self.label, timeout,
+                             lambda: client._request("GET", urls[0], timeout=timeout, cache=False))
+        _raise_for_status(response, self.label)
+        return [read_fits_image(response.content, self.label)]
+
+
+@dataclass(frozen=True)
+class Hips2Fits(OnlineService):
+    """CDS hips2fits on a HiPS, one request per band (``hips`` holds ``{band}``), with the target WCS so the answer
+    is already on the bundle's grid; through astroquery's ``hips2fitsClass`` session."""
+
+    hips: str = ""
+    url: str | None = None
+    env: str = "SKYQUERY_HIPS2FITS_URL"
+
+    def fetch(self, coord, target, bands, timeout):
+        from astroquery.hips2fits import conf, hips2fitsClass
+
+        client = _with_default_timeout(hips2fitsClass(), timeout)
+        default = conf.server[0] if isinstance(conf.server, list) else conf.server
+        url = _url(self.env, self.url or default)
+        planes = []
+        for band in bands:
+            what = f"{self.label} ({self.hips.format(band=band)})"
+            payload = _hips2fits_payload(self.hips.format(band=band), target)
+            with _astroquery_cache_off():
+                response = _call(what, timeout, lambda: client._request("GET", url, params=payload,
+                                                                        timeout=timeout, cache=False))
+            _raise_for_status(response, what)
+            planes.append(read_fits_image(response.content, what))
+        return planes
+
+
+@dataclass(frozen=True)
+class FitsCutoutService(OnlineService):
+    """A cutout service that answers one FITS cube (bands, H, W) for a position, pixel scale and size in one GET
+    (the Legacy Surveys viewer's ``fits-cutout``): ``params`` are its fixed query arguments (e.g. the layer)."""
+
+    url: str = ""
+    env: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+
+    def fetch(self, coord, target, bands, timeout):
+        import requests
+
+        scale = abs(float(target.wcs.cdelt[1])) * 3600
+        query = {"ra": f"{coord.ra.deg:.7f}", "dec": f"{coord.dec.deg:.7f}", "pixscale": f"{scale:.4f}",
+                 "size": str(target.pixel_shape[0]), "bands": "".join(bands), **dict(self.params)}
+        url = _url(self.env, self.url) if self.env else self.url
+        response = _call(self.label, timeout, lambda: requests.get(url, params=query, timeout=timeout))
+        _raise_for_status(response, self.label)
+        return read_fits_cube(response.content, self.label, bands)
+
+
+def read_fits_cube(content: bytes, what: str, bands) -> list[tuple[np.ndarray, fits.Header]]:
+    """One (image, celestial header) per band of a FITS cube (bands, H, W); FetchError when it has fewer planes."""
+    check = read_fits_image(content, what)   # every check of a single image (FITS, headers, a 2-D image)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(io.BytesIO(content), memmap=False, lazy_load_hdus=False) as hdul:
+            hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
+            cube = np.asarray(hdu.data, dtype=np.float32)
+    cube = cube.reshape((-1,) + cube.shape[-2:])
+    if len(cube) < len(bands):
+        raise FetchError(f"{what} returned {len(cube)} image plane(s) for the {len(bands)} bands "
+                         f"{', '.join(bands)} asked for.")
+    header = WCS(check[1]).celestial.to_header()
+    return [(plane, header) for plane in cube[: len(bands)]]
 
 
 def _hips2fits_payload(hips: str, target: WCS) -> dict:

@@ -22,17 +22,17 @@ def gaussian_source(n, size, sigma=3.0, centre=None, channels=5):
 
 
 def only(recipe, keep, **params):
-    names = {"ugriz": ("reddening", "psf_blur", "rotation", "jitter", "noise"),
-             "radio": ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")}[recipe]
-    constants = {**UGRIZ, **params} if recipe == "ugriz" else params
+    names = {"reddening_psf_noise": ("reddening", "psf_blur", "rotation", "jitter", "noise"),
+             "rotate_crop_flip_jitter": ("rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur")}[recipe]
+    constants = {**UGRIZ, **params} if recipe == "reddening_psf_noise" else params
     return build_augmentations(recipe, disabled=[n for n in names if n not in keep], **constants)
 
 
 def test_sdss_defaults_follow_hayat_and_psf_blur_is_off():
-    aug = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5))
+    aug = build_augmentations("reddening_psf_noise", **UGRIZ, mad=np.ones(5))
     assert aug.names == ["rotation", "jitter", "reddening", "noise"]
     assert aug.output_size == 64
-    assert "psf_blur" in build_augmentations("ugriz", **UGRIZ, mad=np.ones(5), enable=("psf_blur",)).names
+    assert "psf_blur" in build_augmentations("reddening_psf_noise", **UGRIZ, mad=np.ones(5), enable=("psf_blur",)).names
     out = aug(torch.rand(4, 5, 107, 107))
     assert out.shape == (4, 5, 64, 64)
 
@@ -52,17 +52,17 @@ def test_reddening_dims_each_band_by_its_extinction():
 
 def test_geometry_with_nothing_random_is_exactly_the_centre_crop():
     x = torch.rand(3, 5, 107, 107)
-    out = only("ugriz", keep=(), crop=64)(x)
+    out = only("reddening_psf_noise", keep=(), crop=64)(x)
     np.testing.assert_array_equal(out.numpy(), centre_crop(x.numpy(), 64))
 
 
 def test_rotation_preserves_total_flux_of_a_centred_source():
     x = gaussian_source(64, 107, sigma=4.0)
-    out = only("ugriz", keep=("rotation",), crop=64)(x)
+    out = only("reddening_psf_noise", keep=("rotation",), crop=64)(x)
     ratio = out.sum(dim=(2, 3)) / x.sum(dim=(2, 3))
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=1e-3)
     # an off-centre source really moves: rotation angles differ per sample
-    y = only("ugriz", keep=("rotation",), crop=64)(gaussian_source(64, 107, centre=(53, 73)))
+    y = only("reddening_psf_noise", keep=("rotation",), crop=64)(gaussian_source(64, 107, centre=(53, 73)))
     peaks = y[:, 0].flatten(1).argmax(dim=1)
     assert len(torch.unique(peaks)) > 20
 
@@ -70,7 +70,7 @@ def test_rotation_preserves_total_flux_of_a_centred_source():
 def test_jitter_moves_a_point_source_by_at_most_7_pixels():
     x = torch.zeros(400, 5, 107, 107)
     x[:, :, 53, 53] = 1.0
-    out = only("ugriz", keep=("jitter",), crop=64)(x)
+    out = only("reddening_psf_noise", keep=("jitter",), crop=64)(x)
     assert torch.allclose(out.sum(dim=(2, 3)), torch.ones(400, 5), atol=1e-4)    # integer shifts: no smearing
     flat = out[:, 0].flatten(1).argmax(dim=1)
     row, col = flat // 64, flat % 64
@@ -102,7 +102,7 @@ def test_compute_mad_per_band():
 
 
 def test_psf_blur_conserves_flux_and_spreads_light():
-    aug = only("ugriz", keep=("psf_blur",), enable=("psf_blur",), crop=64, pixel_scale=0.1)
+    aug = only("reddening_psf_noise", keep=("psf_blur",), enable=("psf_blur",), crop=64, pixel_scale=0.1)
     x = torch.zeros(64, 5, 107, 107)
     x[:, :, 53, 53] = 1.0
     out = aug(x)
@@ -118,11 +118,11 @@ def test_gaussian_blur_zero_sigma_is_identity():
 
 
 def test_first_pipeline_shapes_and_flips():
-    aug = build_augmentations("radio")
+    aug = build_augmentations("rotate_crop_flip_jitter")
     assert aug.names == ["rotation", "random_resized_crop", "hflip", "vflip", "colour_jitter", "blur"]
     assert aug(torch.rand(8, 1, 150, 150)).shape == (8, 1, 70, 70)
     x = torch.rand(300, 1, 150, 150)
-    flipped = only("radio", keep=("hflip",))(x)
+    flipped = only("rotate_crop_flip_jitter", keep=("hflip",))(x)
     plain = torch.from_numpy(centre_crop(x.numpy(), 70).copy())
     is_plain = torch.isclose(flipped, plain, atol=1e-4).flatten(1).all(dim=1)
     is_mirror = torch.isclose(flipped, plain.flip(-1), atol=1e-4).flatten(1).all(dim=1)
@@ -132,7 +132,7 @@ def test_first_pipeline_shapes_and_flips():
 
 def test_first_random_resized_crop_zooms_in():
     x = gaussian_source(200, 150, sigma=6.0, channels=1)
-    out = only("radio", keep=("random_resized_crop",))(x)
+    out = only("rotate_crop_flip_jitter", keep=("random_resized_crop",))(x)
     # cropping 80-100 % of the area and resizing back enlarges the source: more total flux in the frame
     ratio = out.sum(dim=(1, 2, 3)) / torch.from_numpy(centre_crop(x.numpy(), 70).copy()).sum(dim=(1, 2, 3))
     assert float(ratio.min()) >= 0.999 and float(ratio.max()) <= 1.0 / 0.8 + 0.01
@@ -140,37 +140,37 @@ def test_first_random_resized_crop_zooms_in():
 
 def test_unknown_names_and_missing_mad_give_clear_errors():
     with pytest.raises(ValueError, match="cannot disable"):
-        build_augmentations("ugriz", **UGRIZ, disabled=("flip",), mad=np.ones(5))
+        build_augmentations("reddening_psf_noise", **UGRIZ, disabled=("flip",), mad=np.ones(5))
     with pytest.raises(ValueError, match="compute_mad"):
-        build_augmentations("ugriz", **UGRIZ)
+        build_augmentations("reddening_psf_noise", **UGRIZ)
     with pytest.raises(ValueError, match="no augmentation recipe"):
         build_augmentations("hst")
     with pytest.raises(ValueError, match="cannot crop"):
-        build_augmentations("radio")(torch.rand(2, 1, 50, 50))
+        build_augmentations("rotate_crop_flip_jitter")(torch.rand(2, 1, 50, 50))
 
 
 def test_each_sample_gets_its_own_parameters():
-    aug = build_augmentations("ugriz", **UGRIZ, mad=np.full(5, 0.01))
+    aug = build_augmentations("reddening_psf_noise", **UGRIZ, mad=np.full(5, 0.01))
     out = aug(gaussian_source(16, 107))
     assert len({round(float(v), 4) for v in out.sum(dim=(1, 2, 3))}) == 16
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_runs_on_the_tensors_device():
-    for recipe, shape in (("ugriz", (4, 5, 107, 107)), ("radio", (4, 1, 150, 150))):
-        aug = build_augmentations(recipe, **UGRIZ, mad=np.ones(5)) if recipe == "ugriz" else build_augmentations(recipe)
+    for recipe, shape in (("reddening_psf_noise", (4, 5, 107, 107)), ("rotate_crop_flip_jitter", (4, 1, 150, 150))):
+        aug = build_augmentations(recipe, **UGRIZ, mad=np.ones(5)) if recipe == "reddening_psf_noise" else build_augmentations(recipe)
         out = aug.to("cuda")(torch.rand(shape, device="cuda"))
         assert out.device.type == "cuda"
 
 
 def test_runs_on_the_tensors_device_meta_free_cpu():
     # the modules hold no device-bound state beyond buffers: a pipeline built anywhere works on CPU tensors
-    aug = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5), enable=("psf_blur",))
+    aug = build_augmentations("reddening_psf_noise", **UGRIZ, mad=np.ones(5), enable=("psf_blur",))
     assert aug(torch.rand(2, 5, 107, 107, dtype=torch.float32)).device.type == "cpu"
 
 
 def test_brightness_scales_every_band_of_a_sample_by_one_factor_within_its_magnitude_range():
-    aug = build_augmentations("ugriz", **UGRIZ, disabled=("rotation", "jitter", "reddening", "noise"),
+    aug = build_augmentations("reddening_psf_noise", **UGRIZ, disabled=("rotation", "jitter", "reddening", "noise"),
                               enable=("brightness",), brightness_mag=1.0)
     assert aug.names == ["brightness"]
     x = torch.ones(2000, 5, 107, 107)
@@ -183,7 +183,7 @@ def test_brightness_scales_every_band_of_a_sample_by_one_factor_within_its_magni
 
 
 def test_size_zooms_a_centred_source_by_at_most_its_factor_both_ways():
-    aug = build_augmentations("ugriz", **UGRIZ, disabled=("rotation", "jitter", "reddening", "noise"),
+    aug = build_augmentations("reddening_psf_noise", **UGRIZ, disabled=("rotation", "jitter", "reddening", "noise"),
                               enable=("size",), size_factor=1.3)
     assert aug.names == ["size"]
     x = gaussian_source(600, 107, sigma=4.0)
@@ -197,7 +197,7 @@ def test_size_zooms_a_centred_source_by_at_most_its_factor_both_ways():
 
 
 def test_brightness_and_size_are_off_unless_enabled():
-    names = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5)).names
+    names = build_augmentations("reddening_psf_noise", **UGRIZ, mad=np.ones(5)).names
     assert "brightness" not in names and "size" not in names
-    both = build_augmentations("ugriz", **UGRIZ, mad=np.ones(5), enable=("brightness", "size")).names
+    both = build_augmentations("reddening_psf_noise", **UGRIZ, mad=np.ones(5), enable=("brightness", "size")).names
     assert both == ["rotation", "size", "jitter", "reddening", "brightness", "noise"]

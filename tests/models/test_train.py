@@ -21,7 +21,7 @@ def one_thread():
 
 def sdss_like(n, seed=0, size=40):
     images, labels = two_class_blobs(n, size=size, channels=5, seed=seed)
-    return images, labels, build_augmentations("ugriz", **UGRIZ, mad=compute_mad(images), crop=32, jitter=3)
+    return images, labels, build_augmentations("reddening_psf_noise", **UGRIZ, mad=compute_mad(images), crop=32, jitter=3)
 
 
 def fit(images, augment, encoder_cfg, checkpoint_dir=None, knn_monitor=None, **settings):

@@ -21,7 +21,7 @@ class ToySurvey(Survey):
     method = "toy"
     arch = "small"
     cpu_recipe = {"method": "toy", "arch": "small", "width": 4, "epochs": 1, "batch_size": 32}
-    augmentation_recipe = "radio"
+    augmentation_recipe = "rotate_crop_flip_jitter"
     inputs = (SourceInput("images", "toy: .npy of (N, 1, 32, 32) cutouts", required=True),
               SourceInput("labels", "toy: catalogue CSV (object_id, ra, dec, shape, size_arcsec)", required=True))
     colour_by = {"shape": {"title": "Shape", "kind": "categorical", "units": ""},
