@@ -1,7 +1,7 @@
 """Reading survey inputs safely: one clear fatal message where nothing can go on, skip-and-report per object
 where the rest can.
 
-Shared by the survey readers (``precompute/surveys/sdss.py``, ``first.py``) and the bulk ``fetch`` command.
+Shared by the survey readers (``core/surveys/*.py``) and the bulk ``fetch`` command.
 """
 from __future__ import annotations
 
@@ -71,3 +71,18 @@ def bad_pixels_reason(image: np.ndarray, expected_shape: tuple[int, ...]) -> str
 
 def skipped_frame(skipped: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(skipped, columns=["object_id", "reason"]).astype({"object_id": str, "reason": str})
+
+
+def join_by_position(cat: pd.DataFrame, table: pd.DataFrame, columns: list[str], radius_arcsec: float) -> pd.DataFrame:
+    """``cat`` with ``table``'s numeric ``columns`` from its nearest row within ``radius_arcsec`` (astropy's
+    ``match_to_catalog_sky``); objects with no match get nulls, and a column ``cat`` already has is replaced."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    ours = SkyCoord(cat["ra"].to_numpy() * u.deg, cat["dec"].to_numpy() * u.deg)
+    theirs = SkyCoord(pd.to_numeric(table["ra"]).to_numpy() * u.deg, pd.to_numeric(table["dec"]).to_numpy() * u.deg)
+    idx, sep, _ = ours.match_to_catalog_sky(theirs)
+    joined = table[columns].iloc[idx].reset_index(drop=True).apply(pd.to_numeric, errors="coerce").astype(float)
+    joined.loc[~(sep < radius_arcsec * u.arcsec)] = np.nan
+    out = cat.drop(columns=[c for c in columns if c in cat.columns]).reset_index(drop=True)
+    return pd.concat([out, joined], axis=1)

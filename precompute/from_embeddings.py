@@ -8,7 +8,9 @@ Embeddings: ``.npy`` (N, D) in the catalogue's row order; Parquet with an id col
 vectors or ``feat_0 … feat_{D-1}``; HDF5 with ``image_embeddings`` (or ``embeddings``) and ``object_id`` (AstroCLIP's
 layout). Catalogue: CSV, Parquet, FITS or VOTable with an id and RA/Dec in degrees. ``--images``: a ``.npy`` of the
 survey's cutouts (N, C, H, W) in the embeddings' row order, for thumbnails; without it the bundle has none and the
-explorer shows archive links. ``--survey`` names whose archive links and cutout service the explorer offers.
+explorer shows archive links. ``--survey`` names whose archive links and cutout service the explorer offers: a
+survey of ``core/surveys`` (``legacy`` for Zoobot's or AstroCLIP's Legacy Surveys embeddings), or ``none`` for any
+other sky (no cutout service; Simbad, NED and Aladin by position; thumbnails of any number of channels).
 
 Rows whose vector is NaN or zero, duplicate ids, and ids found in only one of the two files are left out, each kind
 with one message; the vectors are read and normalised in chunks into a float16 memory map, so memory stays bounded
@@ -27,9 +29,9 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
+from core.inputs import InputError
 from core.surveys.base import known_surveys
 from precompute.cache import StageResult, WorkDir, fingerprint_file
-from core.inputs import InputError
 
 CHUNK_ROWS = 16_384   # 32 MB of float32 at 512-d: memory stays flat whatever N is
 ID_CANDIDATES = ("object_id", "objid", "ObjID", "id", "ID", "name", "rgz_name")
@@ -353,6 +355,14 @@ def copy_images(path: Path, n: int, rows: np.ndarray, out: Path) -> None:
     mm.flush()
 
 
+def check_image_bands(survey, images: np.ndarray, path) -> None:
+    """The cutouts given with ``--images`` have the survey's bands (any number for ``--survey none``)."""
+    if survey.bands and images.shape[1] != len(survey.bands):
+        raise InputError(f"{path}: {images.shape[1]} channel(s) per cutout, but --survey {survey.name} images have "
+                         f"{len(survey.bands)} ({', '.join(survey.bands)}); pass that survey's cutouts or "
+                         "--survey none")
+
+
 def no_thumbnails(n: int) -> tuple[bytes, np.ndarray]:
     return b"", np.zeros(n + 1, dtype=np.int64)
 
@@ -360,13 +370,13 @@ def no_thumbnails(n: int) -> tuple[bytes, np.ndarray]:
 def build_bundle(args) -> Path:
     import faiss
 
-    from precompute import report as rp
     from core.knowledge import catalogue_tasks
+    from core.surveys.base import get_survey
     from core.write import pack_thumbnails, write_bundle
+    from precompute import report as rp
     from precompute.assemble import colour_columns
     from precompute.config import Config
     from precompute.stages import index, project
-    from core.surveys.base import get_survey
     from precompute.thumbnails import render_thumbnails
 
     t0 = time.perf_counter()
@@ -392,15 +402,19 @@ def build_bundle(args) -> Path:
                                       columns=colour_by)
     print("[report]\n" + rp.format_table(report), flush=True)
     report_path = rp.write_report(report, work / "from-embeddings-report.json")
+    bands, cutout_size = list(survey.bands), survey.cutout_size
     if (imp.path / "images.npy").exists():
         images = np.load(imp.path / "images.npy", mmap_mode="r")
+        check_image_bands(survey, images, args.images)
         thumbs, fmt = pack_thumbnails(render_thumbnails(survey, images, size=cfg.thumbnail_size,
                                                         progress=cfg.progress)), "webp"
+        if not bands:   # --survey none: the images say how many channels there are
+            bands, cutout_size = [f"channel {i + 1}" for i in range(images.shape[1])], int(images.shape[-1])
     else:
         thumbs, fmt = no_thumbnails(len(cat)), "none"
     manifest = {
-        "survey": survey.name, "bands": list(survey.bands), "pixel_scale_arcsec": survey.pixel_scale_arcsec,
-        "cutout_size": survey.cutout_size,
+        "survey": survey.name, "bands": bands, "pixel_scale_arcsec": survey.pixel_scale_arcsec,
+        "cutout_size": cutout_size,
         "model": {"method": "imported embeddings", "architecture": None, "embedding":
                   f"vectors from {Path(args.embeddings).name}, L2-normalised", "views": "identity", "centred": False},
         "umap": json.loads((proj.path / "umap.json").read_text()), "colour_by": colour_by, "report": "report.json",
@@ -421,7 +435,8 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--catalog", required=True, help="CSV, Parquet, FITS or VOTable with an id, RA and Dec")
     parser.add_argument("--out", required=True, help="bundle folder to write")
     parser.add_argument("--survey", required=True, choices=known_surveys(),
-                        help="whose archive links and cutout service the explorer offers for these objects")
+                        help="whose archive links and cutout service the explorer offers for these objects "
+                             "(none: any sky, links to Simbad, NED and Aladin by position, no cutout service)")
     parser.add_argument("--images", help=".npy (N, C, H, W) cutouts in the embeddings' row order, for thumbnails")
     parser.add_argument("--id-column", help="the id column in both files (default: object_id, objid, id, name ...)")
     parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")

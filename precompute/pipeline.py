@@ -16,14 +16,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from core.inputs import InputError
+from core.surveys.base import buildable_surveys, get_survey
 from models.checkpoints import FORMATS as CHECKPOINT_FORMATS
 from models.encoders import STEMS
 from models.methods import METHOD_REGISTRY
-from core.inputs import InputError
-from core.surveys.base import get_survey, known_surveys
-from precompute.shards import world_from_env
 from precompute.cache import WorkDir
 from precompute.config import Config, default_of, log
+from precompute.shards import world_from_env
 from precompute.stages import run_pipeline
 
 # The demo must serve its first page within ~6 min on 2 CPU cores, simulation included: 12,000 galaxies and a narrow
@@ -37,7 +37,7 @@ def add_arguments(parser, command: str) -> None:
         parser.add_argument("--out", default="bundles/demo", help="bundle folder to write (default bundles/demo)")
         parser.add_argument("--n", type=int, default=DEMO["n"], help=f"simulated galaxies (default {DEMO['n']})")
     else:
-        parser.add_argument("--survey", required=True, choices=known_surveys())
+        parser.add_argument("--survey", required=True, choices=buildable_surveys())
         parser.add_argument("--out", required=True, help="bundle folder to write")
         add_source_arguments(parser)
     parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
@@ -104,14 +104,15 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
 
 
 def add_source_arguments(parser) -> None:
-    """One option per input file any survey reads (``Survey.inputs``), its help naming the survey."""
-    seen = set()
-    for name in known_surveys():
+    """One option per input file any survey reads (``Survey.inputs``; ``gz_decals`` is ``--gz-decals``), its help
+    naming each survey that reads it."""
+    sources: dict[str, list] = {}
+    for name in buildable_surveys():
         for source in get_survey(name).inputs:
-            if source.name not in seen:
-                seen.add(source.name)
-                extra = {"nargs": "+", "action": "extend"} if source.many else {}
-                parser.add_argument(f"--{source.name}", help=source.help, **extra)
+            sources.setdefault(source.name, []).append(source)
+    for name, given in sources.items():
+        extra = {"nargs": "+", "action": "extend"} if any(s.many for s in given) else {}
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help="; ".join(s.help for s in given), **extra)
 
 
 def survey_sources(args) -> dict:
@@ -120,9 +121,12 @@ def survey_sources(args) -> dict:
     sources = {}
     for source in survey.inputs:
         value = getattr(args, source.name, None)
+        option = f"--{source.name.replace('_', '-')}"
         if source.required and not value:
-            raise InputError(f"--survey {survey.name} needs --{source.name}: {source.help}")
-        if source.many and value:
+            raise InputError(f"--survey {survey.name} needs {option}: {source.help}")
+        if isinstance(value, list):   # another survey reads several files through the same option
+            if len(value) > 1 and not source.many:
+                raise InputError(f"--survey {survey.name} reads one {option} file; {len(value)} were given")
             value = value[0] if len(value) == 1 else list(value)
         sources[source.name] = value
     return sources

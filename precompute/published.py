@@ -11,9 +11,9 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from precompute.cache import StageResult, WorkDir, fingerprint_file
 from core.inputs import InputError
 from core.surveys.base import get_survey
+from precompute.cache import StageResult, WorkDir, fingerprint_file
 
 
 def published_build(path: str | Path, fmt: str) -> dict:
@@ -37,7 +37,12 @@ def _checked_config(path: str, fmt: str, version) -> dict:
 
 def import_published(wd: WorkDir, cfg, ing: StageResult) -> StageResult:
     """The 'train' stage of a run with ``cfg.encoder_checkpoint``: keyed by the file's content and the format."""
-    from precompute.prepare import load_ingest, normalise_to, representation_post, training_rows
+    from precompute.prepare import (
+        load_ingest,
+        normalise_to,
+        representation_post,
+        training_rows,
+    )
 
     survey = get_survey(cfg.survey)
     path = Path(cfg.encoder_checkpoint)

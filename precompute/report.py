@@ -290,8 +290,8 @@ def run(args) -> int:
     """Health and embedding-only figures of an existing bundle (the baselines need the build's images: run
     `python -m precompute build ... --stop-after report` for those)."""
     from core.bundle import Bundle
-    from precompute.assemble import colour_columns
     from core.surveys.base import get_survey
+    from precompute.assemble import colour_columns
 
     bundle = Bundle.open(args.bundle)
     catalog = bundle.catalog

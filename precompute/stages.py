@@ -20,11 +20,23 @@ import numpy as np
 
 from core.inputs import InputError, skipped_frame
 from core.surveys.base import get_survey
-from precompute.assemble import colour_columns, write
-from precompute.cache import StageResult, WorkDir, fingerprint_file, fingerprint_files, stage_key
-from precompute.config import Config, log
 from models.augment import AUGMENT_VERSION
-from precompute.prepare import fit_post, load_ingest, normalise_to, representation_post, training_rows
+from precompute.assemble import colour_columns, write
+from precompute.cache import (
+    StageResult,
+    WorkDir,
+    fingerprint_file,
+    fingerprint_files,
+    stage_key,
+)
+from precompute.config import Config, log
+from precompute.prepare import (
+    fit_post,
+    load_ingest,
+    normalise_to,
+    representation_post,
+    training_rows,
+)
 
 # stage -> the stages whose results it takes, in its arguments' order (the bundle takes them all)
 STAGE_INPUTS = {
@@ -207,7 +219,12 @@ def report(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, emb
 
     def build(tmp: Path, key: str) -> None:
         from core.knowledge import N_SPLITS
-        from precompute.report import build_report, evaluation_rows, format_table, write_report
+        from precompute.report import (
+            build_report,
+            evaluation_rows,
+            format_table,
+            write_report,
+        )
 
         catalog, images = load_ingest(ing)
         embeddings = np.load(emb.path / "embeddings.npy", mmap_mode="r")

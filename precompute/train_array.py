@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from core.contract import BundleError
-from core.surveys.base import get_survey, known_surveys
+from core.surveys.base import buildable_surveys, get_survey
 from precompute.config import Config, default_of
 from precompute.shards import world_from_env
 
@@ -26,7 +26,7 @@ from precompute.shards import world_from_env
 def add_arguments(parser, command: str) -> None:
     from models.methods import METHOD_REGISTRY
 
-    parser.add_argument("--survey", required=True, choices=known_surveys(),
+    parser.add_argument("--survey", required=True, choices=buildable_surveys(),
                         help="whose recipe, augmentations and defaults to use")
     parser.add_argument("--images", required=True, help=".npy of (N, C, H, W) float32 normalised images")
     parser.add_argument("--out", required=True, help="folder for the trained encoder and history.json")

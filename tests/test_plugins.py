@@ -37,4 +37,4 @@ def test_the_toy_survey_is_known_by_name_only_while_registered(toy_plugins):
 
     assert "toy" in known_surveys() and find_survey("toy").name == "toy" and not find_survey("toy").fetchable
     surveys._REGISTRY.pop("toy")
-    assert "toy" not in known_surveys() and find_survey("toy").name == "base"
+    assert "toy" not in known_surveys() and find_survey("toy").name == "none"   # any sky: links by position

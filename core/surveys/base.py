@@ -136,6 +136,40 @@ class Survey:
         return [legacy_survey_link("Legacy Survey", ra_deg, dec_deg, zoom=16), simbad_link(ra_deg, dec_deg)]
 
 
+class AnySky(Survey):
+    """``--survey none``: embeddings of any sky made elsewhere. No cutout service; links by position to Simbad, NED
+    and Aladin Lite; thumbnails only from images given with the embeddings (drawn from the first three channels,
+    or grey from one)."""
+
+    name = "none"
+
+    def archive_links(self, ra_deg: float, dec_deg: float) -> list[tuple[str, str]]:
+        return [simbad_link(ra_deg, dec_deg), ned_link(ra_deg, dec_deg), aladin_link(ra_deg, dec_deg)]
+
+    def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
+        """asinh of each channel between its median and 99.5th percentile; 1 or 2 channels grey, else the first
+        three as blue, green, red (the bluest band first, as surveys list them). North up."""
+        img = np.asarray(image, dtype=np.float32)
+        img = img[None] if img.ndim == 2 else img
+        planes = [img[0]] * 3 if len(img) < 3 else [img[2], img[1], img[0]]
+        rgb = []
+        for p in planes:
+            lo, hi = float(np.median(p)), float(np.percentile(p, 99.5))
+            unit = np.clip((p - lo) / max(hi - lo, 1e-12), 0, 1)
+            rgb.append(np.arcsinh(10 * unit) / np.arcsinh(10))
+        return (np.stack(rgb, axis=-1)[::-1] * 255).astype(np.uint8)
+
+
+def ned_link(ra_deg: float, dec_deg: float) -> tuple[str, str]:
+    return "NED", "https://ned.ipac.caltech.edu/conesearch?" + urlencode(
+        {"search_type": "Near Position Search", "coordinates": f"{ra_deg:.6f}d {dec_deg:+.6f}d", "radius": "0.17"})
+
+
+def aladin_link(ra_deg: float, dec_deg: float) -> tuple[str, str]:
+    return "Aladin Lite", "https://aladin.cds.unistra.fr/AladinLite/?" + urlencode(
+        {"target": f"{ra_deg:.6f} {dec_deg:+.6f}", "fov": "0.05"})
+
+
 def legacy_survey_link(label: str, ra_deg: float, dec_deg: float, zoom: int) -> tuple[str, str]:
     return label, "https://www.legacysurvey.org/viewer?" + urlencode(
         {"ra": f"{ra_deg:.6f}", "dec": f"{dec_deg:.6f}", "layer": "ls-dr10", "zoom": str(zoom)})
@@ -154,6 +188,16 @@ def sample_rows(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.asarray(images[rows])
 
 
+def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of factor x factor pixel blocks of (N, C, H, W) images (edges that do not fill a block are dropped)."""
+    if factor == 1:
+        return images
+    n, c, h, w = images.shape
+    h2, w2 = h // factor, w // factor
+    blocks = images[:, :, : h2 * factor, : w2 * factor].reshape(n, c, h2, factor, w2, factor)
+    return blocks.mean(axis=(3, 5))
+
+
 def centre_crop(images: np.ndarray, size: int) -> np.ndarray:
     h, w = images.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
@@ -168,6 +212,9 @@ def register(cls: type[Survey]) -> type[Survey]:
     return cls
 
 
+register(AnySky)
+
+
 def get_survey(name: str) -> Survey:
     """The survey object by name ('sdss', 'first', or any registered one)."""
     if name not in _REGISTRY and name in builtin_surveys():
@@ -178,12 +225,12 @@ def get_survey(name: str) -> Survey:
 
 
 def find_survey(name: str) -> Survey:
-    """The survey of this name, or the plain ``Survey`` (no services, generic links) for a name none registers: a
-    bundle made elsewhere may name any survey."""
+    """The survey of this name, or ``AnySky`` (no services, links by position) for a name none registers: a bundle
+    made elsewhere may name any survey."""
     try:
         return get_survey(str(name).lower())
     except KeyError:
-        return Survey()
+        return AnySky()
 
 
 def known_surveys() -> list[str]:
@@ -199,3 +246,8 @@ def builtin_surveys() -> tuple[str, ...]:
 
     here = Path(__file__).parent
     return tuple(sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in NOT_SURVEYS))
+
+
+def buildable_surveys() -> list[str]:
+    """The surveys ``python -m precompute build`` can read (those with input files)."""
+    return [name for name in known_surveys() if get_survey(name).inputs]

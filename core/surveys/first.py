@@ -25,6 +25,7 @@ from core.surveys.base import (
     Cutouts,
     SourceInput,
     Survey,
+    bin_pixels,
     legacy_survey_link,
     register,
     sample_rows,
@@ -226,16 +227,6 @@ class FIRST(Survey):
 def _fr_task(name: str, title: str, mask: np.ndarray, fr: pd.Series) -> dict:
     return {"name": name, "column": "fr_class", "title": title, "kind": "categorical",
             "rows": np.flatnonzero(mask), "labels": fr.to_numpy()[mask]}
-
-
-def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of factor x factor pixel blocks of (N, C, H, W) images (edges that do not fill a block are dropped)."""
-    if factor == 1:
-        return images
-    n, c, h, w = images.shape
-    h2, w2 = h // factor, w // factor
-    blocks = images[:, :, : h2 * factor, : w2 * factor].reshape(n, c, h2, factor, w2, factor)
-    return blocks.mean(axis=(3, 5))
 
 
 def _object_ids(df: pd.DataFrame) -> pd.Series:

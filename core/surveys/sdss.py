@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
-from core.inputs import InputError, read_catalog_csv
+from core.inputs import InputError, join_by_position, read_catalog_csv
 from core.surveys.base import (
     Cutouts,
     SourceInput,
@@ -351,9 +351,6 @@ def rename_gz2_columns(columns) -> dict[str, str]:
 def join_gz2(cat: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Attach GZ2 votes to the nearest catalogue object within 2 arcsec (astropy match_to_catalog_sky); objects
     with no match get nulls."""
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
     gz = read_catalog_csv(path, ("ra", "dec"), what="Galaxy Zoo 2 table")
     renames = rename_gz2_columns(gz.columns)
     if not renames:
@@ -369,11 +366,4 @@ def join_gz2(cat: pd.DataFrame, path: Path) -> pd.DataFrame:
     if "total_votes" in votes.columns:
         votes["gz2_total_votes"] = votes["total_votes"]
         keep.append("gz2_total_votes")
-    ours = SkyCoord(cat["ra"].to_numpy() * u.deg, cat["dec"].to_numpy() * u.deg)
-    theirs = SkyCoord(pd.to_numeric(votes["ra"]).to_numpy() * u.deg, pd.to_numeric(votes["dec"]).to_numpy() * u.deg)
-    idx, sep, _ = ours.match_to_catalog_sky(theirs)
-    matched = sep < GZ2_MATCH_ARCSEC * u.arcsec
-    joined = votes[keep].iloc[idx].reset_index(drop=True).astype(float)
-    joined.loc[~matched] = np.nan
-    out = cat.drop(columns=[c for c in keep if c in cat.columns]).copy()
-    return pd.concat([out.reset_index(drop=True), joined], axis=1)
+    return join_by_position(cat, votes, keep, GZ2_MATCH_ARCSEC)
