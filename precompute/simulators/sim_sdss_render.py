@@ -238,11 +238,9 @@ def noiseless_model(p: dict, rng) -> tuple[np.ndarray, np.ndarray]:
     return pre, convolve_psf(pre, p["seeing_fwhm_r_arcsec"])
 
 
-def render_object(task: tuple[int, dict]) -> tuple[np.ndarray, dict, dict]:
-    """Render one object's five bands with noise; returns (image (5,107,107) float32, measured truth, GZ2 votes).
-
-    Deterministic in (seed, params['index']) alone."""
-    seed, p = task
+def render_scene(seed: int, p: dict) -> tuple[np.ndarray, dict, np.random.Generator]:
+    """One object's noiseless stamp (5, 107, 107): its light, PSF-convolved, with neighbours and artefacts; and its
+    measured sizes. The generator returned draws the noise next (the other simulated surveys add their own)."""
     rng = object_rng(seed, p["index"], STREAM_PIXELS)
     pre, model = noiseless_model(p, rng)
     measured = {"half_light_radius_arcsec": _light_radii(pre[R_BAND], (0.5,))[0]}
@@ -254,6 +252,15 @@ def render_object(task: tuple[int, dict]) -> tuple[np.ndarray, dict, dict]:
         if c["kind"] in _ARTEFACTS:
             for b in range(len(BANDS)):
                 model[b] += _artefact_overlay(c, b, rng)
+    return model, measured, rng
+
+
+def render_object(task: tuple[int, dict]) -> tuple[np.ndarray, dict, dict]:
+    """Render one object's five bands with noise; returns (image (5,107,107) float32, measured truth, GZ2 votes).
+
+    Deterministic in (seed, params['index']) alone."""
+    seed, p = task
+    model, measured, rng = render_scene(seed, p)
     sigma = sky_sigma() * rng.uniform(0.9, 1.15, len(BANDS))
     var = sigma[:, None, None] ** 2 + np.clip(model, 0, None) / filter_array("electrons_per_nmgy")[:, None, None]
     image = (model + rng.standard_normal(model.shape) * np.sqrt(var)).astype(np.float32)
