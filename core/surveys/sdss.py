@@ -20,9 +20,11 @@ from core.surveys.base import (
     Cutouts,
     SourceInput,
     Survey,
+    aperture_mag,
     legacy_survey_link,
     register,
     sample_rows,
+    second_moment_radius,
     simbad_link,
 )
 from core.surveys.services import Hips2Fits
@@ -276,32 +278,6 @@ def _truncate(stack: np.ndarray, n: int, out):
     del small, stack
     tmp.replace(out)
     return np.load(out, mmap_mode="r")
-
-
-def second_moment_radius(r_band: np.ndarray, pixel_scale: float, aperture_pix: float = 30.0) -> np.ndarray:
-    """Flux-weighted RMS radius sqrt(<r^2>) in arcsec of the background-subtracted r band within a circular
-    aperture around the centre: a size proxy when no catalogue size exists."""
-    n, h, w = r_band.shape
-    yy, xx = np.mgrid[:h, :w] - (h - 1) / 2
-    r2 = (xx**2 + yy**2).astype(np.float32)
-    inside = r2 <= aperture_pix**2
-    bg = np.median(r_band[:, ~inside], axis=1)[:, None, None]
-    flux = np.clip(r_band - bg, 0, None) * inside
-    total = flux.sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        radius = np.sqrt((flux * r2).sum(axis=(1, 2)) / total) * pixel_scale
-    return np.where(total > 0, radius, np.nan)
-
-
-def aperture_mag(band: np.ndarray, radius_pix: float = 20.0) -> np.ndarray:
-    """22.5 - 2.5 log10(flux) in a circular aperture, for images in nanomaggies (SDSS); null when flux <= 0."""
-    n, h, w = band.shape
-    yy, xx = np.mgrid[:h, :w] - (h - 1) / 2
-    inside = (xx**2 + yy**2) <= radius_pix**2
-    bg = np.median(band[:, ~inside], axis=1)
-    flux = band[:, inside].sum(axis=1) - bg * inside.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(flux > 0, 22.5 - 2.5 * np.log10(flux), np.nan)
 
 
 def _add_measurements(cat: pd.DataFrame, stack: np.ndarray, pixel_scale: float, chunk: int) -> pd.DataFrame:
