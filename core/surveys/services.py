@@ -196,7 +196,9 @@ def read_fits_cube(content: bytes, what: str, bands) -> list[tuple[np.ndarray, f
     if len(cube) < len(bands):
         raise FetchError(f"{what} returned {len(cube)} image plane(s) for the {len(bands)} bands "
                          f"{', '.join(bands)} asked for.")
-    header = WCS(check[1]).celestial.to_header()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # astropy's notes on fixing the cube's CD cards
+        header = WCS(check[1]).celestial.to_header()
     return [(plane, header) for plane in cube[: len(bands)]]
 
 
