@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import models  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE before torch loads)
 import numpy as np
 import pandas as pd
 
+import models  # noqa: F401  (first: OMP_WAIT_POLICY=PASSIVE before torch loads)
 from benchmarks.quick import add_quick, parse_quick, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ HEADLINE = ("truth_type", "knn_purity"), ("truth_type", "probe_error")
 
 
 def run_variant(name: str, work: Path, n: int, seed: int) -> dict:
-    from precompute.config import Config
+    from precompute.config import Config, TrainSettings
     from precompute.pipeline import DEMO, simulate_demo_survey
     from precompute.stages import run_pipeline
 
@@ -52,7 +52,7 @@ def run_variant(name: str, work: Path, n: int, seed: int) -> dict:
     sources = {"images": sim / "images.h5", "gz2": sim / "gz2.csv", "truth": sim / "truth.parquet"}
     settings = {**{k: v for k, v in DEMO.items() if k != "n"}, **VARIANTS[name]}
     cfg = Config(survey="sdss", out=work / f"bundle-{name}", work=work, sources=sources, seed=seed,
-                 progress=False, **settings)
+                 progress=False, train=TrainSettings(**settings))
     t0 = time.perf_counter()
     results = run_pipeline(cfg, until="report")
     seconds = time.perf_counter() - t0

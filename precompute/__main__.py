@@ -13,9 +13,9 @@ from core.contract import BundleError
 
 # command -> (module, one-line help)
 COMMANDS = {
-    "simulate": ("precompute.simulators.simulate", "write a simulated SDSS-like or FIRST-like survey with known truth"),
+    "simulate": ("precompute.simulators.simulate", "write a simulated survey (SDSS-like, FIRST-like, Legacy Surveys-like) with known truth"),
     "demo": ("precompute.pipeline", "simulate an SDSS-like survey, train a small SimCLR encoder, write a bundle"),
-    "build": ("precompute.pipeline", "build a bundle from a survey's local data (SDSS HDF5 or FIRST catalogue + FITS)"),
+    "build": ("precompute.pipeline", "build a bundle from a survey's local files (each survey's options below)"),
     "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),
     "train": ("precompute.pipeline", "stage: train the self-supervised encoder"),
     "train-array": ("precompute.train_array", "train a survey's encoder on an array of normalised images (one process "
@@ -29,7 +29,7 @@ COMMANDS = {
     "bundle": ("precompute.pipeline", "stage: assemble and write the bundle"),
     "from-embeddings": ("precompute.from_embeddings", "build a bundle from embeddings made elsewhere (.npy, Parquet, "
                                                       "HDF5) and a catalogue (CSV, Parquet, FITS, VOTable)"),
-    "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (FIRST, SDSS) into a resumable cache"),
+    "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (any survey with a cutout service) into a resumable cache"),
     "finetune": ("precompute.finetune", "fine-tune a bundle's encoder on labels, beside the supervised baseline and the "
                                         "linear probe (label-efficiency curves with --label-counts)"),
     "validate": ("precompute.validate", "check a bundle against the format contract"),

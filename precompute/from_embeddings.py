@@ -375,7 +375,7 @@ def build_bundle(args) -> Path:
     from core.write import pack_thumbnails, write_bundle
     from precompute import report as rp
     from precompute.assemble import colour_columns
-    from precompute.config import Config
+    from precompute.config import Config, TrainSettings
     from precompute.stages import index, project
     from precompute.thumbnails import render_thumbnails
 
@@ -386,7 +386,7 @@ def build_bundle(args) -> Path:
     survey = get_survey(args.survey)
     # device: nothing here runs torch, and asking it whether CUDA exists costs its ~0.4 GB import
     cfg = Config(survey=args.survey, out=out, work=work, n_neighbors=args.n_neighbors, seed=args.seed,
-                 device="cpu", progress=not args.no_progress).resolved()
+                 train=TrainSettings(device="cpu"), progress=not args.no_progress).resolved()
     imp = import_stage(wd, args)
     if args.stop_after == "import":
         print(f"[import] {imp.path} ({time.perf_counter() - t0:.1f} s)", flush=True)

@@ -19,10 +19,14 @@ from pathlib import Path
 from core.inputs import InputError
 from core.surveys.base import buildable_surveys, get_survey
 from models.checkpoints import FORMATS as CHECKPOINT_FORMATS
-from models.encoders import STEMS
-from models.methods import METHOD_REGISTRY
 from precompute.cache import WorkDir
-from precompute.config import Config, default_of, log
+from precompute.config import (
+    Config,
+    add_train_options,
+    default_of,
+    log,
+    settings_from_args,
+)
 from precompute.shards import world_from_env
 from precompute.stages import run_pipeline
 
@@ -44,35 +48,12 @@ def add_arguments(parser, command: str) -> None:
     if command in ("demo", "build"):
         parser.add_argument("--stop-after", choices=("ingest", "train", "embed", "report"),
                             help="run the stages up to this one and stop (e.g. report: compare training settings)")
-    parser.add_argument("--epochs", type=int, help="training epochs (default: survey's CPU default)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="learning rate (default: the method's)")
-    parser.add_argument("--optimizer", default=default_of("optimizer"))
-    parser.add_argument("--max-steps", type=int, help="stop training after this many steps (smoke tests)")
-    parser.add_argument("--train-limit", type=int,
-                        help="train on a random subset of at most this many images (all are embedded)")
-    parser.add_argument("--method", choices=tuple(METHOD_REGISTRY),
-                        help="default: the survey's recipe (CPU: what learns on 2 cores; GPU: the paper's)")
-    parser.add_argument("--arch", choices=("small", "resnet18", "resnet50"), help="default: the survey's")
-    parser.add_argument("--stem", choices=STEMS)
-    parser.add_argument("--width", type=int, help="encoder width (small arch)")
-    parser.add_argument("--bin", type=int, help="average bin x bin pixels before the encoder (default: recipe's)")
-    parser.add_argument("--crop", type=int, help="encoder input side in (binned) pixels (default: recipe's)")
-    parser.add_argument("--views", choices=("identity", "d4"),
-                        help="d4: average each embedding over the 8 rotations/flips (default: recipe's)")
-    parser.add_argument("--centre", choices=("yes", "no"),
-                        help="centre embeddings on the training mean before normalising (default: recipe's)")
-    parser.add_argument("--whiten", choices=("yes", "no"),
-                        help="whiten embeddings with the training images' covariance, so that no one direction "
-                             "(e.g. brightness) decides the neighbours (default: recipe's)")
+    add_train_options(parser)
     parser.add_argument("--encoder-checkpoint", help="embed with this published encoder instead of training "
                                                      "(see --checkpoint-format)")
     parser.add_argument("--checkpoint-format", choices=tuple(CHECKPOINT_FORMATS),
                         help="hayat2021 (SDSS MoCo ResNet-50), slijepcevic2023 (RGZ/FIRST BYOL ResNet-18) or "
                              "torchvision (a ResNet-18/50 state dict); README 'Published encoders'")
-    parser.add_argument("--queue-size", type=int, help="MoCo queue length (default ~5%% of the data)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--num-workers", type=int, default=default_of("num_workers"))
     parser.add_argument("--rows-per-shard", type=int, default=default_of("embed_rows_per_shard"),
                         help="rows per embedding shard file; under torchrun each rank embeds whole shards")
     parser.add_argument("--pca-dim", type=int, default=default_of("pca_dim"))
@@ -87,18 +68,11 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
     if bool(getattr(args, "encoder_checkpoint", None)) != bool(getattr(args, "checkpoint_format", None)):
         raise InputError("--encoder-checkpoint and --checkpoint-format go together: the file, and which published "
                          f"layout it has ({', '.join(CHECKPOINT_FORMATS)})")
-    pick = lambda name: getattr(args, name, None) if getattr(args, name, None) is not None else defaults.get(name)
     return Config(
         survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
-        sources=sources, method=args.method, arch=pick("arch"), stem=pick("stem"), width=pick("width"),
-        epochs=pick("epochs"), batch_size=pick("batch_size"), lr=args.lr, optimizer=args.optimizer,
-        bin=args.bin, crop=args.crop, views=pick("views"),
-        centre=None if args.centre is None else args.centre == "yes",
-        whiten=None if getattr(args, "whiten", None) is None else args.whiten == "yes",
-        max_steps=args.max_steps, train_limit=pick("train_limit"), queue_size=args.queue_size, seed=args.seed,
-        device=args.device, embed_rows_per_shard=args.rows_per_shard,
-        num_workers=args.num_workers, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors, min_dist=args.min_dist,
-        progress=not args.no_progress, source_note=source_note or {},
+        sources=sources, train=settings_from_args(args, defaults), seed=args.seed,
+        embed_rows_per_shard=args.rows_per_shard, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors,
+        min_dist=args.min_dist, progress=not args.no_progress, source_note=source_note or {},
         encoder_checkpoint=getattr(args, "encoder_checkpoint", None),
         checkpoint_format=getattr(args, "checkpoint_format", None))
 

@@ -46,9 +46,9 @@ def import_published(wd: WorkDir, cfg, ing: StageResult) -> StageResult:
 
     survey = get_survey(cfg.survey)
     path = Path(cfg.encoder_checkpoint)
-    params = {"checkpoint": fingerprint_file(path), "format": cfg.checkpoint_format, "views": cfg.views,
-              "centre": cfg.centre, "bin": cfg.bin, "crop": cfg.crop, "seed": cfg.seed}
-    if cfg.whiten:
+    params = {"checkpoint": fingerprint_file(path), "format": cfg.checkpoint_format, "views": cfg.train.views,
+              "centre": cfg.train.centre, "bin": cfg.train.bin, "crop": cfg.train.crop, "seed": cfg.seed}
+    if cfg.train.whiten:
         params["whiten"] = True
 
     def build(tmp: Path, key: str) -> None:
@@ -57,18 +57,18 @@ def import_published(wd: WorkDir, cfg, ing: StageResult) -> StageResult:
 
         encoder, pub = load_published_encoder(path, cfg.checkpoint_format)
         _, images = load_ingest(ing)
-        prep = pub["preprocessing"] or survey.fit_preprocessing(images, bin=cfg.bin, crop=cfg.crop)
+        prep = pub["preprocessing"] or survey.fit_preprocessing(images, bin=cfg.train.bin, crop=cfg.train.crop)
         post = {"centre": None, "whiten": None}
-        if cfg.centre or cfg.whiten:
+        if cfg.train.centre or cfg.train.whiten:
             rows = training_rows(len(images), 4096, cfg.seed)
             scratch = wd.checkpoint_dir("train", key)
             normalised = normalise_to(survey, images, rows, prep, scratch / "normalised.npy")
-            post = representation_post(encoder, normalised, int(prep["crop"]), cfg.views, bool(cfg.centre),
-                                       bool(cfg.whiten), seed=cfg.seed)
+            post = representation_post(encoder, normalised, int(prep["crop"]), cfg.train.views, bool(cfg.train.centre),
+                                       bool(cfg.train.whiten), seed=cfg.seed)
             del normalised
         config = {**{k: pub[k] for k in BUILD_KEYS}, "survey": survey.name,
                   "method": f"published ({cfg.checkpoint_format})", "checkpoint_format": cfg.checkpoint_format,
-                  "checkpoint_file": path.name, "preprocessing": prep, "views": cfg.views, "centre": post["centre"],
+                  "checkpoint_file": path.name, "preprocessing": prep, "views": cfg.train.views, "centre": post["centre"],
                   "whiten": post["whiten"], **({"representation_health": post["health"]} if "health" in post else {}),
                   "crop_size": int(prep["crop"]), "cutout_size": survey.cutout_size,
                   "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
@@ -92,7 +92,7 @@ def published_fields(cfg) -> dict:
     check_survey(cfg, pub)
     fields = {"method": f"published ({cfg.checkpoint_format})", "arch": pub["arch"], "stem": pub["stem"],
               "width": pub["width"], "epochs": 0}
-    if cfg.whiten is None:   # the authors' representation unless whitening is asked for (--whiten yes)
+    if cfg.train.whiten is None:   # the authors' representation unless whitening is asked for (--whiten yes)
         fields["whiten"] = False
     prep = pub.get("preprocessing") or {}
     if "crop" in prep:

@@ -73,7 +73,7 @@ def embed_distributed(cfg, wait: timedelta = timedelta(hours=48)) -> dict:
         # before the group exists: MoCo all-gathers across ranks whenever a process group is initialised
         with _single_process_env():
             run_pipeline(cfg, until="train")
-    procs, started = _start_group(cfg.device, wait)  # the other ranks wait here for rank 0
+    procs, started = _start_group(cfg.train.device, wait)  # the other ranks wait here for rank 0
     try:
         dist.barrier()
         results = run_pipeline(cfg, until="train")  # cached now: every rank gets the same stage results

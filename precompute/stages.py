@@ -20,7 +20,6 @@ import numpy as np
 
 from core.inputs import InputError, skipped_frame
 from core.surveys.base import get_survey
-from models.augment import AUGMENT_VERSION
 from precompute.assemble import colour_columns, write
 from precompute.cache import (
     StageResult,
@@ -110,13 +109,7 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
 
         return import_published(wd, cfg, ing)
     survey = get_survey(cfg.survey)
-    params = {"method": cfg.method, "encoder": cfg.encoder_config(), "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-              "lr": cfg.lr, "optimizer": cfg.optimizer, "max_steps": cfg.max_steps, "queue_size": cfg.queue_size,
-              "seed": cfg.seed, "train_limit": cfg.train_limit, "bin": cfg.bin, "crop": cfg.crop,
-              "views": cfg.views, "centre": cfg.centre, "method_cfg": cfg.method_cfg, "augment": cfg.augment}
-    if cfg.whiten or cfg.augment:   # (absent otherwise: encoders trained before these existed keep their keys)
-        params.update(whiten=bool(cfg.whiten), augment_steps=AUGMENT_VERSION)
-
+    params = cfg.train_key()
     def build(tmp: Path, key: str) -> None:
         from models.augment import build_augmentations
         from models.io import save_encoder
@@ -124,22 +117,22 @@ def train(wd: WorkDir, cfg: Config, ing: StageResult) -> StageResult:
 
         _, images = load_ingest(ing)
         ckpt = wd.checkpoint_dir("train", key)
-        rows = training_rows(len(images), cfg.train_limit, cfg.seed)
-        prep = survey.fit_preprocessing(images, bin=cfg.bin, crop=cfg.crop)
+        rows = training_rows(len(images), cfg.train.train_limit, cfg.seed)
+        prep = survey.fit_preprocessing(images, bin=cfg.train.bin, crop=cfg.train.crop)
         normalised = normalise_to(survey, images, rows, prep, ckpt / "normalised.npy")
-        aug_params = {**survey.augmentation_params(normalised, cfg.crop), **(cfg.augment or {})}
+        aug_params = {**survey.augmentation_params(normalised, cfg.train.crop), **(cfg.train.augment or {})}
         augment = build_augmentations(survey.augmentation_recipe, **aug_params)
         t0 = time.perf_counter()
         encoder, history = train_model(normalised, augment, cfg.train_config(len(normalised)), checkpoint_dir=ckpt)
         train_seconds = round(time.perf_counter() - t0, 1)
-        post = representation_post(encoder, normalised, cfg.crop, cfg.views, bool(cfg.centre), bool(cfg.whiten),
+        post = representation_post(encoder, normalised, cfg.train.crop, cfg.train.views, bool(cfg.train.centre), bool(cfg.train.whiten),
                                    seed=cfg.seed)
-        config = {**cfg.encoder_config(), "survey": survey.name, "method": cfg.method, "preprocessing": prep,
-                  "views": cfg.views, "centre": post["centre"], "whiten": post["whiten"],
+        config = {**cfg.encoder_config(), "survey": survey.name, "method": cfg.train.method, "preprocessing": prep,
+                  "views": cfg.train.views, "centre": post["centre"], "whiten": post["whiten"],
                   "representation_health": post["health"],
-                  "augmentations": aug_params, "crop_size": cfg.crop, "cutout_size": survey.cutout_size,
+                  "augmentations": aug_params, "crop_size": cfg.train.crop, "cutout_size": survey.cutout_size,
                   "pixel_scale_arcsec": survey.pixel_scale_arcsec, "bands": list(survey.bands),
-                  "epochs": cfg.epochs, "n_train_images": int(len(rows)), "train_seconds": train_seconds}
+                  "epochs": cfg.train.epochs, "n_train_images": int(len(rows)), "train_seconds": train_seconds}
         save_encoder(encoder, config, tmp / "encoder")
         (tmp / "history.json").write_text(json.dumps(_jsonable(history), indent=2))
         del normalised
@@ -195,7 +188,7 @@ def embed(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> S
 
         def embedder(batch: np.ndarray) -> np.ndarray:  # the encoder is loaded only if a shard is missing
             if not loaded:
-                loaded.append(load_embedder(trained.path / "encoder", device=cfg.device,
+                loaded.append(load_embedder(trained.path / "encoder", device=cfg.train.device,
                                             batch_size=cfg.embed_batch_size))
             return loaded[0](batch)
 

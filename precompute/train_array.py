@@ -19,42 +19,30 @@ import numpy as np
 
 from core.contract import BundleError
 from core.surveys.base import buildable_surveys, get_survey
-from precompute.config import Config, default_of
+from precompute.config import Config, add_train_options, default_of, settings_from_args
 from precompute.shards import world_from_env
+
+# the training settings that apply to images already normalised and binned (no bin, views, centring or whitening)
+ARRAY_OPTIONS = ("method", "arch", "stem", "width", "crop", "epochs", "batch_size", "lr", "optimizer", "queue_size",
+                 "max_steps", "device", "num_workers")
 
 
 def add_arguments(parser, command: str) -> None:
-    from models.methods import METHOD_REGISTRY
-
     parser.add_argument("--survey", required=True, choices=buildable_surveys(),
                         help="whose recipe, augmentations and defaults to use")
     parser.add_argument("--images", required=True, help=".npy of (N, C, H, W) float32 normalised images")
     parser.add_argument("--out", required=True, help="folder for the trained encoder and history.json")
     parser.add_argument("--checkpoint-dir", help="per-epoch checkpoints, resumed from when present")
-    parser.add_argument("--method", choices=tuple(METHOD_REGISTRY), help="default: the survey's recipe")
-    parser.add_argument("--arch", help="default: the survey's recipe")
-    parser.add_argument("--stem")
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--crop", type=int, help="augmentation output side (default: the recipe's)")
+    add_train_options(parser, only=ARRAY_OPTIONS)
     parser.add_argument("--disable", nargs="*", default=(), help="augmentation names to switch off")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--optimizer", default=default_of("optimizer"))
-    parser.add_argument("--queue-size", type=int)
-    parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--device")
-    parser.add_argument("--num-workers", type=int, default=default_of("num_workers"))
     parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument("--no-progress", action="store_true")
 
 
 def config_from_args(args) -> Config:
     out = Path(args.out)
-    return Config(survey=args.survey, out=out, work=out, method=args.method, arch=args.arch, stem=args.stem,
-                  width=args.width, epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-                  optimizer=args.optimizer, max_steps=args.max_steps, queue_size=args.queue_size, seed=args.seed,
-                  device=args.device, num_workers=args.num_workers, progress=not args.no_progress).resolved()
+    return Config(survey=args.survey, out=out, work=out, train=settings_from_args(args), seed=args.seed,
+                  progress=not args.no_progress).resolved()
 
 
 def weights_digest(module) -> str:
@@ -80,7 +68,7 @@ def run(args) -> int:
     if images.shape[1] != survey.n_channels:
         raise BundleError(f"{args.images}: {images.shape[1]} channels, but {survey.name} images have "
                           f"{survey.n_channels} ({', '.join(survey.bands)})")
-    params = survey.augmentation_params(images, cfg.crop)
+    params = survey.augmentation_params(images, cfg.train.crop)
     augment = build_augmentations(survey.augmentation_recipe, disabled=args.disable, **params)
     encoder, history = train(images, augment, cfg.train_config(len(images)), checkpoint_dir=args.checkpoint_dir)
     out = Path(args.out)
@@ -88,7 +76,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{rank}.sha256").write_text(weights_digest(encoder))
     if rank == 0:
-        save_encoder(encoder, {**cfg.encoder_config(), "method": cfg.method, "survey": survey.name,
+        save_encoder(encoder, {**cfg.encoder_config(), "method": cfg.train.method, "survey": survey.name,
                                "crop_size": augment.output_size, "augmentations": params}, out)
         (out / "history.json").write_text(json.dumps(history, indent=1))
     return 0
