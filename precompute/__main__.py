@@ -10,23 +10,17 @@ import importlib
 import sys
 
 from core.contract import BundleError
+from precompute.graph import STAGE_GRAPH
 
 # command -> (module, one-line help)
 COMMANDS = {
     "simulate": ("precompute.simulators.simulate", "write a simulated survey (SDSS-like, FIRST-like, Legacy Surveys-like) with known truth"),
     "demo": ("precompute.pipeline", "simulate an SDSS-like survey, train a small SimCLR encoder, write a bundle"),
     "build": ("precompute.pipeline", "build a bundle from a survey's local files (each survey's options below)"),
-    "ingest": ("precompute.pipeline", "stage: read (or fetch) cutouts and the catalogue"),
-    "train": ("precompute.pipeline", "stage: train the self-supervised encoder"),
     "train-array": ("precompute.train_array", "train a survey's encoder on an array of normalised images (one process "
                                               "or torchrun DDP), with the pipeline's settings"),
-    "embed": ("precompute.pipeline", "stage: embed every cutout with a trained encoder"),
     "report": ("precompute.report", "what a bundle's embedding knows (health, probes); with baselines: build "
                                     "--stop-after report"),
-    "project": ("precompute.pipeline", "stage: PCA then UMAP to 2-D"),
-    "thumbnails": ("precompute.pipeline", "stage: render and pack thumbnails"),
-    "index": ("precompute.pipeline", "stage: build the similarity index"),
-    "bundle": ("precompute.pipeline", "stage: assemble and write the bundle"),
     "from-embeddings": ("precompute.from_embeddings", "build a bundle from embeddings made elsewhere (.npy, Parquet, "
                                                       "HDF5) and a catalogue (CSV, Parquet, FITS, VOTable)"),
     "fetch": ("precompute.fetch", "download cutouts for a catalogue of RA/Dec (any survey with a cutout service) into a resumable cache"),
@@ -35,6 +29,12 @@ COMMANDS = {
     "validate": ("precompute.validate", "check a bundle against the format contract"),
     "points": ("precompute.points", "add points/ (partitioned Parquet map points) to a bundle for the Dask map engine"),
 }
+
+
+# every pipeline stage is a command too, running it and what it needs (report has its own command: it also reads bundles)
+COMMANDS.update({name: ("precompute.pipeline", f"stage: {what}") for name, (_, what) in STAGE_GRAPH.items()
+                 if name not in COMMANDS})
+COMMANDS["bundle"] = ("precompute.pipeline", "stage: assemble and write the bundle")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from precompute.config import (
     log,
     settings_from_args,
 )
+from precompute.graph import STAGE_GRAPH
 from precompute.shards import world_from_env
 from precompute.stages import run_pipeline
 
@@ -46,7 +47,7 @@ def add_arguments(parser, command: str) -> None:
         add_source_arguments(parser)
     parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
     if command in ("demo", "build"):
-        parser.add_argument("--stop-after", choices=("ingest", "train", "embed", "report"),
+        parser.add_argument("--stop-after", choices=tuple(STAGE_GRAPH),
                             help="run the stages up to this one and stop (e.g. report: compare training settings)")
     add_train_options(parser)
     parser.add_argument("--encoder-checkpoint", help="embed with this published encoder instead of training "

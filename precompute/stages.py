@@ -29,6 +29,7 @@ from precompute.cache import (
     stage_key,
 )
 from precompute.config import Config, log
+from precompute.graph import STAGE_GRAPH, STAGE_INPUTS, STAGES, stages_for
 from precompute.prepare import (
     fit_post,
     load_ingest,
@@ -36,19 +37,6 @@ from precompute.prepare import (
     representation_post,
     training_rows,
 )
-
-# stage -> the stages whose results it takes, in its arguments' order (the bundle takes them all)
-STAGE_INPUTS = {
-    "ingest": (),
-    "train": ("ingest",),
-    "embed": ("ingest", "train"),
-    "report": ("ingest", "train", "embed"),
-    "project": ("embed",),
-    "stability": ("ingest", "train", "project", "report"),
-    "thumbnails": ("ingest",),
-    "index": ("embed",),
-}
-STAGES = (*STAGE_INPUTS, "bundle")
 
 
 # ------------------------------------------------------------------------------------------------- ingest
@@ -373,29 +361,19 @@ def index(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
 
 
 # ------------------------------------------------------------------------------------------------- all
-def stages_for(until: str) -> list[str]:
-    """``until`` and every stage it needs, in pipeline order."""
-    if until == "bundle":
-        return list(STAGE_INPUTS)
-    needed, todo = set(), [until]
-    while todo:
-        name = todo.pop()
-        if name not in needed:
-            needed.add(name)
-            todo.extend(STAGE_INPUTS[name])
-    return [name for name in STAGE_INPUTS if name in needed]
-
-
 def run_pipeline(cfg: Config, until: str = "bundle") -> dict[str, StageResult] | Path:
     """Run ``until`` and the stages it needs (``STAGE_INPUTS``), each cached; the bundle path, or the results."""
     if until not in STAGES:
         raise ValueError(f"unknown stage {until!r}; one of {STAGES}")
     cfg = cfg.resolved()
     wd = WorkDir(cfg.work, log=log)
-    functions = {"ingest": ingest, "train": train, "embed": embed, "report": report, "project": project,
-                 "stability": stability,
-                 "thumbnails": thumbnails, "index": index}
     results: dict[str, StageResult] = {}
     for name in stages_for(until):
-        results[name] = functions[name](wd, cfg, *(results[i] for i in STAGE_INPUTS[name]))
+        results[name] = STAGE_FUNCTIONS[name](wd, cfg, *(results[i] for i in STAGE_INPUTS[name]))
     return results if until != "bundle" else write(cfg, results)
+
+
+# each stage of the graph (precompute.graph) and its function
+STAGE_FUNCTIONS = {"ingest": ingest, "train": train, "embed": embed, "report": report, "project": project,
+                   "stability": stability, "thumbnails": thumbnails, "index": index}
+assert set(STAGE_FUNCTIONS) == set(STAGE_GRAPH), "every stage of precompute.graph needs its function here"
