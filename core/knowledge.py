@@ -395,3 +395,22 @@ def neighbour_agreement(features: dict[str, np.ndarray], position: np.ndarray, c
             continue
         out.append({"column": col["column"], "kind": kind, "log": col["log"], "sources": sources})
     return out
+
+
+# the simulated optical surveys' galaxy types (precompute/simulators: SDSS and its grz twin) on GZ's first question
+SMOOTH_TYPES, FEATURED_TYPES = ("smooth",), ("spiral", "barred_spiral", "edge_on_disk")
+
+
+def galaxy_type_tasks(catalog: pd.DataFrame) -> list[dict]:
+    """With simulator truth (``truth_type``): its galaxy type, and smooth vs featured (the question Galaxy Zoo asks
+    first); none without it."""
+    if "truth_type" not in catalog.columns:
+        return []
+    kind = catalog["truth_type"].astype(str)
+    known = catalog["truth_type"].notna().to_numpy()
+    use = (kind.isin(SMOOTH_TYPES) | kind.isin(FEATURED_TYPES)).to_numpy()
+    return [{"name": "truth_type", "column": "truth_type", "title": "Galaxy type (simulator truth)",
+             "kind": "categorical", "rows": np.flatnonzero(known), "labels": kind.to_numpy()[known]},
+            {"name": "smooth_vs_featured", "column": "truth_type", "title": "Smooth vs featured (simulator truth)",
+             "kind": "categorical", "rows": np.flatnonzero(use),
+             "labels": np.where(kind.isin(FEATURED_TYPES).to_numpy()[use], "featured", "smooth")}]

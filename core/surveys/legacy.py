@@ -148,6 +148,15 @@ class LegacySurveys(Survey):
                 "extinction": EXTINCTION_R, "wavelengths": WAVELENGTH_A,
                 "mad": np.asarray(compute_mad(sample), dtype=np.float32).tolist()}
 
+    # -- evaluation -----------------------------------------------------------------------------------
+    def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
+        """With simulator truth: its galaxy type, and smooth vs featured; then the colour-by columns (GZ DECaLS
+        fractions as > 0.8 vs < 0.2, photo-z, size, ...)."""
+        from core.knowledge import galaxy_type_tasks
+
+        tasks = galaxy_type_tasks(catalog)
+        return tasks + [t for t in super().report_tasks(catalog, colour_by) if t["column"] != "truth_type"]
+
     # -- display and links ----------------------------------------------------------------------------
     def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
         """The Legacy Surveys viewer's colours: each band scaled (z red, r green, g blue), then the mean intensity

@@ -40,7 +40,6 @@ WAVELENGTH_A = (3551.0, 4686.0, 6166.0, 7480.0, 8932.0)
 SIZE_COLUMNS = ("petroR90_r_arcsec", "petro_r90_arcsec", "petroR90_r", "r90_arcsec")
 H5_KEYS = ("images", "ra", "dec")
 THUMBNAIL_FIELD_PIX = 80
-SMOOTH_TYPES, FEATURED_TYPES = ("smooth",), ("spiral", "barred_spiral", "edge_on_disk")
 
 
 @register
@@ -139,17 +138,9 @@ class SDSS(Survey):
     def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:
         """With simulator truth: its galaxy type, and smooth vs featured (the question GZ2 asks first); then the
         colour-by columns (GZ2 fractions as > 0.8 vs < 0.2, redshift, size, ...)."""
-        tasks = []
-        if "truth_type" in catalog.columns:
-            kind = catalog["truth_type"].astype(str)
-            known = catalog["truth_type"].notna().to_numpy()
-            tasks.append({"name": "truth_type", "column": "truth_type", "title": "Galaxy type (simulator truth)",
-                          "kind": "categorical", "rows": np.flatnonzero(known), "labels": kind.to_numpy()[known]})
-            use = (kind.isin(SMOOTH_TYPES) | kind.isin(FEATURED_TYPES)).to_numpy()
-            tasks.append({"name": "smooth_vs_featured", "column": "truth_type",
-                          "title": "Smooth vs featured (simulator truth)", "kind": "categorical",
-                          "rows": np.flatnonzero(use),
-                          "labels": np.where(kind.isin(FEATURED_TYPES).to_numpy()[use], "featured", "smooth")})
+        from core.knowledge import galaxy_type_tasks
+
+        tasks = galaxy_type_tasks(catalog)
         skip = {"truth_type"}
         return tasks + [t for t in super().report_tasks(catalog, colour_by) if t["column"] not in skip]
 
