@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_density_render --bundle bundles/demo --out /tmp/density
 
 For the bundle's own UMAP points (20 k in the demo) and for 10 M points with the same structure (each object
-replaced by 500 jittered copies), the density is drawn at the map's size (explorer.plot.MAP_FRAME square) as
+replaced by 500 jittered copies), the density is drawn at the map's size (explorer.map.plot.MAP_FRAME square) as
 
 - ``log-white``   log10(count) from 1, the app's palette (colorcet fire, light to dark) on white, dynspread (the app)
 - ``linear-white``  count on a linear scale, otherwise the same
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from explorer import colour
-from explorer.kernels import SPREAD
-from explorer.plot import MAP_FRAME
 from benchmarks.quick import add_quick, parse_quick, quick_bundle, scratch_dir
+from explorer.map import colour
+from explorer.map.kernels import SPREAD
+from explorer.map.plot import MAP_FRAME
 
 WIDTH = HEIGHT = MAP_FRAME
 

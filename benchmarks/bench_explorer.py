@@ -55,9 +55,9 @@ def _rss_gb() -> float:
 def _map_only_data(folder: Path):
     """ExplorerData over a folder holding only a bundle's catalog.parquet (no embeddings, index or thumbnails)."""
     from benchmarks.fixture_bundle import COLOUR_BY
-    from explorer.data import prepare
-    from explorer.kernels import warm_kernels
     from core.bundle import Bundle
+    from explorer.data import prepare
+    from explorer.map.kernels import warm_kernels
 
     data = prepare(Bundle(path=folder, manifest={"survey": "fixture", "colour_by": COLOUR_BY, "n_objects": -1}))
     _ = data.tree

@@ -29,8 +29,8 @@ MAP_W, MAP_H = 1200, 680
 
 
 def synthetic_data(n: int, seed: int = 0):
-    from explorer import colour
     from explorer.data import ExplorerData
+    from explorer.map import colour
 
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=6.0, size=(40, 2))
@@ -53,12 +53,12 @@ def _timed(fn, repeat: int) -> dict:
 
 def run(n: int, n_selected: int, repeat: int = 7) -> dict:
     import holoviews as hv
+    from explorer.probes.probe_ui import PROBE_KEY
 
-    from explorer import colour
-    from explorer.labels_ui import label_codes
-    from explorer.probe_ui import PROBE_KEY
-    from explorer.kernels import warm_kernels
-    from explorer.plot import MapView
+    from explorer.labels.labels_ui import label_codes
+    from explorer.map import colour
+    from explorer.map.kernels import warm_kernels
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
 
     hv.extension("bokeh")

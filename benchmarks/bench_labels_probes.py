@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explorer import probes as P
-from core.labels import LabelStore
-from explorer.selection import lasso_select
 from benchmarks.quick import add_quick, parse_quick
+from core.labels import LabelStore
+from explorer.map.selection import lasso_select
+from explorer.probes import probes as P
 
 
 def _timed(fn, repeat: int = 3):
@@ -154,7 +154,7 @@ def main(argv=None):
     a = parse_quick(p, argv)
     torch.set_num_threads(a.threads)
     rng = np.random.default_rng(0)
-    from explorer.linear_fit import fit_device
+    from explorer.probes.linear_fit import fit_device
 
     results = {"device": str(fit_device()), "torch_threads": torch.get_num_threads()}
     only = set(a.only or ["lasso", "fit", "score", "store"])

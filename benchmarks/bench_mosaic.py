@@ -1,4 +1,4 @@
-"""BENCHMARK: the map's mosaic mode (explorer/mosaic.py) on a large bundle, through the live Bokeh plot.
+"""BENCHMARK: the map's mosaic mode (explorer/map/mosaic.py) on a large bundle, through the live Bokeh plot.
 
     python -m benchmarks.bench_mosaic --bundle bundles/bench-1m-128 [--json benchmarks/results/mosaic-1m.json]
 
@@ -59,7 +59,7 @@ def bench_engine(bundle: Path, engine: str, n_views: int, seed: int) -> dict:
     import holoviews as hv
 
     from explorer.data import load_explorer_data
-    from explorer.plot import MapView
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
 
     t = time.perf_counter()

@@ -35,7 +35,7 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def bench_parse(repeats: int = 200) -> dict:
-    from explorer.skyquery import parse_position
+    from explorer.sky.skyquery import parse_position
 
     forms = ["201.42 23.38", "13:25:41.2 +23:22:53", "J132541.2+232253",
              "https://skyserver.sdss.org/dr16/en/tools/chart/navi.aspx?ra=201.42&dec=23.38", "25:00:00 +10:00:00"]
@@ -46,7 +46,7 @@ def bench_parse(repeats: int = 200) -> dict:
 def bench_match(n: int, queries: int = 200) -> dict:
     from astropy.coordinates import SkyCoord
 
-    from explorer.skyquery import CatalogueMatcher, footprint_plot
+    from explorer.sky.skyquery import CatalogueMatcher, footprint_plot
 
     rng = np.random.default_rng(0)
     ra = rng.uniform(120, 240, n)
@@ -67,13 +67,18 @@ def bench_match(n: int, queries: int = 200) -> dict:
 
 def bench_fetch_embed() -> dict:
     sys.path.insert(0, str(REPO / "tests"))
-    from recorded.first_bundle import build_first_bundle, original_answer, original_centre, real_data_present
+    from recorded.first_bundle import (
+        build_first_bundle,
+        original_answer,
+        original_centre,
+        real_data_present,
+    )
     from recorded.replay import ReplayServer
 
     if not real_data_present():
         return {"fetch-and-embed": "skipped: ../shared/data/first_mirabest not present"}
-    from explorer.query_embed import QueryEmbedder
     from core.bundle import Bundle
+    from explorer.sky.query_embed import QueryEmbedder
 
     with tempfile.TemporaryDirectory() as tmp, ReplayServer() as srv:
         bundle = Bundle.open(build_first_bundle(Path(tmp) / "b", n=40))

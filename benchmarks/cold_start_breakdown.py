@@ -30,7 +30,7 @@ def step(what):
     print(f"STEP {time.time() - T0:.3f} {what}", file=sys.stderr, flush=True)
 step("app script starts (panel serve up)")
 import explorer.app as app
-from explorer import plot
+from explorer.map import plot
 step("import explorer.app")
 _render = plot.MapView.render
 def timed_render(self, *a, **k):

@@ -187,8 +187,8 @@ def probe_report(probe: Probe, base: Path, work: Path) -> None:
             else:
                 (b / "report.json").write_text(content if isinstance(content, str) else json.dumps(content))
             outcome = opened_or_refused(b)
-            from explorer.about import about_html
             from core.contract import read_report
+            from explorer.about import about_html
 
             try:
                 report = read_report(b / "report.json")
@@ -215,8 +215,8 @@ def probe_compare(probe: Probe, base: Path, work: Path, n_flips: int) -> None:
         def report(content=content):
             b = fresh_copy(base, work, sealed=False)
             (b / "report.json").write_text(content)
-            from explorer.about import comparison_html
             from core.contract import read_report
+            from explorer.about import comparison_html
 
             outcome = page_builds(base, "--compare", b)
             try:
@@ -317,7 +317,7 @@ def fits_bytes(header_cards: int = 0, data=None, **extra) -> bytes:
 
 
 def probe_fits(probe: Probe) -> None:
-    from explorer.query_embed import QueryError, _read_planes
+    from explorer.sky.query_embed import QueryError, _read_planes
 
     good = fits_bytes()
     inputs = {
@@ -383,8 +383,8 @@ def probe_checkpoints(probe: Probe, work: Path) -> None:
 def probe_imports(probe: Probe, base: Path, work: Path) -> None:
     from astropy.table import Table
 
-    from explorer import export
     from core.labels import LabelStore
+    from explorer.labels import export
 
     catalog = pd.read_parquet(base / "catalog.parquet")
     ids = catalog["object_id"].astype(str).tolist()
@@ -508,11 +508,11 @@ def _from_embeddings(main, emb: Path, catalog: Path, work: Path, vec: np.ndarray
 
 def probe_markup(probe: Probe, base: Path, work: Path) -> None:
     """Every HTML builder of the page fed the payload: the output must hold it escaped, never raw."""
+    from core.colour import ColourSpec
     from explorer.about import about_html, comparison_html
     from explorer.cards import detail_html, hover_card_html, neighbour_card_html
-    from explorer.colour import legend_html
     from explorer.data import clear_cache, load_explorer_data
-    from core.colour import ColourSpec
+    from explorer.map.colour import legend_html
 
     b = fresh_copy(base, work, sealed=False)
     cat = pd.read_parquet(b / "catalog.parquet")
@@ -543,7 +543,7 @@ def probe_markup(probe: Probe, base: Path, work: Path) -> None:
 
 
 def probe_sky_text(probe: Probe) -> None:
-    from explorer.skyquery import parse_position
+    from explorer.sky.skyquery import parse_position
 
     rng = np.random.default_rng(0)
     texts = ["", " ", "nan nan", "inf -inf", "400 0", "0 95", "12:00:00 +91:00:00", "J999999+999999", "1e309 1",

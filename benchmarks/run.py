@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-VIEW_PX = (900, 680)  # the explorer's default map size (explorer.plot.DEFAULT_WIDTH, MAP_HEIGHT)
+VIEW_PX = (900, 680)  # the explorer's default map size (explorer.map.plot.DEFAULT_WIDTH, MAP_HEIGHT)
 
 
 # ============================================================================================ helpers
@@ -143,7 +143,7 @@ def bench_render_explorer(frame, repeats: int) -> dict:
         import holoviews as hv
         from holoviews.operation.datashader import dynspread, rasterize
 
-        from explorer.kernels import SPREAD
+        from explorer.map.kernels import SPREAD
     except ImportError as e:
         return {"render_explorer_p50_ms": figure(None, "ms", f"unavailable: {e}")}
     col = next((c for c in frame.columns if c not in ("x", "y")), None)
@@ -156,13 +156,13 @@ def bench_render_explorer(frame, repeats: int) -> dict:
                         dynamic=False)
         return dynspread(img, dynamic=False, **SPREAD)
 
-    p50, _ = latency(timed(render, repeats), "holoviews rasterize + dynspread with explorer.kernels.SPREAD "
+    p50, _ = latency(timed(render, repeats), "holoviews rasterize + dynspread with explorer.map.kernels.SPREAD "
                      "(the MapView colour layer, without Bokeh serialisation)", column=col, view="full")
     return {"render_explorer_p50_ms": p50}
 
 
 def bench_hover(frame, repeats: int) -> dict:
-    from explorer.hover import build_tree, nearest_object
+    from explorer.map.hover import build_tree, nearest_object
 
     x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
     t = time.perf_counter()
@@ -173,9 +173,9 @@ def bench_hover(frame, repeats: int) -> dict:
     pts = np.column_stack([rng.uniform(*xr, repeats), rng.uniform(*yr, repeats)])
     it = iter(np.concatenate([pts[:5], pts]))
     ms = timed(lambda: nearest_object(tree, *next(it), xr, yr, *VIEW_PX), repeats, warmup=5)
-    p50, p95 = latency(ms, "explorer.hover.nearest_object (cKDTree, 6 px radius)")
+    p50, p95 = latency(ms, "explorer.map.hover.nearest_object (cKDTree, 6 px radius)")
     return {"hover_p50_ms": p50, "hover_p95_ms": p95,
-            "hover_tree_build_s": figure(build_s, "s", "explorer.hover.build_tree")}
+            "hover_tree_build_s": figure(build_s, "s", "explorer.map.hover.build_tree")}
 
 
 def lasso_ring(x: np.ndarray, y: np.ndarray, fraction: float, vertices: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -188,18 +188,18 @@ def lasso_ring(x: np.ndarray, y: np.ndarray, fraction: float, vertices: int = 64
 
 
 def bench_lasso(frame, repeats: int) -> dict:
-    from explorer.selection import lasso_select
+    from explorer.map.selection import lasso_select
 
     x, y = frame["x"].to_numpy(), frame["y"].to_numpy()
     xs, ys = lasso_ring(x, y, 0.25)
     inside = len(lasso_select(x, y, xs, ys))
     p50, p95 = latency(timed(lambda: lasso_select(x, y, xs, ys), repeats),
-                       "explorer.selection.lasso_select (bbox prefilter + shapely)", inside=inside, vertices=len(xs))
+                       "explorer.map.selection.lasso_select (bbox prefilter + shapely)", inside=inside, vertices=len(xs))
     return {"lasso_p50_ms": p50, "lasso_p95_ms": p95}
 
 
 def bench_probe(bundle, n_train: int) -> dict:
-    from explorer.probes import fit_probe, score_all, target_from_column
+    from explorer.probes.probes import fit_probe, score_all, target_from_column
 
     cat = bundle.catalog
     column = next(c for c, spec in bundle.colour_by.items() if spec.get("kind") == "fraction" and c in cat)
@@ -212,9 +212,9 @@ def bench_probe(bundle, n_train: int) -> dict:
     score_all(probe, bundle.embeddings)
     score_s = time.perf_counter() - t
     dim = bundle.embeddings.shape[1]
-    return {"probe_fit_s": figure(fit_s, "s", "explorer.probes.fit_probe (soft-BCE, incl. test-set evaluation)",
+    return {"probe_fit_s": figure(fit_s, "s", "explorer.probes.probes.fit_probe (soft-BCE, incl. test-set evaluation)",
                                   column=column, n_train=int(probe.n_train), dim=dim),
-            "probe_score_all_s": figure(score_s, "s", "explorer.probes.score_all", n=len(bundle.embeddings))}
+            "probe_score_all_s": figure(score_s, "s", "explorer.probes.probes.score_all", n=len(bundle.embeddings))}
 
 
 def _free_port() -> int:
@@ -319,8 +319,8 @@ def ensure_bundle(path: Path, n: int, dim: int) -> Path:
 
 
 def run(args) -> dict:
-    from explorer.data import prepare
     from core.bundle import Bundle
+    from explorer.data import prepare
 
     path = ensure_bundle(Path(args.bundle), args.n, args.dim)
     t = time.perf_counter()

@@ -15,8 +15,7 @@ from core.points import PointsError, points_command
 from explorer.about import build_about_section
 from explorer.cards import detail_html, hover_card_html
 from explorer.data import MAKE_ONE, ExplorerData, load_explorer_data
-from explorer.gallery import build_gallery, wire_search
-from explorer.labels_ui import build_labels_section
+from explorer.labels.labels_ui import build_labels_section
 from explorer.layout import (
     ACCENT,
     CSS,
@@ -26,15 +25,16 @@ from explorer.layout import (
     OfflineFast,
     build_legend,
 )
+from explorer.map.plot import MAP_HEIGHT, MapView, colour_layer
+from explorer.map.selection_ui import attach_map_selection
+from explorer.map.window import WindowSize, follow_window
 from explorer.markup import html, text
-from explorer.plot import MAP_HEIGHT, MapView, colour_layer
-from explorer.probe_ui import build_probe_section
-from explorer.selection_ui import attach_map_selection
+from explorer.probes.probe_ui import build_probe_section
+from explorer.search.gallery import build_gallery, wire_search
+from explorer.search.stability_ui import build_stability_panel, copies_layer
 from explorer.settings import Settings
-from explorer.skyquery_ui import build_sky_search_section, query_marker
-from explorer.stability_ui import build_stability_panel, copies_layer
+from explorer.sky.skyquery_ui import build_sky_search_section, query_marker
 from explorer.state import ExplorerState, track_session
-from explorer.window import WindowSize, follow_window
 
 
 # ------------------------------------------------------------------------------------------------- sidebar sections
@@ -121,7 +121,7 @@ def build_colour(data: ExplorerData, state: ExplorerState):
 
 
 def build_map_mode(data: ExplorerData, state: ExplorerState):
-    """Show the map as points (Datashader) or as a mosaic of the objects' thumbnails (explorer.mosaic)."""
+    """Show the map as points (Datashader) or as a mosaic of the objects' thumbnails (explorer.map.mosaic)."""
     switch = pn.widgets.RadioButtonGroup(options=MAP_MODES, value=state.map_mode,
                                          color="primary", variant="outline", css_classes=["map-mode"],
                                          disabled=not data.has_thumbnails, margin=(0, 10, 4, 10))

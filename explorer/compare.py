@@ -16,13 +16,13 @@ import panel as pn
 from explorer.about import build_about_section, comparison_html
 from explorer.cards import hover_card_html
 from explorer.data import ExplorerData
-from explorer.gallery import build_gallery, wire_search
 from explorer.layout import ACCENT, CSS, MAP_HELP, MAP_MODES, OfflineFast, build_legend
+from explorer.map.plot import MapView
+from explorer.map.selection_ui import attach_map_selection
+from explorer.map.window import WindowSize, compare_frame_for_window, follow_window
 from explorer.markup import text
-from explorer.plot import MapView
-from explorer.selection_ui import attach_map_selection
+from explorer.search.gallery import build_gallery, wire_search
 from explorer.state import ExplorerState, track_session
-from explorer.window import WindowSize, compare_frame_for_window, follow_window
 
 
 class Pairing:

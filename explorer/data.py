@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from explorer import colour
-from explorer.filerows import FileRows
-from explorer.hover import build_tree
-from explorer.kernels import warm_colour_kernels, warm_density_kernels
 from core.bundle import Bundle
 from core.contract import BundleError
+from explorer.filerows import FileRows
+from explorer.map import colour
+from explorer.map.hover import build_tree
+from explorer.map.kernels import warm_colour_kernels, warm_density_kernels
 
 log = logging.getLogger("explorer")
 
@@ -161,8 +161,8 @@ class ExplorerData:
 
     @built_once
     def mosaic_tiles(self):
-        """Decoded thumbnails for the map's mosaic mode (``explorer.mosaic``), shared by every session."""
-        from explorer.mosaic import ThumbnailTiles
+        """Decoded thumbnails for the map's mosaic mode (``explorer.map.mosaic``), shared by every session."""
+        from explorer.map.mosaic import ThumbnailTiles
 
         offsets = self.bundle.thumbnails.offsets
         return ThumbnailTiles(lambda i: self._thumb_blob.read_bytes(offsets[int(i)], offsets[int(i) + 1]))
@@ -193,15 +193,15 @@ class ExplorerData:
 
     @built_once
     def matcher(self):
-        """Finds this bundle's objects by position or name (``explorer.skyquery.CatalogueMatcher``)."""
-        from explorer.skyquery import CatalogueMatcher
+        """Finds this bundle's objects by position or name (``explorer.sky.skyquery.CatalogueMatcher``)."""
+        from explorer.sky.skyquery import CatalogueMatcher
 
         return CatalogueMatcher(self.ra, self.dec, self.object_ids)   # the shared copy of the ids
 
     def query_embedder(self, cutout_cache: Path):
-        """Embeds fetched or uploaded cutouts like the bundle's own (``explorer.query_embed``); the first caller's
+        """Embeds fetched or uploaded cutouts like the bundle's own (``explorer.sky.query_embed``); the first caller's
         cutout cache folder holds for the process."""
-        from explorer.query_embed import QueryEmbedder
+        from explorer.sky.query_embed import QueryEmbedder
 
         with self.build_lock("query_embedder"):
             if "_query_embedder" not in self.__dict__:
@@ -347,6 +347,7 @@ def _prepare_dask(bundle: Bundle, catalog: pd.DataFrame, specs: dict, xy: dict) 
         map_engine="dask", points=MapPoints(bundle.path / POINTS_DIR, meta))
 
 
+# process-wide by design: every session of a server shares one loaded bundle (and its index, trees, tiles)
 _CACHE: dict[tuple[Path, str], ExplorerData] = {}
 _LOCK = threading.Lock()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import panel as pn
 from panel.theme.fast import Fast
 
-from explorer import colour
 from explorer.data import ExplorerData
-from explorer.plot import MapView
+from explorer.map import colour
+from explorer.map.plot import MapView
 from explorer.state import ExplorerState
 
 

@@ -25,7 +25,7 @@ from astropy import units as u
 from astropy.coordinates import SkyCoord
 
 from explorer.data import ExplorerData, load_explorer_data
-from explorer.search import find_neighbours
+from explorer.search.search import find_neighbours
 from explorer.settings import Settings
 
 
@@ -90,7 +90,7 @@ class NotebookBundle:
     def similar_to_position(self, where, k: int = 12, radius_arcsec: float = 3.0) -> pd.DataFrame:
         """``where``: a SkyCoord or any text the sky search takes (no name resolution here). The bundle's object
         within ``radius_arcsec`` is the query; off the catalogue, fetch or cut a cutout and use similar_to_images."""
-        from explorer.skyquery import parse_position
+        from explorer.sky.skyquery import parse_position
 
         if isinstance(where, SkyCoord):
             coord = where
@@ -115,14 +115,14 @@ class NotebookBundle:
 
     def labels(self) -> pd.DataFrame:
         """The current labels (after every add, remove and undo) from the bundle's label store."""
-        from explorer.labels_ui import store_for
+        from explorer.labels.labels_ui import store_for
 
         return store_for(self.data, self.settings).current()
 
     def fit_probe(self, column: str, method: str | None = None, n_train: int | None = None) -> ProbeFit:
         """A linear probe of ``column`` on the embeddings, trained on the bundle's train split, scored on its test
         split, and applied to every object."""
-        from explorer import probes
+        from explorer.probes import probes
 
         target = probes.target_from_column(self.catalog, column, colour_by=self.data.bundle.colour_by)
         probe = probes.fit_probe(self.data.bundle.embeddings, target, self.data.split, method=method,
@@ -135,7 +135,7 @@ class NotebookBundle:
                          method: str | None = None) -> pd.DataFrame:
         """The probe's test figures against the number of training labels (Hayat et al.'s label-efficiency curve):
         one row per size the train split can supply."""
-        from explorer import probes
+        from explorer.probes import probes
 
         target = probes.target_from_column(self.catalog, column, colour_by=self.data.bundle.colour_by)
         return probes.label_efficiency(self.data.bundle.embeddings, target, self.data.split, sizes, method=method)

@@ -13,11 +13,16 @@ import weakref
 import numpy as np
 import param
 
-from explorer.search import DEFAULT_DUPLICATE_ARCSEC, DEFAULT_K, DEFAULT_NEGATIVE_WEIGHT
+from explorer.search.search import (
+    DEFAULT_DUPLICATE_ARCSEC,
+    DEFAULT_K,
+    DEFAULT_NEGATIVE_WEIGHT,
+)
 from explorer.settings import Settings
 
 log = logging.getLogger("explorer")
 log.setLevel(logging.INFO)  # `panel serve` sets only Bokeh's logger to --log-level; the root stays at WARNING
+# process-wide by design: the sessions alive now, for the server's health figures (weak: a closed one leaves)
 _LIVE: "weakref.WeakSet[ExplorerState]" = weakref.WeakSet()
 
 
@@ -26,7 +31,7 @@ class ExplorerState(param.Parameterized):
     colour_by = param.String(default="density", doc="colour-by column (a manifest colour_by key or 'density')")
     colour_range = param.Range(default=None, doc="colour limits for continuous columns (None: the default clip)")
     map_mode = param.Selector(default="points", objects=["points", "images"],
-                              doc="the map as points (Datashader) or as a mosaic of thumbnails (explorer.mosaic)")
+                              doc="the map as points (Datashader) or as a mosaic of thumbnails (explorer.map.mosaic)")
     session_colours = param.Dict(default={}, doc="this session's own colour layers (colour.ColourLayer) by key: "
                                                  "probe prediction, probe trust, user labels")
 

@@ -47,7 +47,7 @@ def test_lasso_ring_encloses_the_requested_fraction():
     import numpy as np
 
     from benchmarks.run import lasso_ring
-    from explorer.selection import lasso_select
+    from explorer.map.selection import lasso_select
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=20_000), rng.normal(size=20_000) * 2
@@ -58,8 +58,12 @@ def test_lasso_ring_encloses_the_requested_fraction():
 def test_dask_render_matches_in_memory_aggregate(tmp_path):
     import numpy as np
 
+    from benchmarks.scale.dask_points import (
+        aggregate_points,
+        points_extent,
+        render_points,
+    )
     from benchmarks.scale.dask_render import synthetic_points
-    from benchmarks.scale.dask_points import aggregate_points, points_extent, render_points
     from core.points import load_points_dask, write_points_parquet
 
     parts = list(synthetic_points(30_000, partition_rows=10_000))

@@ -1,6 +1,6 @@
 """Benchmark helpers for map points larger than memory: re-partition a catalogue into points, aggregate and shade
 them with Dask + Datashader, find their extent (docs/SCALING.md has the figures; the explorer's own Dask path is
-``explorer.plot`` over ``core.points``)."""
+``explorer.map.plot`` over ``core.points``)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.run import finish, median_ms
 from benchmarks.quick import add_quick, parse_quick, scratch_dir
+from benchmarks.run import finish, median_ms
 
 COLOURS = ("density", "redshift", "morph_class")
 
@@ -159,7 +159,7 @@ def time_renders(bundle: Path, engine: str, repeats: int) -> dict:
 
     hv.extension("bokeh")  # MapView.render styles its images (as the served app does)
     from explorer.data import clear_cache, load_explorer_data
-    from explorer.plot import MapView
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
 
     out = {"rss_before_mb": rss_mb(os.getpid())}
@@ -188,12 +188,12 @@ def rss_breakdown(bundle: Path, engine: str, sessions: int = 2) -> dict:
     import holoviews as hv
 
     hv.extension("bokeh")
+    from core.bundle import Bundle
     from explorer import app
     from explorer.data import prepare
-    from explorer.kernels import warm_kernels
-    from explorer.plot import MapView
+    from explorer.map.kernels import warm_kernels
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
-    from core.bundle import Bundle
 
     out = {"imports": rss_mb(os.getpid())}
     b = Bundle.open(bundle, validate=True)

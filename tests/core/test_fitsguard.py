@@ -56,7 +56,7 @@ def test_too_many_hdus_are_refused_and_a_truncated_file_is_left_to_astropy():
 
 
 def test_the_upload_path_says_it_in_one_message(tmp_path):
-    from explorer.query_embed import QueryError, _read_planes
+    from explorer.sky.query_embed import QueryError, _read_planes
 
     content = fits_bytes([fits.PrimaryHDU(np.zeros((4, 4), np.float32), cutout_header(B_ORDER=50))])
     with pytest.raises(QueryError, match="upload.fits asks for a WCS distortion of order 50"):
@@ -66,7 +66,7 @@ def test_the_upload_path_says_it_in_one_message(tmp_path):
 def test_a_wcs_that_wcslib_rejects_is_one_message():
     """Found by benchmarks/probe_bad_input.py: one flipped byte in CTYPE1 ('RA---TAN' -> an unknown projection)
     made astropy.wcs raise InconsistentAxisTypesError through the upload."""
-    from explorer.query_embed import QueryError, _read_planes
+    from explorer.sky.query_embed import QueryError, _read_planes
 
     content = fits_bytes([fits.PrimaryHDU(np.zeros((4, 4), np.float32), cutout_header())])
     broken = content.replace(b"'RA---TAN'", b"'RA---T" + bytes([ord("A") ^ 0xFF]) + b"N'", 1)

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from explorer.skyquery import MAX_QUERY_CHARS, parse_position
 from core.contract import BundleError
 from core.validate import validate_bundle
+from explorer.sky.skyquery import MAX_QUERY_CHARS, parse_position
 
 # `make fuzz` (HYPOTHESIS_PROFILE=fuzz) draws ten times as many random examples as the derandomised CI run.
 SCALE = 10 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 1

@@ -7,7 +7,14 @@ import shutil
 import time
 
 import pytest
-from conftest import deep_query_all, inked, map_canvas, pixels, start_explorer_server, wait_for
+from conftest import (
+    deep_query_all,
+    inked,
+    map_canvas,
+    pixels,
+    start_explorer_server,
+    wait_for,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -70,7 +77,7 @@ def test_fine_tune_from_the_page_reports_three_methods_and_paints_the_map(browse
 
 
 def test_the_clicked_object_s_augmented_copies_appear_on_the_map(browser, finetune_server, screenshot_dir):
-    """Rotate, shift, add noise (explorer/stability_ui.py): the table of how far each copy moved, and the copies
+    """Rotate, shift, add noise (explorer/search/stability_ui.py): the table of how far each copy moved, and the copies
     drawn on the map as yellow triangles."""
     import numpy as np
     from conftest import move_to

@@ -3,9 +3,9 @@ and one browser check that a dask-mode page draws and recolours."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,7 @@ def views(points_bundle):
 
     hv.extension("bokeh")
     from explorer.data import load_explorer_data
-    from explorer.plot import MapView
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
 
     return (MapView(load_explorer_data(points_bundle, "memory"), ExplorerState()),
@@ -49,8 +49,8 @@ def views(points_bundle):
 
 # ------------------------------------------------------------------------------------------------ the command
 def test_points_command_writes_the_colour_values(points_bundle):
-    from explorer import colour
     from core.bundle import Bundle
+    from explorer.map import colour
 
     folder = points_bundle / "points"
     parts = sorted(folder.glob("part-*.parquet"))
@@ -80,9 +80,9 @@ def test_rewriting_points_replaces_the_folder(points_bundle, tmp_path):
 
 
 def test_points_that_do_not_match_the_bundle_are_refused(points_bundle, tmp_path):
-    from explorer.data import prepare
     from core.bundle import Bundle
     from core.points import PointsError
+    from explorer.data import prepare
 
     bundle = tmp_path / "b"
     shutil.copytree(points_bundle, bundle)
@@ -152,10 +152,10 @@ def test_a_damaged_points_folder_is_one_message_and_a_page(points_bundle, tmp_pa
 
 # ------------------------------------------------------------------------------------------------ engine choice
 def test_missing_points_gives_one_message_naming_folder_and_command(small_bundle):
-    from explorer.app import create_page
-    from explorer.data import prepare
     from core.bundle import Bundle
     from core.points import PointsError
+    from explorer.app import create_page
+    from explorer.data import prepare
 
     with pytest.raises(PointsError) as err:
         prepare(Bundle.open(small_bundle), "dask")
@@ -167,10 +167,9 @@ def test_missing_points_gives_one_message_naming_folder_and_command(small_bundle
 
 
 def test_engine_from_argument_environment_and_auto(small_bundle, points_bundle, monkeypatch):
-    from explorer import data as explorer_data
     from core.bundle import Bundle
     from core.contract import BundleError
-
+    from explorer import data as explorer_data
     from explorer.settings import Settings
 
     def resolve(argv, environ):
@@ -213,7 +212,7 @@ def test_dask_aggregate_equals_memory_aggregate(views, colour_by):
 
 
 def test_session_layers_stay_in_memory_in_dask_mode(views):
-    from explorer import colour
+    from explorer.map import colour
 
     _, lazy = views
     values = np.linspace(0, 1, lazy.data.n, dtype=np.float32)

@@ -6,14 +6,27 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import pytest
+from explorer.probes.probe_ui import (
+    PROBE_KEY,
+    TRUST_KEY,
+    TRUST_TITLE,
+    probe_colour_layer,
+    trust_colour_layer,
+)
 
-from explorer import colour, probes
-from explorer.data import load_explorer_data
 from core.labels import LabelStore
-from explorer.labels_ui import (LABELS_KEY, LABELS_TITLE, build_labels_section, label_codes, label_member_rows,
-                                session_for)
-from explorer.probe_ui import PROBE_KEY, TRUST_KEY, TRUST_TITLE, probe_colour_layer, trust_colour_layer
-from explorer.plot import MapView
+from explorer.data import load_explorer_data
+from explorer.labels.labels_ui import (
+    LABELS_KEY,
+    LABELS_TITLE,
+    build_labels_section,
+    label_codes,
+    label_member_rows,
+    session_for,
+)
+from explorer.map import colour
+from explorer.map.plot import MapView
+from explorer.probes import probes
 from explorer.settings import Settings
 from explorer.state import ExplorerState
 
@@ -190,8 +203,7 @@ def test_probe_section_publishes_prediction_then_trust_layers(data, tmp_path):
     import time
 
     import panel as pn
-
-    from explorer.probe_ui import build_probe_section
+    from explorer.probes.probe_ui import build_probe_section
 
     state = ExplorerState()
     section = build_probe_section(data, state, Settings(labels=tmp_path / "probe.sqlite"))
@@ -211,7 +223,7 @@ def test_probe_section_publishes_prediction_then_trust_layers(data, tmp_path):
 
 
 def test_selection_sample_shows_a_stable_sample_of_the_selection(data):
-    from explorer.labels_ui import selection_sample_html
+    from explorer.labels.labels_ui import selection_sample_html
 
     assert selection_sample_html(data, np.zeros(0, np.int64)) == ""
     few = selection_sample_html(data, np.array([4, 8]))

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer import colour
-from explorer.data import load_explorer_data
-from explorer.settings import Settings
-from explorer.hover import build_tree, nearest_object
-from explorer.search import drop_sky_duplicates, find_neighbours, query_vector
 from core.contract import BundleError, l2_normalise
 from core.index import SimilaritySearch, build_index
+from explorer.data import load_explorer_data
+from explorer.map import colour
+from explorer.map.hover import build_tree, nearest_object
+from explorer.search.search import drop_sky_duplicates, find_neighbours, query_vector
+from explorer.settings import Settings
 
 
 # ------------------------------------------------------------------------------------------------ hover / click
@@ -243,7 +243,7 @@ def map_view(small_bundle):
 
     hv.renderer("bokeh")  # options need a loaded plotting backend, even when this file runs alone
 
-    from explorer.plot import MapView
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
 
     return MapView(load_explorer_data(small_bundle), ExplorerState())
@@ -313,7 +313,7 @@ def test_density_legend_counts_follow_the_view(map_view):
 def test_map_extent_and_frame_are_square(map_view):
     import holoviews as hv
 
-    from explorer.plot import MAP_FRAME
+    from explorer.map.plot import MAP_FRAME
 
     x0, x1, y0, y1 = map_view._extent
     assert x1 - x0 == pytest.approx(y1 - y0)

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from explorer import data as explorer_data
-from explorer.data import built_once, clear_cache, load_explorer_data, open_bundle_for_serving, prepare
+from explorer.data import (
+    built_once,
+    clear_cache,
+    load_explorer_data,
+    open_bundle_for_serving,
+    prepare,
+)
 
 
 class Slow:
@@ -125,7 +131,8 @@ def test_load_explorer_data_serves_before_the_hover_structures_exist(small_bundl
 def test_gallery_cards_are_made_when_a_search_needs_them(small_bundle):
     """The page starts with no result cards (they were most of its Bokeh models); a search makes k of them, a smaller
     k hides the rest, and a card's pivot button searches from its object."""
-    from explorer.gallery import NeighbourGallery, wire_search
+    from explorer.search.gallery import NeighbourGallery, wire_search
+
     from explorer.state import ExplorerState
 
     data, state = load_explorer_data(small_bundle), ExplorerState()

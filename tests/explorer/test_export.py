@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-from explorer import export as X
 from core.labels import LabelStore
+from explorer.labels import export as X
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_send_to_samp_reaches_a_listening_client(tmp_path, catalog):
 def test_csv_neutralises_formulas_and_fits_keeps_non_ascii_labels(tmp_path):
     import pandas as pd
 
-    from explorer.export import _table, read_table, write_table
+    from explorer.labels.export import _table, read_table, write_table
 
     df = pd.DataFrame({"object_id": ["a", "b", "c"], "ra": [1.0, 2.0, 3.0], "dec": [3.0, 4.0, 5.0],
                        "label": ['=HYPERLINK("http://x","click")', "galaxie é", "+cmd|' /C calc'!A0"]})

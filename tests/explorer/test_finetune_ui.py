@@ -12,7 +12,7 @@ import numpy as np
 import panel as pn
 import pytest
 
-from explorer.data import load_explorer_data, clear_cache
+from explorer.data import clear_cache, load_explorer_data
 from explorer.settings import Settings
 from explorer.state import ExplorerState
 from precompute.__main__ import main
@@ -28,7 +28,7 @@ def bundle(sim_first_build, tmp_path):
 
 
 def section_for(path, tmp_path):
-    from explorer.probe_ui import build_probe_section
+    from explorer.probes.probe_ui import build_probe_section
 
     data = load_explorer_data(path)
     state = ExplorerState()
@@ -52,7 +52,7 @@ def choose_target(section, words):
 
 
 def test_fine_tune_from_the_probe_section_paints_the_map_and_reports_three_methods(bundle, tmp_path):
-    from explorer.finetune_ui import FINETUNE_KEY
+    from explorer.probes.finetune_ui import FINETUNE_KEY
 
     data, state, section = section_for(bundle, tmp_path)
     choose_target(section, "fanaroff")
@@ -92,7 +92,7 @@ def test_label_efficiency_curve_is_measured_now_or_read_from_the_bundle(bundle, 
 
 
 def test_cancel_stops_a_fine_tune_and_nothing_is_painted(bundle, tmp_path):
-    from explorer.finetune_ui import FINETUNE_KEY
+    from explorer.probes.finetune_ui import FINETUNE_KEY
 
     data, state, section = section_for(bundle, tmp_path)
     choose_target(section, "fanaroff")
@@ -150,7 +150,7 @@ def test_a_damaged_classifier_in_a_bundle_is_refused_at_load(bundle, tmp_path):
 
 def test_a_cutout_from_the_sky_is_classified_by_the_bundles_classifier_as_its_objects_were(bundle, tmp_path):
     from core.finetune import ingest_cache
-    from explorer.skyquery_ui import classified_by_bundle
+    from explorer.sky.skyquery_ui import classified_by_bundle
 
     assert main(["finetune", "--bundle", str(bundle), "--column", "fr_class", "--methods", "fine-tuned",
                  "--epochs", "1", "--no-progress"]) == 0

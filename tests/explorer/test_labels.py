@@ -177,8 +177,8 @@ def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
 
     from explorer.app import build_page
     from explorer.data import load_explorer_data
-    from explorer.labels_ui import build_labels_section
-    from explorer.selection_ui import attach_map_selection
+    from explorer.labels.labels_ui import build_labels_section
+    from explorer.map.selection_ui import attach_map_selection
     from explorer.settings import Settings
 
     data = load_explorer_data(small_bundle)
@@ -224,7 +224,7 @@ def test_section_labels_a_map_lasso_and_exports_it(small_bundle, tmp_path):
 def test_export_file_names_carry_the_bundle_and_the_date():
     import re
 
-    from explorer.labels_ui import export_stem
+    from explorer.labels.labels_ui import export_stem
 
     assert re.fullmatch(r"demo-labels-\d{8}", export_stem("demo"))
     assert re.fullmatch(r"my_bundle_v2-labels-\d{8}", export_stem("my bundle/v2"))
@@ -235,7 +235,7 @@ def test_the_label_store_comes_from_the_apps_own_arguments_not_the_process_argv(
     import sys
 
     from explorer.app import create_page
-    from explorer.labels_ui import store_for
+    from explorer.labels.labels_ui import store_for
 
     monkeypatch.setattr(sys, "argv", ["ipykernel", "--labels", str(tmp_path / "kernel.sqlite")])
     page = create_page(["--bundle", str(small_bundle), "--labels", str(tmp_path / "mine.sqlite")])

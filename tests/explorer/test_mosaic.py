@@ -1,4 +1,4 @@
-"""The map's mosaic mode (explorer/mosaic.py): the grid, the representatives, the image and the map view's use of it."""
+"""The map's mosaic mode (explorer/map/mosaic.py): the grid, the representatives, the image and the map view's use of it."""
 from __future__ import annotations
 
 import io
@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from explorer.hover import build_tree
-from explorer.mosaic import (
+from explorer.map.hover import build_tree
+from explorer.map.mosaic import (
     BROKEN_TILE,
     Grid,
     ThumbnailTiles,
@@ -133,7 +133,7 @@ def view(small_bundle):
 
     hv.renderer("bokeh")
     from explorer.data import load_explorer_data
-    from explorer.plot import MapView
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
 
     return MapView(load_explorer_data(small_bundle), ExplorerState())
@@ -168,7 +168,7 @@ def test_frames_follow_the_colour_choice(view):
     rows = np.arange(50)
     frames = view.tile_frames(rows)
     codes = view.data.frame[spec.value_column].to_numpy()[rows]
-    from explorer.colour import palette_for
+    from explorer.map.colour import palette_for
 
     expected = [palette_for(spec)[int(c)] for c in codes]
     assert [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in frames] == expected
@@ -181,7 +181,7 @@ def test_dask_engine_frames_equal_memory_frames(make_bundle, tmp_path):
 
     hv.renderer("bokeh")
     from explorer.data import load_explorer_data
-    from explorer.plot import MapView
+    from explorer.map.plot import MapView
     from explorer.state import ExplorerState
     from precompute.__main__ import main
 

@@ -35,7 +35,7 @@ def test_similar_to_position_matches_the_catalogue(nb):
 
 
 def test_labels_and_probes_from_python(nb):
-    from explorer.labels_ui import store_for
+    from explorer.labels.labels_ui import store_for
 
     store = store_for(nb.data, nb.settings)
     store.add("blob", list(nb.catalog["object_id"].iloc[:5]), author="notebook", method="import")
@@ -49,7 +49,7 @@ def test_labels_and_probes_from_python(nb):
 
 
 def test_similar_to_images_uses_the_bundles_encoder(nb):
-    from explorer.query_embed import QueryError
+    from explorer.sky.query_embed import QueryError
 
     with pytest.raises(QueryError, match="no encoder/ folder"):
         nb.similar_to_images(np.zeros((5, 32, 32), np.float32))
@@ -62,7 +62,7 @@ def test_show_builds_the_page(nb):
 
 def test_similar_to_images_searches_each_embedded_image(nb):
     """With an encoder that maps every image to object 7's vector, each image's best match is object 7."""
-    from explorer.query_embed import QueryEmbedder
+    from explorer.sky.query_embed import QueryEmbedder
 
     target = np.asarray(nb.data.bundle.embeddings[7], np.float32)
     nb.data.__dict__["_query_embedder"] = QueryEmbedder(

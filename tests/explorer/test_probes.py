@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from explorer import probes as P
-from explorer.jobs import Cancelled, JobRunner
 from core.labels import LabelStore
+from explorer.jobs import Cancelled, JobRunner
+from explorer.probes import probes as P
 
 torch.set_num_threads(1)
 
@@ -226,7 +226,11 @@ def test_a_failing_job_reports_its_message():
 def test_probe_panel_explains_its_metrics_and_why_ridge_suggests_nothing(planted):
     import html
 
-    from explorer.probe_ui import METRIC_WORDS, _candidates_html, _metrics_html
+    from explorer.probes.probe_ui import (
+        METRIC_WORDS,
+        _candidates_html,
+        _metrics_html,
+    )
 
     emb, split, _, z, _ = planted
     probe = P.fit_probe(emb, P.ProbeTarget("redshift", "continuous", z), split, method="ridge")

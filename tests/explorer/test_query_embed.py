@@ -13,13 +13,19 @@ import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
+from recorded.first_bundle import (
+    DATA,
+    build_first_bundle,
+    original_answer,
+    original_centre,
+    real_data_present,
+)
+from recorded.replay import ReplayServer
 
 from benchmarks.fixture_bundle import make_fixture_bundle
-from explorer.query_embed import PLACED_BY_NEIGHBOURS, QueryEmbedder, QueryError
 from core.bundle import Bundle
 from core.surveys.services import FetchError
-from recorded.first_bundle import DATA, build_first_bundle, original_answer, original_centre, real_data_present
-from recorded.replay import ReplayServer
+from explorer.sky.query_embed import PLACED_BY_NEIGHBOURS, QueryEmbedder, QueryError
 
 FIRST_PATH = "/cgi-bin/firstcutout"
 
@@ -187,7 +193,11 @@ def test_sidebar_section_embeds_an_upload_off_the_ui_thread(real_first):
     import time
 
     from explorer.data import load_explorer_data
-    from explorer.skyquery_ui import build_sky_search_section, marker_for, query_marker
+    from explorer.sky.skyquery_ui import (
+        build_sky_search_section,
+        marker_for,
+        query_marker,
+    )
     from explorer.state import ExplorerState
 
     bundle, _ = real_first
@@ -221,11 +231,11 @@ def test_sdss_query_fetches_five_bands_in_order_and_finds_itself(tmp_path, monke
     import torch
     from astropy.wcs import WCS
 
-    from models.encoders import build_encoder
-    from models.io import save_encoder
-    from core.write import assign_splits, write_bundle
     from core.encoder import load_embedder
     from core.surveys.sdss import SDSS
+    from core.write import assign_splits, write_bundle
+    from models.encoders import build_encoder
+    from models.io import save_encoder
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -271,7 +281,7 @@ def test_a_decompression_bomb_is_refused_before_allocation():
 
     from astropy.io import fits
 
-    from explorer.query_embed import QueryError, _read_planes
+    from explorer.sky.query_embed import QueryError, _read_planes
 
     buf = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((6000, 6000), np.float32),
@@ -291,7 +301,7 @@ def test_gzipped_fits_is_read_and_a_gzip_bomb_is_not():
 
     from astropy.io import fits
 
-    from explorer.query_embed import QueryError, _read_planes
+    from explorer.sky.query_embed import QueryError, _read_planes
 
     buf = io.BytesIO()
     fits.PrimaryHDU(np.zeros((10, 10), np.float32)).writeto(buf)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from explorer.selection import box_select, click_select, lasso_polygon, lasso_select
+from explorer.map.selection import box_select, click_select, lasso_polygon, lasso_select
 
 GRID = np.mgrid[0:11, 0:11].reshape(2, -1).astype(np.float32)  # integer points 0..10 x 0..10
 GX, GY = GRID[0], GRID[1]

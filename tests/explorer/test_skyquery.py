@@ -8,9 +8,9 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.coordinates.name_resolve import sesame_url
-
-from explorer.skyquery import CatalogueMatcher, footprint_plot, parse_position
 from recorded.replay import ReplayServer, recorded
+
+from explorer.sky.skyquery import CatalogueMatcher, footprint_plot, parse_position
 
 TARGET = SkyCoord("13h25m41.2s", "+23d22m53s", frame="icrs")
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from core.surveys.services import FetchError
 from explorer.data import load_explorer_data
-from explorer.skyquery import parse_position
-from explorer.skyquery_ui import build_sky_search_section
+from explorer.sky.skyquery import parse_position
+from explorer.sky.skyquery_ui import build_sky_search_section
 from explorer.state import ExplorerState
 
 

@@ -1,7 +1,7 @@
-"""The map's size follows the window (explorer/window.py), and every toolbar button says what it does."""
+"""The map's size follows the window (explorer/map/window.py), and every toolbar button says what it does."""
 from __future__ import annotations
 
-from explorer.window import (
+from explorer.map.window import (
     CHROME_HEIGHT_PX,
     CHROME_WIDTH_PX,
     DETAILS_PX,
@@ -32,10 +32,11 @@ def test_every_toolbar_button_has_words(small_bundle):
     import holoviews as hv
 
     hv.renderer("bokeh")
+    from explorer.search.stability_ui import copies_layer
+
     from explorer.data import load_explorer_data
-    from explorer.plot import TOOL_DESCRIPTIONS, MapView
-    from explorer.skyquery_ui import query_marker
-    from explorer.stability_ui import copies_layer
+    from explorer.map.plot import TOOL_DESCRIPTIONS, MapView
+    from explorer.sky.skyquery_ui import query_marker
     from explorer.state import ExplorerState
 
     state = ExplorerState()

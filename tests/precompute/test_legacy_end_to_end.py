@@ -42,7 +42,7 @@ def test_a_simulated_grz_survey_builds_opens_and_finds_a_fetched_object(legacy_b
     from explorer.app import colour_options, create_page
     from explorer.cards import detail_html
     from explorer.data import load_explorer_data
-    from explorer.query_embed import QueryEmbedder
+    from explorer.sky.query_embed import QueryEmbedder
     from explorer.state import ExplorerState
 
     out = legacy_build / "bundle"

@@ -1,5 +1,5 @@
 """The build's stability stage (precompute/stages.py: stability) on a simulated FIRST build, and the app's copies of
-the clicked object (explorer/stability_ui.py) from the build's cutouts."""
+the clicked object (explorer/search/stability_ui.py) from the build's cutouts."""
 from __future__ import annotations
 
 import json
@@ -30,8 +30,9 @@ def test_the_build_reports_stability_beside_the_pixels(sim_first_build, tmp_path
 
 
 def test_the_clicked_object_s_copies_land_on_the_map(sim_first_build, tmp_path):
+    from explorer.search.stability_ui import copies_of, copies_table_html
+
     from explorer.data import load_explorer_data
-    from explorer.stability_ui import copies_of, copies_table_html
 
     data = load_explorer_data(sim_first_build)
     assert data.bundle_images is not None, "the fixture keeps its work folder: the cutouts are beside the bundle"
@@ -46,8 +47,9 @@ def test_the_clicked_object_s_copies_land_on_the_map(sim_first_build, tmp_path):
 
 
 def test_without_cutouts_or_a_service_the_copies_say_why(sim_first_build, tmp_path):
+    from explorer.search.stability_ui import StabilityError, copies_of
+
     from explorer.data import open_bundle_for_serving, prepare
-    from explorer.stability_ui import StabilityError, copies_of
 
     bundle = tmp_path / "alone"
     shutil.copytree(sim_first_build, bundle)   # no .work folder beside this copy
@@ -62,8 +64,9 @@ def test_without_cutouts_or_a_service_the_copies_say_why(sim_first_build, tmp_pa
 
 
 def test_the_button_shows_only_where_copies_can_be_embedded(sim_first_build, small_bundle):
+    from explorer.search.stability_ui import build_stability_panel
+
     from explorer.data import load_explorer_data
-    from explorer.stability_ui import build_stability_panel
     from explorer.state import ExplorerState
 
     for bundle, shown in ((sim_first_build, True), (small_bundle, False)):   # the fixture bundle has no encoder/

@@ -2,7 +2,7 @@
 
 Layers (bottom to top): a grey layer of all objects (so objects with a null colour value stay visible), the colour
 layer (the aggregator swapped on colour-by change: ``ds.count`` / ``ds.mean`` / ``ds.max`` on codes), the mosaic
-(``state.map_mode == "images"``: thumbnails instead of the two layers below it, ``explorer.mosaic``), the lasso/box
+(``state.map_mode == "images"``: thumbnails instead of the two layers below it, ``explorer.map.mosaic``), the lasso/box
 selection (its own rasterized layer over just the selected rows, lime in a black outline), the similarity-search
 results, and the selected object. Colour choices are the bundle's columns plus this session's own layers (``state.session_colours``). Pan and zoom re-aggregate at full resolution; Datashader's
 ``dynspread`` keeps isolated objects visible.
@@ -17,7 +17,7 @@ bundle's colour columns from a lazy Dask dataframe over ``points/`` (Dask's loca
 single ``ds.summary`` pass), while density and this session's own layers (in-memory arrays) use the in-memory
 x/y as in memory mode.
 
-Hover and click are PointerXY / Tap streams resolved with the KD-tree in ``explorer.hover``; the same RangeXY /
+Hover and click are PointerXY / Tap streams resolved with the KD-tree in ``explorer.map.hover``; the same RangeXY /
 PlotSize streams give the pixel scale for the pointer radius.
 """
 from __future__ import annotations
@@ -35,10 +35,10 @@ from bokeh.core.validation.warnings import FIXED_SIZING_MODE
 from bokeh.models import BoxZoomTool
 from scipy import ndimage
 
-from explorer import colour, mosaic
 from explorer.data import ExplorerData
-from explorer.hover import DEFAULT_RADIUS_PX, nearest_object
-from explorer.kernels import SPREAD, aggregate_summary, log_counts
+from explorer.map import colour, mosaic
+from explorer.map.hover import DEFAULT_RADIUS_PX, nearest_object
+from explorer.map.kernels import SPREAD, aggregate_summary, log_counts
 from explorer.state import ExplorerState
 
 # The map's data frame is a fixed square and its extent is squared too, so one UMAP unit is as long across as up
@@ -130,7 +130,7 @@ class MapView(param.Parameterized):
                                                           self.recolour_stream])
         self.last_colour_image = None
         self._frame, self._frame_values = None, False
-        # mosaic mode (explorer.mosaic): the same streams; its tiles are what hover and click find
+        # mosaic mode (explorer.map.mosaic): the same streams; its tiles are what hover and click find
         self.mosaic_layer = hv.DynamicMap(self.render_mosaic, streams=[self.range_stream, self.size_stream,
                                                                        self.colour_stream, self.recolour_stream])
         self.last_mosaic: mosaic.Mosaic | None = None

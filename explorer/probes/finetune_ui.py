@@ -24,9 +24,10 @@ import pandas as pd
 import panel as pn
 
 from core import finetune as ft
-from explorer import colour, probes
 from explorer.jobs import Cancelled, JobRunner
+from explorer.map import colour
 from explorer.markup import text
+from explorer.probes import probes
 
 FINETUNE_KEY = "session:finetuned"
 METHOD_COLOURS = {"fine-tuned": "#1b9e77", "supervised": "#d95f02", "linear probe": "#7570b3",

@@ -3,14 +3,14 @@ words, list the most uncertain unlabelled objects, and add this session's colour
 its trust (cosine distance to the nearest labelled training object, computed after the fit)."""
 from __future__ import annotations
 
-
 import numpy as np
 import panel as pn
 
-from explorer.markup import text
-from explorer import colour, probes
 from explorer.jobs import JobRunner
-from explorer.labels_ui import session_for, store_for
+from explorer.labels.labels_ui import session_for, store_for
+from explorer.map import colour
+from explorer.markup import text
+from explorer.probes import probes
 from explorer.settings import Settings
 
 N_CANDIDATES = 8
@@ -43,8 +43,8 @@ def probe_targets(data) -> dict[str, tuple[str, str | None]]:
 
 def build_probe_section(data, state, settings: Settings | None = None):
     """Fit a linear probe on the embeddings off the UI thread; show test metrics and labelling candidates; below it,
-    fine-tune the encoder on the same target (``explorer.finetune_ui``)."""
-    from explorer.finetune_ui import FineTunePanel
+    fine-tune the encoder on the same target (``explorer.probes.finetune_ui``)."""
+    from explorer.probes.finetune_ui import FineTunePanel
 
     panel = ProbePanel(data, state, settings)
     return pn.Column(panel.view, FineTunePanel(data, state, panel).view, sizing_mode="stretch_width")

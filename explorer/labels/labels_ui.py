@@ -5,7 +5,7 @@
 - the user labels as this session's own colour-by layer (refreshed on every write in this session and on page
   load); a label filter selects a label's members.
 
-The map's lasso and box selection is ``explorer.selection_ui``; the probe section is ``explorer.probe_ui``.
+The map's lasso and box selection is ``explorer.map.selection_ui``; the probe section is ``explorer.probes.probe_ui``.
 
 The label store is ``--labels PATH`` (or ``$EXPLORER_LABELS``), else ``<bundle>.labels.sqlite`` beside the bundle.
 """
@@ -22,12 +22,13 @@ import pandas as pd
 import panel as pn
 import param
 
-from explorer import colour, export
-from explorer.jobs import JobRunner
 from core.labels import LabelStore, LabelStoreError
+from explorer.jobs import JobRunner
+from explorer.labels import export
+from explorer.map import colour
+from explorer.markup import html, text
 from explorer.settings import Settings
 from explorer.visitors import visitor_name
-from explorer.markup import html, text
 
 EXPORT_FORMATS = {"CSV": ".csv", "VOTable": ".vot", "FITS": ".fits"}
 N_SAMPLE = 12
@@ -37,6 +38,7 @@ NO_FILTER = "—"
 
 
 # ============================================================================================ store per bundle
+# process-wide by design: one store per label file, whichever sessions (and compared bundles) write to it
 _STORES: dict[Path, LabelStore] = {}
 IMPORTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-import")   # one at a time, all sessions
 

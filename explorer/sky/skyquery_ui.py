@@ -23,12 +23,18 @@ import panel as pn
 import param
 from astropy import units as u
 
-from explorer.markup import html, text
 from core.surveys.base import find_survey
 from core.surveys.services import FetchError
 from explorer.jobs import JobRunner
-from explorer.query_embed import QueryError, QueryResult
-from explorer.skyquery import LocalMatch, ParsedPosition, footprint_plot, parse_position, resolve_name
+from explorer.markup import html, text
+from explorer.sky.query_embed import QueryError, QueryResult
+from explorer.sky.skyquery import (
+    LocalMatch,
+    ParsedPosition,
+    footprint_plot,
+    parse_position,
+    resolve_name,
+)
 
 THUMB_PX = 128
 

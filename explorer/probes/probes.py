@@ -7,7 +7,7 @@ Targets (``ProbeTarget``) come from a catalogue column or from the user's labels
 Training uses ``split == "train"`` rows that have a label (optionally a random subset of ``n_train`` of them, for
 label-efficiency curves); metrics use ``split == "test"``.
 
-Fitting is full-batch L-BFGS (``explorer.linear_fit``: float16 rows kept as stored, a warm start on a sample), the figures are ``explorer.probe_metrics``'; the page runs
+Fitting is full-batch L-BFGS (``explorer.probes.linear_fit``: float16 rows kept as stored, a warm start on a sample), the figures are ``explorer.probes.probe_metrics``'; the page runs
 fits and scoring through ``explorer.jobs``.
 """
 from __future__ import annotations
@@ -22,9 +22,14 @@ import numpy as np
 import pandas as pd
 
 from explorer.jobs import Cancelled, Progress
-from explorer.linear_fit import fit_device, fit_linear, gather_rows
-from explorer.probe_metrics import (binary_scores, categorical_metrics, fraction_metrics, redshift_metrics,
-                                    regression_metrics)
+from explorer.probes.linear_fit import fit_device, fit_linear, gather_rows
+from explorer.probes.probe_metrics import (
+    binary_scores,
+    categorical_metrics,
+    fraction_metrics,
+    redshift_metrics,
+    regression_metrics,
+)
 
 # torch is imported inside the functions that fit and score: importing it here cost ~2 s of every server start
 # (the labels section imports this module for its page), long before anyone fits a probe.
@@ -171,7 +176,7 @@ def fit_probe(embeddings: np.ndarray, target: ProbeTarget, split: np.ndarray, *,
               progress: Progress | None = None, cancel: threading.Event | None = None,
               reference: bool = False) -> LinearProbe:
     """Fit a probe on labelled train rows and evaluate it on labelled test rows. ``reference``: the slow fit the
-    fast one is measured against (float32 rows, every L-BFGS step on all of them; ``explorer.linear_fit``)."""
+    fast one is measured against (float32 rows, every L-BFGS step on all of them; ``explorer.probes.linear_fit``)."""
     import torch
     method = method or ("one-vs-rest" if target.positive else DEFAULT_METHOD[target.kind])
     _check_method(target, method)

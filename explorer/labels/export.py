@@ -264,6 +264,7 @@ def send_to_samp(table: Table, name: str = "selection", *, hub_params: dict | No
         client.disconnect()
 
 
+# process-wide by design: one temporary folder per server for the tables SAMP hands to TOPCAT/Aladin
 _SAMP_DIR: list[Path] = []
 
 

@@ -6,9 +6,8 @@ scaling is folded back into the weights, so scoring is one matmul over the raw e
 on CUDA when present."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 
-WARM_ROWS = 8_192    # rows of the warm-start fit (explorer.linear_fit.fit_linear)
+WARM_ROWS = 8_192    # rows of the warm-start fit (explorer.probes.linear_fit.fit_linear)
 REFINE_ITER = 4      # L-BFGS iterations on all rows after it
 
 

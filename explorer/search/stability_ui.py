@@ -80,7 +80,7 @@ def object_cutout(data, row: int, cutout_cache) -> tuple[np.ndarray, str]:
     if len(at):
         return np.asarray(images.images[at[0]], np.float32), "the build's cutouts"
     from core.surveys.online import FetchError
-    from explorer.query_embed import QueryError
+    from explorer.sky.query_embed import QueryError
 
     coord = SkyCoord(float(data.ra[row]) * u.deg, float(data.dec[row]) * u.deg)
     try:
@@ -93,7 +93,7 @@ def object_cutout(data, row: int, cutout_cache) -> tuple[np.ndarray, str]:
 
 def copies_of(data, row: int, cutout_cache, names=PERTURBATIONS, seed: int = 0) -> dict:
     """Embed ``row``'s perturbed copies, place them and measure how far they moved."""
-    from explorer.query_embed import QueryError
+    from explorer.sky.query_embed import QueryError
 
     try:
         q = data.query_embedder(cutout_cache)

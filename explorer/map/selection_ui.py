@@ -1,17 +1,17 @@
-"""The map's lasso and box selection, resolved server-side (``explorer.selection``) into ``state.selection_ids``."""
+"""The map's lasso and box selection, resolved server-side (``explorer.map.selection``) into ``state.selection_ids``."""
 from __future__ import annotations
 
 import holoviews as hv
 import numpy as np
 
-from explorer.labels_ui import session_for
-from explorer.selection import box_select, lasso_select
+from explorer.labels.labels_ui import session_for
+from explorer.map.selection import box_select, lasso_select
 
 
 def attach_map_selection(view) -> tuple:
     """Lasso and box selection on the rasterized map, resolved to rows here (HoloViews' own is unusable there).
 
-    The map (explorer/plot.py) carries the two tools; this returns the (Lasso, BoundsXY) streams feeding
+    The map (explorer/map/plot.py) carries the two tools; this returns the (Lasso, BoundsXY) streams feeding
     ``state.selection_ids``.
     """
     state, frame = view.state, view.data.frame

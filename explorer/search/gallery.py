@@ -8,7 +8,7 @@ import panel as pn
 
 from explorer.cards import THUMB_PX, neighbour_card_html
 from explorer.data import ExplorerData
-from explorer.search import find_neighbours
+from explorer.search.search import find_neighbours
 from explorer.state import ExplorerState
 
 
