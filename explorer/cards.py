@@ -11,7 +11,7 @@ from explorer.markup import html, text
 
 THUMB_PX = 96
 DETAIL_THUMB_PX = 160
-KEY_COLUMNS = ("object_id", "redshift", "r_mag", "angular_extent_arcsec", "morph_class", "split")
+KEY_COLUMNS = ("object_id", "redshift", "photo_z", "r_mag", "angular_extent_arcsec", "morph_class", "split")
 HIDDEN_COLUMNS = {"umap_x", "umap_y", "ra", "dec"}
 
 

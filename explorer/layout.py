@@ -38,7 +38,7 @@ CSS = """
 .obj-card td, .detail td {padding: 1px 6px 1px 0; vertical-align: top;}
 .obj-card td:first-child, .detail td:first-child {color: #666;}
 .obj-card td, .detail td {overflow-wrap: anywhere;}
-.detail td:first-child {min-width: 70px;}
+.obj-card td:first-child, .detail td:first-child {overflow-wrap: normal; hyphens: auto; min-width: 70px;}
 .obj-id {white-space: nowrap;}
 .detail-group summary {cursor: pointer; margin-top: 6px; font-weight: 600; color: #333; font-size: 12px;}
 .stability-table {font-size: 12px;}
