@@ -81,10 +81,11 @@ class LegacySurveys(Survey):
     method = "moco"
     arch = "resnet50"
     stem = "standard"
-    # CPU: the SDSS CPU recipe (SimCLR, small encoder, brightness and size invariance, whitened) on 2x2-binned pixels
-    # (0.524", still finer than the ~1.2" seeing), 48 px = 25" as SDSS's 64 px. GPU: Stein et al.'s MoCo v2 ResNet-50.
+    # CPU: the SDSS CPU recipe (SimCLR, small encoder, brightness and size invariance, whitened) on the native
+    # 0.262" pixels, 64 px = 16.8" inputs: on the simulated survey 2x2-binned 48 px inputs (25") lost 0.05 of type
+    # purity at the same cost (BENCHMARKS.md, issue 26). GPU: Stein et al.'s MoCo v2 ResNet-50 on 96 px crops.
     cpu_recipe = {"method": "simclr", "arch": "small", "stem": "standard", "epochs": 10, "batch_size": 256,
-                  "bin": 2, "crop": 48, "views": "d4", "centre": True, "whiten": True,
+                  "bin": 1, "crop": 64, "views": "d4", "centre": True, "whiten": True,
                   "augment": {"enable": ["brightness", "size"]}}
     gpu_recipe = {"method": "moco", "arch": "resnet50", "stem": "standard", "epochs": 200, "batch_size": 256,
                   "crop": 96, "views": "identity"}
