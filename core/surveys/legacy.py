@@ -3,7 +3,8 @@ AstroCLIP): three channels g, r, z at 0.262"/px, 152 px cutouts (Stein et al.'s)
 
 Local data, in any of three layouts (``--images`` and/or ``--catalog``):
 - an HDF5 of cutouts in Stein et al.'s layout: ``images`` (N, 3, H, W), ``ra``, ``dec`` and any other per-object
-  datasets (``z_phot_median``, ``z_spec``, ``ebv``, ``iauname`` ...), carried into the catalogue;
+  datasets (``z_phot_median``, ``z_spec``, ``ebv``, ``iauname`` ...), carried into the catalogue (read whole into
+  memory: split a survey-sized file, or pass a .npy, which is memory-mapped);
 - a ``.npy`` (N, 3, H, W) with ``--catalog``, a CSV whose rows are the images' (``ra``, ``dec``, any columns);
 - ``--catalog`` alone with a ``file`` column: one FITS cube (3, H, W) per object, as the Legacy Surveys cutout service
   (``/viewer/fits-cutout?...&bands=grz``) writes them, paths relative to the CSV.
@@ -188,13 +189,14 @@ class LegacySurveys(Survey):
         if images is None and catalog is None:
             raise InputError("--survey legacy needs --images (HDF5, or .npy with --catalog) or --catalog (with a "
                              "'file' column of FITS cutouts)")
+        unreadable: dict[int, str] = {}
         if images is not None and Path(images).suffix.lower() in (".h5", ".hdf5"):
             table, stack = _read_hdf5(Path(images), self.n_channels)
         elif images is not None:
             table, stack = _read_npy(Path(images), catalog, self.n_channels)
         else:
-            table, stack = _read_fits_cubes(Path(catalog), self.n_channels, progress)
-        cut = _usable(table, stack, out)
+            table, stack, unreadable = _read_fits_cubes(Path(catalog), self.n_channels, progress)
+        cut = _usable(table, stack, out, unreadable)
         cat = _catalogue_columns(cut.catalog)
         cat = _add_photometry(cat, cut.images, self.pixel_scale_arcsec)
         if truth is not None and Path(truth).is_file():
@@ -246,8 +248,9 @@ def _read_npy(path: Path, catalog, n_channels: int) -> tuple[pd.DataFrame, np.nd
     return table, np.asarray(stack, dtype=np.float32)
 
 
-def _read_fits_cubes(catalog: Path, n_channels: int, progress: bool) -> tuple[pd.DataFrame, np.ndarray]:
-    """One FITS cube (3, H, W) per row, named by the ``file`` column; an unreadable one is a NaN image (skipped)."""
+def _read_fits_cubes(catalog: Path, n_channels: int, progress: bool) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """One FITS cube (3, H, W) per row, named by the ``file`` column; a missing, unreadable or differently shaped
+    one is skipped, its reason kept by row."""
     from astropy.io import fits
 
     table = read_catalog_csv(catalog, ("file", "ra", "dec"), what="Legacy Surveys catalogue")
@@ -255,22 +258,27 @@ def _read_fits_cubes(catalog: Path, n_channels: int, progress: bool) -> tuple[pd
     if progress:
         from tqdm import tqdm
         rows = tqdm(rows, desc="read FITS", unit="cutout")
-    cubes, shape = [], None
+    cubes, shape, reasons = [], None, {}
     for i in rows:
+        path = catalog.parent / str(table["file"].iloc[i])
         try:
-            with fits.open(catalog.parent / str(table["file"].iloc[i]), memmap=False) as hdul:
+            with fits.open(path, memmap=False) as hdul:
                 hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim == 3)
                 cube = np.asarray(hdu.data, dtype=np.float32)
-        except (OSError, ValueError, TypeError, StopIteration):
-            cube = None
+        except StopIteration:
+            cube, reasons[i] = None, f"{path}: no (bands, H, W) image cube in any HDU"
+        except (OSError, ValueError, TypeError) as e:
+            cube, reasons[i] = None, f"{path}: unreadable FITS ({type(e).__name__})"
         shape = shape or (cube.shape if cube is not None else None)
+        if cube is not None and cube.shape != shape:
+            cube, reasons[i] = None, f"{path}: shape {cube.shape}, but the first cutout's is {shape}"
         cubes.append(cube)
     if shape is None:
         raise InputError(f"{catalog}: none of the {len(table)} files holds a FITS cube (bands, H, W); expected the "
                          "Legacy Surveys cutout service's fits-cutout answers")
-    stack = np.stack([c if c is not None and c.shape == shape else np.full(shape, np.nan, np.float32) for c in cubes])
+    stack = np.stack([c if c is not None else np.full(shape, np.nan, np.float32) for c in cubes])
     _check_shape(stack, n_channels, catalog)
-    return table, stack
+    return table, stack, reasons
 
 
 def _check_shape(stack: np.ndarray, n_channels: int, path) -> None:
@@ -279,13 +287,14 @@ def _check_shape(stack: np.ndarray, n_channels: int, path) -> None:
                          "g, r, z bands in that order")
 
 
-def _usable(table: pd.DataFrame, stack: np.ndarray, out) -> Cutouts:
-    """Rows with a position, a first-seen id and finite pixels; the images written to ``out`` (.npy) when given."""
+def _usable(table: pd.DataFrame, stack: np.ndarray, out, unreadable: dict[int, str]) -> Cutouts:
+    """Rows with a position, a first-seen id, a readable file and finite pixels; the images written to ``out``
+    (.npy) when given."""
     ids = _object_ids(table)
     skipped = check_positions(table, ids) + duplicate_ids(ids)
     keep = ~(invalid_positions(table) | ids.duplicated(keep="first").to_numpy())
     for i in np.flatnonzero(keep):
-        reason = bad_pixels_reason(stack[i], stack.shape[1:])
+        reason = unreadable.get(i) or bad_pixels_reason(stack[i], stack.shape[1:])
         if reason is not None:
             skipped.append((str(ids.iloc[i]), reason))
             keep[i] = False

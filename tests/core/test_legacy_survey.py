@@ -75,6 +75,7 @@ def test_npy_with_catalogue_and_fits_cubes_layouts(sim, survey, tmp_path):
     pd.DataFrame({"file": files, "ra": ra[:6], "dec": dec[:6]}).to_csv(tmp_path / "cat.csv", index=False)
     cut = survey.read_local(catalog=tmp_path / "cat.csv")
     assert len(cut.catalog) == 4 and len(cut.skipped) == 2              # the NaN one and the broken one
+    assert dict(cut.skipped)[cut.skipped[1][0]].endswith("cut_5.fits: unreadable FITS (OSError)")
     np.testing.assert_array_equal(cut.images[0], images[0])
     assert cut.catalog["source_file"].iloc[0] == "cut_0.fits"
 
