@@ -259,10 +259,11 @@ class FineTunePanel:
     def show(self, result, labels: ft.Labels, column: str | None, title: str) -> None:
         comparison, proba = result
         self.bar.visible = False
+        # the table first: whoever sees the layer appear (a test's thread, outside a server) sees the final words
+        self.status.object = comparison_html(comparison, f"Fine-tuned on {title}") + keep_command(self.data, column)
         self.state.add_colour_layer(finetuned_layer(FINETUNE_KEY, f"Fine-tuned (this session): {title}", proba,
                                                     labels.classes))
         self.state.param.update(colour_by=FINETUNE_KEY, colour_range=None)
-        self.status.object = comparison_html(comparison, f"Fine-tuned on {title}") + keep_command(self.data, column)
 
     def curve(self) -> None:
         """The bundle's own curves for the target when it keeps them (all three methods, the same held-out
