@@ -149,14 +149,15 @@ class AnySky(Survey):
     def thumbnail_rgb(self, image: np.ndarray) -> np.ndarray:
         """asinh of each channel between its median and 99.5th percentile; 1 or 2 channels grey, else the first
         three as blue, green, red (the bluest band first, as surveys list them). North up."""
+        from astropy.visualization import AsinhStretch, ManualInterval
+
         img = np.asarray(image, dtype=np.float32)
         img = img[None] if img.ndim == 2 else img
         planes = [img[0]] * 3 if len(img) < 3 else [img[2], img[1], img[0]]
         rgb = []
         for p in planes:
             lo, hi = float(np.median(p)), float(np.percentile(p, 99.5))
-            unit = np.clip((p - lo) / max(hi - lo, 1e-12), 0, 1)
-            rgb.append(np.arcsinh(10 * unit) / np.arcsinh(10))
+            rgb.append(AsinhStretch(0.1)(ManualInterval(lo, max(hi, lo + 1e-12))(p, clip=True), clip=True))
         return (np.stack(rgb, axis=-1)[::-1] * 255).astype(np.uint8)
 
 
@@ -186,6 +187,25 @@ def sample_rows(images: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         return np.asarray(images)
     rows = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
     return np.asarray(images[rows])
+
+
+def central_band_scales(images: np.ndarray, side: int) -> list[float]:
+    """One flux scale per band of (N, C, H, W) images: the 99th percentile of |pixel| over their central side x side
+    pixels. A pure per-band scale keeps colours, so reddening and noise augmentations act on physical ratios."""
+    centre = np.asarray(centre_crop(images, side), dtype=np.float32)
+    scale = np.percentile(np.abs(centre.transpose(1, 0, 2, 3).reshape(centre.shape[1], -1)), 99, axis=1)
+    return [float(max(s, 1e-12)) for s in scale]
+
+
+def reddening_psf_noise_params(normalised: np.ndarray, crop: int, jitter: int, pixel_scale: float, extinction,
+                               wavelengths) -> dict:
+    """Parameters of the ``reddening_psf_noise`` augmentation recipe: a survey's numbers, and the noise scale as the
+    per-band MAD of (a sample of) its normalised training images."""
+    from models.augment import compute_mad
+
+    sample = np.asarray(normalised[: min(len(normalised), 2048)])
+    return {"crop": int(crop), "jitter": int(jitter), "pixel_scale": float(pixel_scale), "extinction": extinction,
+            "wavelengths": wavelengths, "mad": np.asarray(compute_mad(sample), dtype=np.float32).tolist()}
 
 
 def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:

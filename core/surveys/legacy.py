@@ -38,8 +38,10 @@ from core.surveys.base import (
     Survey,
     aperture_mag,
     bin_pixels,
+    central_band_scales,
     centre_crop,
     legacy_survey_link,
+    reddening_psf_noise_params,
     register,
     sample_rows,
     second_moment_radius,
@@ -129,9 +131,7 @@ class LegacySurveys(Survey):
         if bin not in (1, 2):
             raise ValueError(f"Legacy Surveys cutouts bin by 1 or 2 (0.262\" or 0.524\" pixels), not {bin}")
         sample = bin_pixels(np.asarray(sample_rows(images, 2048), dtype=np.float32), bin)
-        centre = centre_crop(sample, 48 // bin)
-        scale = np.percentile(np.abs(centre.transpose(1, 0, 2, 3).reshape(self.n_channels, -1)), 99, axis=1)
-        return {"band_scale": [float(max(s, 1e-12)) for s in scale], "bands": list(self.bands), "bin": int(bin),
+        return {"band_scale": central_band_scales(sample, 48 // bin), "bands": list(self.bands), "bin": int(bin),
                 "crop": int(crop or self.crop_size)}
 
     def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:
@@ -142,13 +142,9 @@ class LegacySurveys(Survey):
     def augmentation_params(self, normalised: np.ndarray, crop: int) -> dict:
         """Stein et al.'s recipe (DECam extinction, PSF, jitter, noise) with this survey's numbers at the training
         images' pixel size (binned or not); the noise scale is their per-band MAD."""
-        from models.augment import compute_mad
-
         pixel = self.pixel_scale_arcsec * self.cutout_size / normalised.shape[-1]
-        sample = np.asarray(normalised[: min(len(normalised), 2048)])
-        return {"crop": int(crop), "jitter": max(1, round(2.8 / pixel)), "pixel_scale": pixel,
-                "extinction": EXTINCTION_R, "wavelengths": WAVELENGTH_A,
-                "mad": np.asarray(compute_mad(sample), dtype=np.float32).tolist()}
+        return reddening_psf_noise_params(normalised, crop, max(1, round(2.8 / pixel)), pixel, EXTINCTION_R,
+                                          WAVELENGTH_A)
 
     # -- evaluation -----------------------------------------------------------------------------------
     def report_tasks(self, catalog: pd.DataFrame, colour_by: dict) -> list[dict]:

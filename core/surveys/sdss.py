@@ -21,7 +21,9 @@ from core.surveys.base import (
     SourceInput,
     Survey,
     aperture_mag,
+    central_band_scales,
     legacy_survey_link,
+    reddening_psf_noise_params,
     register,
     sample_rows,
     second_moment_radius,
@@ -86,11 +88,7 @@ class SDSS(Survey):
     # -- training and links ---------------------------------------------------------------------------
     def augmentation_params(self, normalised: np.ndarray, crop: int) -> dict:
         """Hayat et al.'s recipe with this survey's numbers; the noise scale is the training images' per-band MAD."""
-        from models.augment import compute_mad
-
-        sample = np.asarray(normalised[: min(len(normalised), 2048)])
-        return {"crop": int(crop), "jitter": 7, "pixel_scale": self.pixel_scale_arcsec, "extinction": EXTINCTION_R,
-                "wavelengths": WAVELENGTH_A, "mad": np.asarray(compute_mad(sample), dtype=np.float32).tolist()}
+        return reddening_psf_noise_params(normalised, crop, 7, self.pixel_scale_arcsec, EXTINCTION_R, WAVELENGTH_A)
 
     def pack_fetched(self, folder: Path, fetched: pd.DataFrame) -> None:
         """Fetched cutouts -> ``images.h5`` in the Hayat et al. layout (images, ra, dec, ObjID), for ``--images``."""
@@ -120,11 +118,7 @@ class SDSS(Survey):
         per-band scale keeps colours, so the reddening and noise augmentations act on physical ratios."""
         if bin != 1:
             raise ValueError("SDSS cutouts are not binned: the 0.396\" pixels already sample the 1.4\" seeing")
-        sample = sample_rows(images, 2048)
-        c = self.cutout_size // 2
-        centre = np.asarray(sample[:, :, c - 16 : c + 16, c - 16 : c + 16], dtype=np.float32)
-        scale = np.percentile(np.abs(centre.transpose(1, 0, 2, 3).reshape(self.n_channels, -1)), 99, axis=1)
-        return {"band_scale": [float(max(s, 1e-12)) for s in scale], "bands": list(self.bands),
+        return {"band_scale": central_band_scales(sample_rows(images, 2048), 32), "bands": list(self.bands),
                 "crop": int(crop or self.crop_size)}
 
     def normalise(self, images: np.ndarray, params: dict) -> np.ndarray:

@@ -39,8 +39,9 @@ class Retryable(FetchError):
     """A failure worth one more try (network, timeout, HTTP 5xx, broken file)."""
 
 
-def read_fits_image(content: bytes, what: str) -> tuple[np.ndarray, fits.Header]:
-    """The first 2-D image in FITS bytes, as float32 with its header; FetchError naming ``what`` otherwise."""
+def read_fits_image(content: bytes, what: str, planes: bool = False) -> tuple[np.ndarray, fits.Header]:
+    """The first 2-D image in FITS bytes, as float32 with its header; FetchError naming ``what`` otherwise. With
+    ``planes``, every plane of a cube as (n, H, W) instead of the first."""
     if not content:
         raise Retryable(f"{what} returned an empty response instead of a FITS file.")
     if not content.startswith(b"SIMPLE"):
@@ -58,7 +59,9 @@ def read_fits_image(content: bytes, what: str) -> tuple[np.ndarray, fits.Header]
                 for hdu in hdul:
                     if hdu.is_image and hdu.data is not None and hdu.data.ndim >= 2:
                         data = np.asarray(hdu.data, dtype=np.float32)  # astropy raises here on a short file
-                        while data.ndim > 2:  # radio cubes carry degenerate frequency/Stokes axes
+                        if planes:
+                            data = data.reshape((-1,) + data.shape[-2:])
+                        while data.ndim > 2 and not planes:  # radio cubes carry degenerate frequency/Stokes axes
                             data = data[0]
                         return data, without_commentary(hdu.header)
     except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
@@ -178,7 +181,7 @@ class FitsCutoutService(OnlineService):
         scale = abs(float(target.wcs.cdelt[1])) * 3600
         query = {"ra": f"{coord.ra.deg:.7f}", "dec": f"{coord.dec.deg:.7f}", "pixscale": f"{scale:.4f}",
                  "size": str(target.pixel_shape[0]), "bands": "".join(bands), **dict(self.params)}
-        url = _url(self.env, self.url) if self.env else self.url
+        url = _url(self.env, self.url)
         response = _call(self.label, timeout, lambda: requests.get(url, params=query, timeout=timeout))
         _raise_for_status(response, self.label)
         return read_fits_cube(response.content, self.label, bands)
@@ -186,19 +189,13 @@ class FitsCutoutService(OnlineService):
 
 def read_fits_cube(content: bytes, what: str, bands) -> list[tuple[np.ndarray, fits.Header]]:
     """One (image, celestial header) per band of a FITS cube (bands, H, W); FetchError when it has fewer planes."""
-    check = read_fits_image(content, what)   # every check of a single image (FITS, headers, a 2-D image)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with fits.open(io.BytesIO(content), memmap=False, lazy_load_hdus=False) as hdul:
-            hdu = next(h for h in hdul if h.is_image and h.data is not None and h.data.ndim >= 2)
-            cube = np.asarray(hdu.data, dtype=np.float32)
-    cube = cube.reshape((-1,) + cube.shape[-2:])
+    cube, cube_header = read_fits_image(content, what, planes=True)
     if len(cube) < len(bands):
         raise FetchError(f"{what} returned {len(cube)} image plane(s) for the {len(bands)} bands "
                          f"{', '.join(bands)} asked for.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # astropy's notes on fixing the cube's CD cards
-        header = WCS(check[1]).celestial.to_header()
+        header = WCS(cube_header).celestial.to_header()
     return [(plane, header) for plane in cube[: len(bands)]]
 
 

@@ -20,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from precompute.simulators.sim_common import STREAM_PARAMS, STREAM_VOTES, object_rng, ordered_map
-from precompute.simulators.sim_sdss import _truth_row, spectroscopic_targets
+from precompute.simulators.sim_common import (
+    STREAM_PARAMS,
+    STREAM_VOTES,
+    object_rng,
+    ordered_map,
+)
+from precompute.simulators.sim_sdss import spectroscopic_targets, truth_row
 from precompute.simulators.sim_sdss_params import PIXEL_SCALE as SDSS_PIXEL_SCALE
 from precompute.simulators.sim_sdss_params import STAMP as SDSS_STAMP
 from precompute.simulators.sim_sdss_params import draw_params, filters, nmgy, sed_table
@@ -139,7 +144,7 @@ def simulate_legacy(n: int, out, seed: int = 0, progress: bool = True, workers: 
         for i, (img, measured, votes) in enumerate(ordered_map(render_legacy, tasks, n, workers, "simulate legacy",
                                                                 progress)):
             images[i] = img
-            row = _truth_row(params[i], measured, 0, has_spec[i])
+            row = truth_row(params[i], measured, 0, has_spec[i])
             row.pop("ObjID")
             truth_rows.append({"object_id": ids[i], **row})
             if row["in_gz2"]:

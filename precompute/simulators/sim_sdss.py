@@ -69,7 +69,7 @@ def _specz(p: dict, has_spec: bool, seed: int) -> tuple[float, float]:
     return float(p["redshift"] + rng.normal(0, err)), err
 
 
-def _truth_row(p: dict, measured: dict, objid: int, has_spec: bool) -> dict:
+def truth_row(p: dict, measured: dict, objid: int, has_spec: bool) -> dict:
     row = {k: v for k, v in p.items() if k not in ("components", "neighbours", "index")}
     row.update(measured)
     row.update(ObjID=objid, has_specz=bool(has_spec))
@@ -112,7 +112,7 @@ def simulate_sdss(n: int, out, seed: int = 0, progress: bool = True, workers: in
                 start = i - i % block
                 images[start: i + 1] = buf[: i + 1 - start]
             p = params[i]
-            row = _truth_row(p, measured, int(objids[i]), has_spec[i])
+            row = truth_row(p, measured, int(objids[i]), has_spec[i])
             truth_rows.append(row)
             if row["in_gz2"]:
                 gz2_rows.append({"dr7objid": int(objids[i]), "ra": p["ra"], "dec": p["dec"], **votes})
