@@ -156,7 +156,7 @@ class Hips2Fits(OnlineService):
         url = _url(self.env, self.url or default)
         planes = []
         for band in bands:
-            what = f"{self.label} ({self.hips.format(band=band)})"
+            what = f"hips2fits ({self.hips.format(band=band)})"
             payload = _hips2fits_payload(self.hips.format(band=band), target)
             with _astroquery_cache_off():
                 response = _call(what, timeout, lambda: client._request("GET", url, params=payload,
