@@ -26,6 +26,17 @@ RERUN = "delete it and rerun `python -m precompute embed ...` (finished shards a
 
 
 # ----------------------------------------------------------------------------------------------- row ranges
+def release_pages(array) -> None:
+    """Drop a read-only memory map's pages from this process's resident set (they stay in the page cache, so a
+    reread costs nothing): a pass over a file of GBs otherwise counts all of it against the process's memory."""
+    mapped = getattr(array, "_mmap", None)
+    if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mapped.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass     # a closed map, or a platform without it: memory is only reported higher
+
+
 def shard_ranges(n_rows: int, rows_per_shard: int = ROWS_PER_SHARD) -> list[tuple[int, int]]:
     """The fixed grid of shards: [(0, R), (R, 2R), ..., (kR, n_rows)]."""
     if rows_per_shard < 1:
@@ -85,16 +96,25 @@ def write_embedding_shards(embedder: Callable[[np.ndarray], np.ndarray], images,
     if progress:
         from tqdm import tqdm
         mine = tqdm(mine, desc=f"embed (rank {rank})" if world_size > 1 else "embed", unit="shard")
-    paths = []
-    for a, b in mine:
-        path = out_dir / shard_name(a, b)
-        if not _is_complete_shard(path, b - a):
-            vectors = np.asarray(embedder(images[a:b]))
-            if vectors.ndim != 2 or len(vectors) != b - a:
-                raise ValueError(f"the embedder returned shape {vectors.shape} for rows {a}:{b} of the images")
-            _save_atomically(path, l2_normalise(vectors, dtype=np.float16))
-        paths.append(path)
-    return paths
+    return [write_shard(embedder, images, out_dir, a, b) for a, b in mine]
+
+
+def shard_is_done(out_dir: str | Path, start: int, stop: int) -> bool:
+    """Whether the shard of rows ``start:stop`` is on disk and complete (a killed run's shards are kept)."""
+    return _is_complete_shard(Path(out_dir) / shard_name(start, stop), stop - start)
+
+
+def write_shard(embedder: Callable[[np.ndarray], np.ndarray], images, out_dir: str | Path, start: int,
+                stop: int) -> Path:
+    """Embed ``images[start:stop]`` into its shard file (written atomically), unless it is already complete."""
+    path = Path(out_dir) / shard_name(start, stop)
+    if not _is_complete_shard(path, stop - start):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        vectors = np.asarray(embedder(images[start:stop]))
+        if vectors.ndim != 2 or len(vectors) != stop - start:
+            raise ValueError(f"the embedder returned shape {vectors.shape} for rows {start}:{stop} of the images")
+        _save_atomically(path, l2_normalise(vectors, dtype=np.float16))
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- merging

@@ -73,8 +73,10 @@ def colour_columns(bundle_path: Path) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(cols, copy=False), meta
 
 
-def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -> Path:
-    """Write ``bundle_path/points/`` (see the module docstring) atomically; return the folder."""
+def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000, client=None) -> Path:
+    """Write ``bundle_path/points/`` (see the module docstring) atomically; return the folder. With ``client`` (a
+    dask.distributed client, ``core.cluster``) each part file is compressed, written and hashed by a task on the
+    cluster (its workers must see the bundle's folder)."""
     bundle_path = Path(bundle_path)
     if rows_per_partition < 1:
         raise ValueError("rows_per_partition must be at least 1")
@@ -87,14 +89,15 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -
     out = bundle_path / POINTS_DIR
     tmp = Path(tempfile.mkdtemp(prefix=f".{POINTS_DIR}.partial-", dir=bundle_path))
     try:
-        write_points_parquet((frame.iloc[s: s + rows_per_partition] for s in range(0, n, rows_per_partition)), tmp)
+        slices = [frame.iloc[s: s + rows_per_partition] for s in range(0, n, rows_per_partition)]
+        paths = [tmp / f"part-{i:05d}.parquet" for i in range(len(slices))]
+        if client is None:
+            parts = dict(write_part(part, path) for part, path in zip(slices, paths))
+        else:
+            parts = dict(client.gather(client.map(write_part, slices, [str(p) for p in paths], pure=False)))
         written = parquet_rows(tmp)
         if written != n:
             raise BundleError(f"{tmp}: wrote {written} rows, expected {n}")
-        from core.contract import sha256_of
-
-        parts = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
-                 for p in sorted(tmp.glob("part-*.parquet"))}
         meta = {"format": POINTS_FORMAT, "n_rows": n, "rows_per_partition": rows_per_partition,
                 "bundle_created": manifest.get("created"), "xy": list(XY_COLUMNS), "columns": columns,
                 "parts": parts}
@@ -104,6 +107,19 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000) -
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def write_part(frame: pd.DataFrame, path: str | Path, compression: str = "zstd") -> tuple[str, dict]:
+    """Write one part file (page checksums on) and return (its name, {bytes, sha256}) for points.json."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.contract import sha256_of
+
+    path = Path(path)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression=compression,
+                   write_page_checksum=True)
+    return path.name, {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def parquet_rows(folder: Path) -> int:

@@ -65,7 +65,7 @@ def write_bundle(
 
     ``manifest`` holds the survey-specific fields (survey, bands, pixel_scale_arcsec, model, umap, colour_by,
     source); the writer fills in format_version, n_objects, embedding_dim/dtype, created, software and the
-    checkpoint hash. ``index`` is a faiss index over ``embeddings``; when None one is built by size.
+    checkpoint hash. ``index`` is a faiss index over ``embeddings`` (or the path of one written already); when None one is built by size.
     ``extra_dirs`` maps a bundle sub-folder name (e.g. "projection") to a folder to copy in, ``extra_files`` a
     file name (e.g. "report.json") to a file.
     ``embeddings`` is an array (a memory map is copied block by block, never loaded whole), a ``.npy`` path, or a
@@ -94,7 +94,10 @@ def write_bundle(
         np.save(tmp / "thumbnails" / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         import faiss
 
-        faiss.write_index(index if index is not None else build_index(emb), str(tmp / "index.faiss"))
+        if isinstance(index, (str, Path)):     # an index file already written: copied, not loaded
+            shutil.copyfile(index, tmp / "index.faiss")
+        else:
+            faiss.write_index(index if index is not None else build_index(emb), str(tmp / "index.faiss"))
         model = _copy_in(tmp, dict(manifest.get("model", {})), encoder_dir, extra_dirs, extra_files)
         man = completed_manifest(manifest, model, emb, thumbnail_format, sha256_of(tmp / "thumbnails" / "blob.bin"))
         man["files"] = file_inventory(tmp)

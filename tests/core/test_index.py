@@ -93,6 +93,9 @@ def test_kind_is_chosen_by_size():
     assert choose_kind(1_000_000, 2048) == "pca_ivf"
     assert choose_kind(60_000, 128) == "flat"
     assert choose_kind(60_000, 2048) == "pca_ivf"  # a 480 MB float32 copy is no longer cheap
+    assert choose_kind(10_000_000, 128) == "pca_ivf"      # 1.36 GB of 8-bit codes
+    assert choose_kind(20_000_000, 128) == "opq_ivfpq"    # 2.7 GB: product quantisation, 40 B/object
+    assert choose_kind(10_000_000, 2048) == "opq_ivfpq"
     emb = clustered_embeddings(500, 16, n_clusters=2, intrinsic_dim=2)[0]
     assert type(build_index(emb)).__name__ == "IndexFlatIP"
     assert index_bytes(build_index(emb)) >= 500 * 16 * 4
