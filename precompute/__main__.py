@@ -28,6 +28,7 @@ COMMANDS = {
                                         "linear probe (label-efficiency curves with --label-counts)"),
     "validate": ("precompute.validate", "check a bundle against the format contract"),
     "points": ("precompute.points", "add points/ (partitioned Parquet map points) to a bundle for the Dask map engine"),
+    "hats": ("precompute.hats", "add hats/ (the catalogue as a HATS catalogue) to a bundle for sky queries through LSDB"),
 }
 
 

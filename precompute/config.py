@@ -113,9 +113,12 @@ class Config:
     seed: int = TrainConfig.seed
     embed_batch_size: int = 256
     embed_rows_per_shard: int = 4096  # rows per embedding shard file (keep a multiple of embed_batch_size)
+    engine: str = "local"             # "dask": embed shards on a dask.distributed cluster (core.cluster)
+    dask_scheduler: str | None = None  # its address; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
     pca_dim: int = 50
     n_neighbors: int = 15
     min_dist: float = 0.1
+    umap_sample_above: int = 250_000   # more objects: UMAP of a 200 k sample, the rest placed (precompute.project)
     thumbnail_size: int = 64
     progress: bool = True
     source_note: dict = field(default_factory=dict)  # extra provenance for the manifest (e.g. demo simulation)

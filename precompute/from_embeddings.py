@@ -91,6 +91,50 @@ def read_catalogue(path: Path, id_column: str | None = None) -> pd.DataFrame:
     return pd.concat([out, rest.reset_index(drop=True)], axis=1)
 
 
+KEEP_COLUMNS = ("object_id", "ra", "dec", "umap_x", "umap_y", "split")
+
+
+def join_table(cat: pd.DataFrame, path: Path, radius_arcsec: float) -> pd.DataFrame:
+    """``cat`` with the numeric columns of the table at ``path`` from its nearest row within ``radius_arcsec``
+    (redshifts, morphologies, photometry from another catalogue); nulls without one. Through LSDB (a HATS
+    cross-match) above ``core.hats.LSDB_ABOVE`` objects, else astropy's in-memory match: the same answers."""
+    from core.hats import LSDB_ABOVE
+
+    table = read_table(path)
+    ra, dec = (_pick(table.columns, None, c, w, path) for c, w in ((RA_CANDIDATES, "RA"), (DEC_CANDIDATES, "Dec")))
+    table = table.rename(columns={ra: "ra", dec: "dec"})
+    columns = [c for c in table.columns if c not in KEEP_COLUMNS and c not in ("ra", "dec")
+               and pd.api.types.is_numeric_dtype(table[c])]
+    if not columns:
+        raise InputError(f"{path}: no numeric columns to join besides its RA and Dec; it has {list(table.columns)[:20]}")
+    if len(cat) > LSDB_ABOVE:
+        joined = join_by_position_lsdb_frame(cat, table, columns, radius_arcsec)
+        how = "LSDB cross-match"
+    else:
+        from core.inputs import join_by_position
+
+        joined = join_by_position(cat, table, columns, radius_arcsec)[columns]
+        how = "astropy match_to_catalog_sky"
+    matched = int(joined.notna().any(axis=1).sum())
+    print(f"[join] {path.name}: {len(columns)} columns for {matched:,} of {len(cat):,} objects within "
+          f"{radius_arcsec:g}\" ({how})", flush=True)
+    return pd.concat([cat.drop(columns=[c for c in columns if c in cat.columns]).reset_index(drop=True), joined],
+                     axis=1)
+
+
+def join_by_position_lsdb_frame(cat: pd.DataFrame, table: pd.DataFrame, columns: list[str],
+                                radius_arcsec: float) -> pd.DataFrame:
+    """``core.hats.join_by_position_lsdb`` for a catalogue in memory (an LSDB catalogue made from it, not written)."""
+    import lsdb
+
+    from core.hats import join_by_position_lsdb
+
+    ours = lsdb.from_dataframe(pd.DataFrame({"ra": cat["ra"].to_numpy(np.float64), "dec": cat["dec"].to_numpy(np.float64),
+                                             "row": np.arange(len(cat), dtype=np.int64)}),
+                               ra_column="ra", dec_column="dec", catalog_name="bundle")
+    return join_by_position_lsdb(ours, len(cat), table, columns, radius_arcsec)
+
+
 # ------------------------------------------------------------------------------------------------ embeddings
 @dataclass
 class EmbeddingSource:
@@ -108,7 +152,13 @@ class EmbeddingSource:
 
 
 def _sliced(array, n: int) -> Callable[[int], Iterator[np.ndarray]]:
-    return lambda size: (np.asarray(array[a:a + size], dtype=np.float32) for a in range(0, n, size))
+    from core.arrays import release_pages
+
+    def blocks(size: int) -> Iterator[np.ndarray]:
+        for a in range(0, n, size):
+            yield np.asarray(array[a:a + size], dtype=np.float32)
+            release_pages(array)      # a memory-mapped source: its pages stay cached, not held by this process
+    return blocks
 
 
 def open_embeddings(path: Path, id_column: str | None = None) -> EmbeddingSource:
@@ -278,15 +328,21 @@ def match_rows(src: EmbeddingSource, catalogue: pd.DataFrame, usable: np.ndarray
 
 def write_normalised(src: EmbeddingSource, rows: np.ndarray, out: Path) -> np.ndarray:
     """Pass 2: the kept rows, L2-normalised, as float16 in a memory-mapped .npy (one chunk in memory)."""
+    from core.arrays import release_pages
+
     mm = np.lib.format.open_memmap(out, mode="w+", dtype=np.float16, shape=(len(rows), src.dim))
     pos = 0
-    for start, block in src.chunks():
+    for i, (start, block) in enumerate(src.chunks(), 1):
         mine = rows[(rows >= start) & (rows < start + len(block))] - start
         if len(mine):
             v = block[mine].astype(np.float64)
             mm[pos:pos + len(v)] = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16)
             pos += len(v)
+            if i % 64 == 0:
+                mm.flush()              # written to the file, then out of this process's resident set
+                release_pages(mm)
     mm.flush()
+    release_pages(mm)
     return np.load(out, mmap_mode="r")
 
 
@@ -368,8 +424,6 @@ def no_thumbnails(n: int) -> tuple[bytes, np.ndarray]:
 
 
 def build_bundle(args) -> Path:
-    import faiss
-
     from core.knowledge import catalogue_tasks
     from core.surveys.base import get_survey
     from core.write import pack_thumbnails, write_bundle
@@ -386,21 +440,28 @@ def build_bundle(args) -> Path:
     survey = get_survey(args.survey)
     # device: nothing here runs torch, and asking it whether CUDA exists costs its ~0.4 GB import
     cfg = Config(survey=args.survey, out=out, work=work, n_neighbors=args.n_neighbors, seed=args.seed,
-                 train=TrainSettings(device="cpu"), progress=not args.no_progress).resolved()
+                 umap_sample_above=args.umap_sample_above, train=TrainSettings(device="cpu"), progress=not args.no_progress).resolved()
     imp = import_stage(wd, args)
     if args.stop_after == "import":
         print(f"[import] {imp.path} ({time.perf_counter() - t0:.1f} s)", flush=True)
         return imp.path
-    catalog = pd.read_parquet(imp.path / "catalog.parquet")
-    embeddings = np.load(imp.path / "embeddings.npy", mmap_mode="r")
     proj, idx = project(wd, cfg, imp), index(wd, cfg, imp)
+    catalog = pd.read_parquet(imp.path / "catalog.parquet")   # after them: not held while they run
+    embeddings = np.load(imp.path / "embeddings.npy", mmap_mode="r")
+    from core.arrays import release_pages
     from precompute.assemble import bundle_catalog
 
     cat = bundle_catalog(catalog, np.load(proj.path / "coords.npy"), cfg.seed)
+    if args.join:
+        cat = join_table(cat, Path(args.join), args.join_radius)
     colour_by = catalogue_colour_by(cat, colour_columns(survey, cat))
+    t1 = time.perf_counter()
+    print("[report] running: what the embedding knows about the catalogue's columns", flush=True)
     report = rp.embedding_only_report(catalogue_tasks(cat, colour_by), len(cat), embeddings, cfg.seed, catalog=cat,
                                       columns=colour_by)
     print("[report]\n" + rp.format_table(report), flush=True)
+    release_pages(embeddings)   # the health figures read rows from all over the matrix: not held from here on
+    print(f"[report] done in {time.perf_counter() - t1:.1f} s", flush=True)
     report_path = rp.write_report(report, work / "from-embeddings-report.json")
     bands, cutout_size = list(survey.bands), survey.cutout_size
     if (imp.path / "images.npy").exists():
@@ -421,16 +482,27 @@ def build_bundle(args) -> Path:
         "source": {"embeddings": str(args.embeddings), "catalog": str(args.catalog), "images": args.images,
                    "n_skipped": 0, "skipped": [], "notes": pd.read_csv(imp.path / "skipped.csv")["reason"].tolist()},
     }
+    t1 = time.perf_counter()
+    print("[bundle] running: writing and validating the bundle", flush=True)
     written = write_bundle(out, catalog=cat, embeddings=embeddings, thumbnails=thumbs, manifest=manifest,
-                           index=faiss.read_index(str(idx.path / "index.faiss")),
-                           extra_dirs={"projection": proj.path / "projection"},
+                           index=idx.path / "index.faiss", extra_dirs={"projection": proj.path / "projection"},
                            extra_files={"report.json": report_path}, thumbnail_format=fmt)
+    print(f"[bundle] done in {time.perf_counter() - t1:.1f} s", flush=True)
+    if args.hats:
+        from core.hats import write_hats
+
+        t1 = time.perf_counter()
+        print("[hats] running: the catalogue as a HATS catalogue (sky queries through LSDB)", flush=True)
+        folder = write_hats(written, cat, json.loads((written / "manifest.json").read_text())["created"])
+        print(f"[hats] done in {time.perf_counter() - t1:.1f} s: {folder}", flush=True)
     print(f"ok: bundle {written} from {len(cat):,} embeddings in {time.perf_counter() - t0:.1f} s (explore it: "
           f"`panel serve explorer --args --bundle {written}`)", flush=True)
     return written
 
 
 def add_arguments(parser, command: str) -> None:
+    from precompute.pipeline import add_umap_sample_option
+
     parser.add_argument("--embeddings", required=True, help=".npy, Parquet (list column or feat_*) or HDF5")
     parser.add_argument("--catalog", required=True, help="CSV, Parquet, FITS or VOTable with an id, RA and Dec")
     parser.add_argument("--out", required=True, help="bundle folder to write")
@@ -442,6 +514,15 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--work", help="work folder for cached stage results (default <out>.work)")
     parser.add_argument("--n-neighbors", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    add_umap_sample_option(parser)
+    parser.add_argument("--join", metavar="TABLE",
+                        help="a catalogue (CSV, Parquet, FITS, VOTable with RA/Dec) whose numeric columns are joined "
+                             "onto the objects by position (nearest within --join-radius); through LSDB above "
+                             "5,000,000 objects")
+    parser.add_argument("--join-radius", type=float, default=1.5, help="arcseconds (default 1.5)")
+    parser.add_argument("--hats", action="store_true",
+                        help="also write the catalogue as a HATS catalogue (hats/) for sky queries through LSDB "
+                             "(the explorer uses it above 5,000,000 objects)")
     parser.add_argument("--stop-after", choices=("import",), help="read, match and normalise only (benchmarks)")
     parser.add_argument("--no-progress", action="store_true")
 

@@ -57,11 +57,29 @@ def add_arguments(parser, command: str) -> None:
                              "torchvision (a ResNet-18/50 state dict); README 'Published encoders'")
     parser.add_argument("--rows-per-shard", type=int, default=default_of("embed_rows_per_shard"),
                         help="rows per embedding shard file; under torchrun each rank embeds whole shards")
+    add_engine_options(parser)
     parser.add_argument("--pca-dim", type=int, default=default_of("pca_dim"))
     parser.add_argument("--n-neighbors", type=int, default=default_of("n_neighbors"))
     parser.add_argument("--min-dist", type=float, default=default_of("min_dist"))
+    add_umap_sample_option(parser)
     parser.add_argument("--seed", type=int, default=default_of("seed"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def add_engine_options(parser) -> None:
+    parser.add_argument("--engine", choices=("local", "dask"), default=default_of("engine"),
+                        help="dask: embed the cutouts shard by shard on a dask.distributed cluster (the scheduler of "
+                             "--dask-scheduler or $DASK_SCHEDULER_ADDRESS, else a LocalCluster with one worker per "
+                             "core); the work folder must be on storage every worker sees")
+    parser.add_argument("--dask-scheduler", metavar="ADDRESS",
+                        help="a running Dask scheduler, e.g. tcp://head:8786 (implies --engine dask)")
+
+
+def add_umap_sample_option(parser) -> None:
+    parser.add_argument("--umap-sample-above", type=int, default=default_of("umap_sample_above"),
+                        help="with more objects than this, fit UMAP on a 200,000-object sample that keeps every "
+                             "family and place the rest from their nearest sampled objects (minutes instead of "
+                             "hours at 10 M; docs/SCALING.md); a larger number forces UMAP on everything")
 
 
 def config_from_args(args, survey: str, sources: dict, defaults: dict, source_note: dict | None = None) -> Config:
@@ -72,8 +90,9 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
     return Config(
         survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
         sources=sources, train=settings_from_args(args, defaults), seed=args.seed,
-        embed_rows_per_shard=args.rows_per_shard, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors,
-        min_dist=args.min_dist, progress=not args.no_progress, source_note=source_note or {},
+        embed_rows_per_shard=args.rows_per_shard,
+        engine="dask" if args.dask_scheduler else args.engine, dask_scheduler=args.dask_scheduler, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors,
+        min_dist=args.min_dist, umap_sample_above=args.umap_sample_above, progress=not args.no_progress, source_note=source_note or {},
         encoder_checkpoint=getattr(args, "encoder_checkpoint", None),
         checkpoint_format=getattr(args, "checkpoint_format", None))
 
@@ -118,6 +137,15 @@ def simulate_demo_survey(work: Path, n: int, seed: int, progress: bool) -> Path:
     return res.path
 
 
+def check_scheduler(address: str | None) -> None:
+    """Fail before any stage runs when the named Dask scheduler does not answer (ClusterError names it)."""
+    from core.cluster import connect, scheduler_address
+
+    address = scheduler_address(address)
+    if address:
+        connect(address).close()
+
+
 def run(args) -> int:
     t0 = time.perf_counter()
     if args.command == "demo":
@@ -132,6 +160,8 @@ def run(args) -> int:
     else:
         cfg = config_from_args(args, args.survey, survey_sources(args), {})
         until = (args.stop_after or "bundle") if args.command == "build" else args.command
+    if cfg.engine == "dask":
+        check_scheduler(cfg.dask_scheduler)
     if until == "embed" and world_from_env()[1] > 1:  # under torchrun: every rank embeds its own shards
         from precompute.shards import embed_distributed
 

@@ -180,8 +180,16 @@ def embed(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult) -> S
                                             batch_size=cfg.embed_batch_size))
             return loaded[0](batch)
 
-        write_embedding_shards(embedder, images, shard_dir, rows_per_shard=cfg.embed_rows_per_shard,
-                               progress=cfg.progress)
+        if cfg.engine == "dask":
+            from core.cluster import dask_client
+            from precompute.dask_embed import embed_on_cluster
+
+            with dask_client(cfg.dask_scheduler) as client:
+                embed_on_cluster(client, trained.path / "encoder", ing.path / "images.npy", shard_dir,
+                                 cfg.embed_rows_per_shard, cfg.embed_batch_size, log=log)
+        else:
+            write_embedding_shards(embedder, images, shard_dir, rows_per_shard=cfg.embed_rows_per_shard,
+                                   progress=cfg.progress)
         merge_embedding_shards(shard_dir, tmp / "embeddings.npy", len(images))
 
     res = wd.run("embed", params, inputs, build)
@@ -312,16 +320,20 @@ def stability(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, 
 
 # ------------------------------------------------------------------------------------------------- project
 def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
-    params = {"pca_dim": cfg.pca_dim, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist, "seed": cfg.seed}
+    from precompute.project import SAMPLE_SIZE
+
+    params = {"pca_dim": cfg.pca_dim, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist, "seed": cfg.seed,
+              "sample_above": cfg.umap_sample_above, "sample_size": SAMPLE_SIZE}
 
     def build(tmp: Path, key: str) -> None:
         from precompute.project import project as fit_projection
 
         embeddings = np.load(emb.path / "embeddings.npy", mmap_mode="r")
+        fitted = min(len(embeddings), SAMPLE_SIZE) if len(embeddings) > cfg.umap_sample_above else len(embeddings)
         # UMAP prints nothing for minutes (numba compiles on its first call): say what is happening and for how long
-        log(f"[project] PCA to {cfg.pca_dim} dimensions, then UMAP of {len(embeddings):,} objects (about 1 min to "
-            f"compile, then ~1 min per 50 k objects on 2 cores)")
-        coords, used = fit_projection(embeddings, tmp / "projection", **params)
+        log(f"[project] PCA to {cfg.pca_dim} dimensions, then UMAP of {fitted:,} of {len(embeddings):,} objects "
+            f"(about 1 min to compile, then ~1 min per 50 k objects on 2 cores)")
+        coords, used = fit_projection(embeddings, tmp / "projection", **params, log=log)
         np.save(tmp / "coords.npy", coords)
         (tmp / "umap.json").write_text(json.dumps(used, indent=2))
 
