@@ -52,8 +52,9 @@ def map_engine_note(data: ExplorerData) -> str:
     """Which engine draws the map, so users know why a recolour takes the time it does."""
     if data.points is None:
         return "map engine: memory (colour columns held in the server)"
-    return (f"map engine: dask (colours read from points/, {data.points.npartitions} partitions, "
-            f"local threaded scheduler)")
+    client = data.points.client
+    where = "local threaded scheduler" if client is None else f"dask.distributed at {client.scheduler.address}"
+    return f"map engine: dask (colours read from points/, {data.points.npartitions} partitions, {where})"
 
 
 def colour_options(data: ExplorerData, state: ExplorerState) -> dict[str, str]:
@@ -217,7 +218,7 @@ def create_page(argv: list[str] | None = None, environ: dict | None = None):
     except BundleError as e:
         return build_error_page(path, str(e), fix=f"panel serve explorer --args --bundle {path} --map-engine memory")
     try:
-        data = load_explorer_data(path, engine)
+        data = load_explorer_data(path, engine, settings.dask_scheduler)
     except PointsError as e:
         return build_error_page(path, str(e), fix=points_command(path))
     except BundleError as e:
@@ -226,7 +227,7 @@ def create_page(argv: list[str] | None = None, environ: dict | None = None):
         from explorer.compare import build_compare_page
 
         try:
-            return build_compare_page(data, load_explorer_data(settings.compare, engine))
+            return build_compare_page(data, load_explorer_data(settings.compare, engine, settings.dask_scheduler))
         except BundleError as e:
             return build_error_page(settings.compare, str(e))
     return build_page(data, settings=settings)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from core.bundle import Bundle
 from core.contract import BundleError
+from core.hats import HATS_DIR, LSDB_ABOVE, check_stamp
 from explorer.filerows import FileRows
 from explorer.map import colour
 from explorer.map.hover import build_tree
@@ -69,10 +70,10 @@ class MapPoints:
     persisted partitions would hold the colour columns in memory again, and render slower than the memory engine).
     """
 
-    def __init__(self, folder: Path, meta: dict):
+    def __init__(self, folder: Path, meta: dict, client=None):
         from core.points import load_points_dask
 
-        self.folder, self.meta = Path(folder), meta
+        self.folder, self.meta, self.client = Path(folder), meta, client   # client: a dask.distributed cluster's
         self.ddf = load_points_dask(self.folder)
         self._frames: dict[str, object] = {}
 
@@ -191,11 +192,23 @@ class ExplorerData:
         """object_id (as text, as the label store keeps it) -> bundle row."""
         return pd.Index(self.object_ids, copy=False)
 
+    @property
+    def uses_lsdb(self) -> bool:
+        """Whether sky queries go through LSDB: the bundle carries hats/ and is larger than LSDB_ABOVE."""
+        return self.n > LSDB_ABOVE and (self.bundle.path / HATS_DIR).is_dir()
+
     @built_once
     def matcher(self):
-        """Finds this bundle's objects by position or name (``explorer.sky.skyquery.CatalogueMatcher``)."""
+        """Finds this bundle's objects by position or name: ``explorer.sky.skyquery.CatalogueMatcher`` (a KD-tree),
+        or through LSDB (``explorer.sky.hats_match``) for a bundle with hats/ above ``core.hats.LSDB_ABOVE``."""
+        from core.hats import open_hats
         from explorer.sky.skyquery import CatalogueMatcher
 
+        if self.uses_lsdb:
+            from explorer.sky.hats_match import HatsMatcher
+
+            cat = open_hats(self.bundle.path, self.n, self.bundle.manifest.get("created"), self.object_ids)
+            return HatsMatcher(cat, self.ra, self.dec, self.object_ids)
         return CatalogueMatcher(self.ra, self.dec, self.object_ids)   # the shared copy of the ids
 
     def query_embedder(self, cutout_cache: Path):
@@ -284,7 +297,7 @@ class ExplorerData:
     def warm(self) -> "ExplorerData":
         """Build the lazily made shared structures now, so the first hover/click is fast."""
         _ = self.tree, self.searcher, self.ra, self.dec, self.bundle.thumbnails
-        _ = self.embedding_rows, self._thumb_blob
+        _ = self.embedding_rows, self._thumb_blob, self.matcher
         return self
 
     def warm_in_background(self, after_request: bool = True) -> threading.Thread:
@@ -312,15 +325,16 @@ class ExplorerData:
             log.exception("background warm-up of %s failed", self.bundle.path)
 
 
-def prepare(bundle: Bundle, map_engine: str = "memory") -> ExplorerData:
+def prepare(bundle: Bundle, map_engine: str = "memory", scheduler: str | None = None) -> ExplorerData:
     """The shared data for ``map_engine`` ("memory", "dask" or "auto"); dask mode raises ``PointsError`` when the
-    bundle's points/ is missing or does not match it."""
+    bundle's points/ is missing or does not match it, and aggregates on the dask.distributed scheduler at
+    ``scheduler`` when one is named (``ClusterError`` when it does not answer; its workers must see the bundle)."""
     catalog = bundle.catalog
     specs = colour.specs_from_manifest(bundle.colour_by, catalog)
     cols = {"x": catalog["umap_x"].to_numpy(np.float32), "y": catalog["umap_y"].to_numpy(np.float32)}
     engine = choose_map_engine(map_engine, bundle)
     if engine == "dask":
-        return _prepare_dask(bundle, catalog, specs, cols)
+        return _prepare_dask(bundle, catalog, specs, cols, scheduler)
     ranges, bounds, nulls = {}, {}, {}
     for name, spec in specs.items():
         if spec.kind == colour.DENSITY:
@@ -333,22 +347,28 @@ def prepare(bundle: Bundle, map_engine: str = "memory") -> ExplorerData:
                         null_fractions=nulls)
 
 
-def _prepare_dask(bundle: Bundle, catalog: pd.DataFrame, specs: dict, xy: dict) -> ExplorerData:
+def _prepare_dask(bundle: Bundle, catalog: pd.DataFrame, specs: dict, xy: dict,
+                  scheduler: str | None = None) -> ExplorerData:
     """Dask mode: x/y in memory, colour columns and their ranges from points/ (checked against the bundle)."""
     from core.points import POINTS_DIR, check_points
 
     meta = check_points(bundle.path, bundle.n, bundle.manifest.get("created"), specs)
+    client = None
+    if scheduler:
+        from core.cluster import connect
+
+        client = connect(scheduler)
     columns = {name: meta["columns"][name] for name, spec in specs.items() if spec.kind != colour.DENSITY}
     return ExplorerData(
         bundle=bundle, catalog=catalog, frame=pd.DataFrame(xy, copy=False), specs=specs,
         ranges={k: tuple(c["range"]) for k, c in columns.items()},
         bounds={k: tuple(c["bounds"]) for k, c in columns.items()},
         null_fractions={k: float(c["null_fraction"]) for k, c in columns.items()},
-        map_engine="dask", points=MapPoints(bundle.path / POINTS_DIR, meta))
+        map_engine="dask", points=MapPoints(bundle.path / POINTS_DIR, meta, client))
 
 
 # process-wide by design: every session of a server shares one loaded bundle (and its index, trees, tiles)
-_CACHE: dict[tuple[Path, str], ExplorerData] = {}
+_CACHE: dict[tuple[Path, str, str | None], ExplorerData] = {}
 _LOCK = threading.Lock()
 
 
@@ -371,7 +391,7 @@ def open_bundle_for_serving(path: Path, norm_rows: int = STARTUP_NORM_ROWS) -> B
     return Bundle.open(path, check_norms_rows=norm_rows, hash_large_files=False)
 
 
-def load_explorer_data(path: str | Path, map_engine: str = "memory") -> ExplorerData:
+def load_explorer_data(path: str | Path, map_engine: str = "memory", scheduler: str | None = None) -> ExplorerData:
     """Open, validate and prepare the bundle at ``path`` once per process and engine; raises ``BundleError`` (a
     ``PointsError`` when dask mode finds no usable points/).
 
@@ -379,11 +399,13 @@ def load_explorer_data(path: str | Path, map_engine: str = "memory") -> Explorer
     Datashader kernels follow in a background thread (``warm_in_background``). The first page's own render compiles
     the density kernels it uses: compiling them here first on a toy frame would not make that render faster, and the
     spreading kernels it compiled too (~4 s) are needed only once a zoom thins the points out."""
-    key = (Path(path).resolve(), map_engine)
+    key = (Path(path).resolve(), map_engine, scheduler)
     with _LOCK:
         if key not in _CACHE:
-            data = prepare(open_bundle_for_serving(key[0]), map_engine)
+            data = prepare(open_bundle_for_serving(key[0]), map_engine, scheduler)
             data.finetuned   # a damaged classifier file is a damaged bundle: refused here, with the others
+            if data.uses_lsdb:   # so is a hats/ written for another bundle (HatsError names both)
+                check_stamp(data.bundle.path, data.n, data.bundle.manifest.get("created"))
             data.warm_in_background()
             _CACHE[key] = data
         return _CACHE[key]

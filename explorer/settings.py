@@ -2,10 +2,12 @@
 every section through the session's state, never read again from ``sys.argv`` or ``os.environ``::
 
     panel serve explorer --args --bundle DIR [--compare DIR] [--map-engine memory|dask|auto] [--labels PATH]
+                                [--dask-scheduler ADDRESS]
 
 Each option falls back to an environment variable, then a default: ``EXPLORER_BUNDLE`` (``bundles/demo``),
 ``EXPLORER_MAP_ENGINE`` (``memory``), ``EXPLORER_LABELS`` (``<bundle>.labels.sqlite`` beside the bundle),
-``SKYQUERY_CACHE_DIR`` (``~/.cache/sky-explorer/cutouts``, fetched cutouts), ``USER`` (the labels' default author,
+``DASK_SCHEDULER_ADDRESS`` (none: the Dask map engine runs on the server's own threads; its workers must see the
+bundle's folder), ``SKYQUERY_CACHE_DIR`` (``~/.cache/sky-explorer/cutouts``, fetched cutouts), ``USER`` (the labels' default author,
 else ``anonymous``). The online services' addresses (``SKYQUERY_*_URL``, ``SKYQUERY_SESAME_URL``) are read at each
 request, so a mirror can be swapped in a running server.
 """
@@ -16,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.cluster import scheduler_address
 from core.contract import BundleError
 from core.labels import default_labels_path
 
@@ -34,11 +37,12 @@ class Settings:
     labels: Path | None = None          # None: beside the bundle
     cutout_cache: Path = DEFAULT_CUTOUT_CACHE
     author: str = "anonymous"           # the labels' default author: $USER
+    dask_scheduler: str | None = None   # the Dask map engine's dask.distributed scheduler; None: local threads
 
     @classmethod
     def parse(cls, argv: list[str] | None = None, environ: dict | None = None) -> "Settings":
         parser = argparse.ArgumentParser(add_help=False)
-        for option in ("--bundle", "--compare", "--map-engine", "--labels"):
+        for option in ("--bundle", "--compare", "--map-engine", "--labels", "--dask-scheduler"):
             parser.add_argument(option, default=None)
         args, _ = parser.parse_known_args(list(argv or []))
         env = os.environ if environ is None else environ
@@ -47,7 +51,8 @@ class Settings:
                    compare=Path(args.compare) if args.compare else None,
                    labels=Path(args.labels or env[LABELS_ENV]) if args.labels or env.get(LABELS_ENV) else None,
                    cutout_cache=Path(env.get(CACHE_ENV) or DEFAULT_CUTOUT_CACHE).expanduser(),
-                   author=env.get("USER") or "anonymous")
+                   author=env.get("USER") or "anonymous",
+                   dask_scheduler=scheduler_address(args.dask_scheduler, env))
 
     def checked_map_engine(self) -> str:
         """The map engine, or a BundleError naming the choices (one of MAP_ENGINES; ``auto`` is not resolved)."""

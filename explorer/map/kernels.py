@@ -72,13 +72,13 @@ def warm_colour_kernels(dask_points=None) -> None:
             _spread_all(agg["v"].astype(np.float32))
 
 
-def aggregate_summary(cvs: ds.Canvas, frame, reduction):
-    """One Datashader pass over x, y[, v] of ``frame`` (pandas, or Dask on the local threaded scheduler): the
-    per-pixel count "n" and ``reduction`` as "v"."""
+def aggregate_summary(cvs: ds.Canvas, frame, reduction, scheduler=None):
+    """One Datashader pass over x, y[, v] of ``frame`` (pandas, or Dask on ``scheduler``: a dask.distributed client,
+    else the local threaded scheduler): the per-pixel count "n" and ``reduction`` as "v"."""
     agg = ds.summary(n=ds.count(), v=reduction)
     if isinstance(frame, pd.DataFrame):
         return cvs.points(frame, "x", "y", agg)
     import dask
 
-    with dask.config.set(scheduler="threads"):
+    with dask.config.set(scheduler=scheduler or "threads"):
         return cvs.points(frame, "x", "y", agg)

@@ -176,7 +176,8 @@ class MapView(param.Parameterized):
             return cvs.points(self.view_frame(), "x", "y", ds.count()), None
         lazy = self.points_frame()
         frame = self.view_frame() if lazy is None else lazy
-        agg = aggregate_summary(cvs, frame, colour.aggregator_for(spec, "v"))
+        client = self.data.points.client if lazy is not None else None
+        agg = aggregate_summary(cvs, frame, colour.aggregator_for(spec, "v"), client)
         return agg["n"], agg["v"]
 
     def render(self, x_range=None, y_range=None, width=None, height=None, **_):

@@ -313,11 +313,11 @@ class CatalogueMatcher:
         return len(self.coords)
 
     def _typical_spacing(self, sample: int = 20_000) -> Angle:
-        """Median separation between neighbouring catalogue objects (on a subsample), floored at 1 arcmin."""
-        if len(self.coords) < 2:
+        """Median separation between neighbouring objects of the tree (on a subsample), floored at 1 arcmin."""
+        if len(self.tree.data) < 2:
             return Angle(1, u.deg)
         rng = np.random.default_rng(0)
-        rows = rng.choice(len(self.coords), size=min(sample, len(self.coords)), replace=False)
+        rows = rng.choice(len(self.tree.data), size=min(sample, len(self.tree.data)), replace=False)
         chord, _ = self.tree.query(self.tree.data[rows], k=2)
         sep_rad = 2 * np.arcsin(np.clip(chord[:, 1] / 2, 0, 1))
         return Angle(max(float(np.degrees(np.median(sep_rad))), 1 / 60), u.deg)
@@ -342,6 +342,10 @@ class CatalogueMatcher:
         else:
             msg += " The position is inside the bundle's footprint."
         return LocalMatch(coord, None, nearest, sep, inside, msg)
+
+    def positions(self, rows: np.ndarray) -> SkyCoord:
+        """The sky positions of catalogue ``rows``."""
+        return self.coords[rows]
 
     def _name(self, i: int) -> str:
         return f"object {self.object_ids[i]}" if self.object_ids is not None else f"row {i}"
@@ -369,14 +373,30 @@ def _fmt_angle(a) -> str:
 
 
 # --------------------------------------------------------------------------------------------- footprint plot
-def footprint_plot(matcher: CatalogueMatcher, coord: SkyCoord | None = None, *, max_points: int = 5000,
+class SkyPositions:
+    """Just the positions of a bundle's objects, for drawing its footprint before (or without) a matcher."""
+
+    def __init__(self, ra_deg, dec_deg):
+        self.ra, self.dec = np.asarray(ra_deg, dtype=np.float64), np.asarray(dec_deg, dtype=np.float64)
+
+    def subsample(self, max_points: int = 5000, seed: int = 0) -> np.ndarray:
+        n = len(self.ra)
+        if n <= max_points:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+    def positions(self, rows: np.ndarray) -> SkyCoord:
+        return SkyCoord(ra=self.ra[rows] * u.deg, dec=self.dec[rows] * u.deg, frame="icrs")
+
+
+def footprint_plot(matcher: CatalogueMatcher | SkyPositions, coord: SkyCoord | None = None, *, max_points: int = 5000,
                    width: int = 300, height: int = 180):
     """A small RA/Dec plot of the bundle's objects (subsampled) with the query position marked."""
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401  (registers the Bokeh options used below)
 
     rows = matcher.subsample(max_points)
-    sky = matcher.coords[rows]
+    sky = matcher.positions(rows)
     objects = hv.Points((sky.ra.deg, sky.dec.deg), kdims=["RA", "Dec"], label="bundle").opts(
         size=2, color="#7a8ca5", alpha=0.6, backend="bokeh")
     layers = [objects]

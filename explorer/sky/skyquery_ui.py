@@ -31,6 +31,7 @@ from explorer.sky.query_embed import QueryError, QueryResult
 from explorer.sky.skyquery import (
     LocalMatch,
     ParsedPosition,
+    SkyPositions,
     footprint_plot,
     parse_position,
     resolve_name,
@@ -118,7 +119,7 @@ class SkySearch:
 
     def __init__(self, data, state):
         self.data, self.state = data, state
-        self.matcher = data.matcher
+        self.sky = SkyPositions(data.ra, data.dec)   # the footprint needs no matcher (built in the background)
         self.position: ParsedPosition | None = None
         self.match: LocalMatch | None = None
         self.box = pn.widgets.TextInput(label="Position or object name",
@@ -134,7 +135,7 @@ class SkySearch:
         self.upload = pn.widgets.FileInput(accept=".fits,.fit,.fits.gz,.fts", multiple=False,
                                            css_classes=["sky-upload"], sizing_mode="stretch_width")
         self.card = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["sky-query-pane"])
-        self.plot = pn.pane.HoloViews(footprint_plot(self.matcher), linked_axes=False, css_classes=["sky-footprint"])
+        self.plot = pn.pane.HoloViews(footprint_plot(self.sky), linked_axes=False, css_classes=["sky-footprint"])
         self.busy = False
         self.jobs = JobRunner(pool=_WORKERS)   # the pool is shared by every session: 2 cores
 
@@ -185,13 +186,13 @@ class SkySearch:
         self.fetch.visible = False
         if parsed.how == "empty":  # a cleared box is not a mistake: back to the hint
             self.status.object, self.card.object = _status("info", parsed.message), ""
-            self.plot.object = footprint_plot(self.matcher)
+            self.plot.object = footprint_plot(self.sky)
             return
         if not parsed.ok:
             self.status.object = _status("error", parsed.message)
             return
-        self.plot.object = footprint_plot(self.matcher, parsed.coord)
-        match = self.matcher.match(parsed.coord, radius=float(self.radius.value) * u.arcsec)
+        self.plot.object = footprint_plot(self.sky, parsed.coord)
+        match = self.data.matcher.match(parsed.coord, radius=float(self.radius.value) * u.arcsec)
         self.match = match
         if match.matched:
             self.status.object = _status("ok", f"{parsed.message} — {match.message}")
