@@ -23,7 +23,11 @@ from core.contract import BundleError
 HATS_DIR = "hats"
 STAMP = "hats_bundle.json"
 CATALOG_NAME = "bundle"
-LSDB_ABOVE = 5_000_000        # objects: the explorer's sky matcher goes through LSDB above this when hats/ exists
+# objects: the explorer's sky matcher goes through LSDB above this when hats/ exists. At 10 M an LSDB cone search
+# took 25 ms (most of it LSDB planning the query) against 0.5 ms for the in-memory KD-tree, whose ~50 B/object
+# (2.5 GB at 50 M) and build time (6 s at 10 M) are what LSDB saves (docs/SCALING.md).
+LSDB_ABOVE = 50_000_000
+PARTITION_ROWS = 100_000      # per HEALPix partition: a cone reads ~1 of them (45 ms at 1 M rows, 25 ms at 100 k)
 COMMAND = "python -m precompute hats --bundle {bundle}"
 
 
@@ -32,7 +36,7 @@ class HatsError(BundleError):
 
 
 def write_hats(bundle_path: str | Path, catalog: pd.DataFrame, created: str | None,
-               partition_rows: int = 1_000_000) -> Path:
+               partition_rows: int = PARTITION_ROWS) -> Path:
     """Write ``bundle_path/hats/`` from the bundle's catalogue (object_id, ra, dec and the row), atomically."""
     import lsdb
 
@@ -83,7 +87,8 @@ def open_hats(bundle_path: str | Path, n_rows: int, created: str | None, object_
     except FileNotFoundError as e:
         raise HatsError(f"{folder}: no HATS catalogue here ({e.filename} is missing); {fix}") from e
     except Exception as e:  # hats/lsdb raise many kinds for a damaged catalogue
-        raise HatsError(f"{folder}: the HATS catalogue cannot be read ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
+        raise HatsError(f"{folder}: the HATS catalogue cannot be read ({type(e).__name__}: {str(e)[:200]}); "
+                        f"{fix}") from e
     total = cat.hc_structure.catalog_info.total_rows
     if total != n_rows or stamp.get("n_rows") != n_rows:
         raise HatsError(f"the HATS catalogue {folder} holds {total:,} objects but the bundle {bundle_path} holds "

@@ -6,9 +6,9 @@ every section through the session's state, never read again from ``sys.argv`` or
 
 Each option falls back to an environment variable, then a default: ``EXPLORER_BUNDLE`` (``bundles/demo``),
 ``EXPLORER_MAP_ENGINE`` (``memory``), ``EXPLORER_LABELS`` (``<bundle>.labels.sqlite`` beside the bundle),
-``DASK_SCHEDULER_ADDRESS`` (none: the Dask map engine runs on the server's own threads; its workers must see the
-bundle's folder), ``SKYQUERY_CACHE_DIR`` (``~/.cache/sky-explorer/cutouts``, fetched cutouts), ``USER`` (the labels' default author,
-else ``anonymous``). The online services' addresses (``SKYQUERY_*_URL``, ``SKYQUERY_SESAME_URL``) are read at each
+``DASK_SCHEDULER_ADDRESS`` (none: the Dask map engine runs on the server's own threads; a cluster's workers must
+see the bundle's folder), ``SKYQUERY_CACHE_DIR`` (``~/.cache/sky-explorer/cutouts``, fetched cutouts), ``USER``
+(the labels' default author, else ``anonymous``). The online services' addresses (``SKYQUERY_*_URL``, ``SKYQUERY_SESAME_URL``) are read at each
 request, so a mirror can be swapped in a running server.
 """
 from __future__ import annotations

@@ -106,7 +106,8 @@ def join_table(cat: pd.DataFrame, path: Path, radius_arcsec: float) -> pd.DataFr
     columns = [c for c in table.columns if c not in KEEP_COLUMNS and c not in ("ra", "dec")
                and pd.api.types.is_numeric_dtype(table[c])]
     if not columns:
-        raise InputError(f"{path}: no numeric columns to join besides its RA and Dec; it has {list(table.columns)[:20]}")
+        raise InputError(f"{path}: no numeric columns to join besides its RA and Dec; it has "
+                         f"{list(table.columns)[:20]}")
     if len(cat) > LSDB_ABOVE:
         joined = join_by_position_lsdb_frame(cat, table, columns, radius_arcsec)
         how = "LSDB cross-match"
@@ -129,9 +130,9 @@ def join_by_position_lsdb_frame(cat: pd.DataFrame, table: pd.DataFrame, columns:
 
     from core.hats import join_by_position_lsdb
 
-    ours = lsdb.from_dataframe(pd.DataFrame({"ra": cat["ra"].to_numpy(np.float64), "dec": cat["dec"].to_numpy(np.float64),
-                                             "row": np.arange(len(cat), dtype=np.int64)}),
-                               ra_column="ra", dec_column="dec", catalog_name="bundle")
+    frame = pd.DataFrame({"ra": cat["ra"].to_numpy(np.float64), "dec": cat["dec"].to_numpy(np.float64),
+                          "row": np.arange(len(cat), dtype=np.int64)})
+    ours = lsdb.from_dataframe(frame, ra_column="ra", dec_column="dec", catalog_name="bundle")
     return join_by_position_lsdb(ours, len(cat), table, columns, radius_arcsec)
 
 
@@ -440,7 +441,8 @@ def build_bundle(args) -> Path:
     survey = get_survey(args.survey)
     # device: nothing here runs torch, and asking it whether CUDA exists costs its ~0.4 GB import
     cfg = Config(survey=args.survey, out=out, work=work, n_neighbors=args.n_neighbors, seed=args.seed,
-                 umap_sample_above=args.umap_sample_above, train=TrainSettings(device="cpu"), progress=not args.no_progress).resolved()
+                 umap_sample_above=args.umap_sample_above, train=TrainSettings(device="cpu"),
+                 progress=not args.no_progress).resolved()
     imp = import_stage(wd, args)
     if args.stop_after == "import":
         print(f"[import] {imp.path} ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -518,11 +520,11 @@ def add_arguments(parser, command: str) -> None:
     parser.add_argument("--join", metavar="TABLE",
                         help="a catalogue (CSV, Parquet, FITS, VOTable with RA/Dec) whose numeric columns are joined "
                              "onto the objects by position (nearest within --join-radius); through LSDB above "
-                             "5,000,000 objects")
+                             "50,000,000 objects")
     parser.add_argument("--join-radius", type=float, default=1.5, help="arcseconds (default 1.5)")
     parser.add_argument("--hats", action="store_true",
                         help="also write the catalogue as a HATS catalogue (hats/) for sky queries through LSDB "
-                             "(the explorer uses it above 5,000,000 objects)")
+                             "(the explorer uses it above 50,000,000 objects)")
     parser.add_argument("--stop-after", choices=("import",), help="read, match and normalise only (benchmarks)")
     parser.add_argument("--no-progress", action="store_true")
 

@@ -3,13 +3,14 @@ through LSDB; the format and when the explorer uses it: ``core.hats``) to a bund
 from __future__ import annotations
 
 from core.bundle import Bundle
-from core.hats import open_hats, write_hats
+from core.hats import PARTITION_ROWS, open_hats, write_hats
 
 
 def add_arguments(parser, command: str = "hats") -> None:
     parser.add_argument("--bundle", required=True, help="the bundle folder to add hats/ to")
-    parser.add_argument("--partition-rows", type=int, default=1_000_000,
-                        help="at most this many objects per HEALPix partition (default 1,000,000)")
+    parser.add_argument("--partition-rows", type=int, default=PARTITION_ROWS,
+                        help=f"at most this many objects per HEALPix partition (default {PARTITION_ROWS:,}: a cone "
+                             "search reads about one partition)")
 
 
 def run(args) -> int:

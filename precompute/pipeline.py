@@ -90,9 +90,10 @@ def config_from_args(args, survey: str, sources: dict, defaults: dict, source_no
     return Config(
         survey=survey, out=out, work=Path(args.work) if args.work else out.with_name(out.name + ".work"),
         sources=sources, train=settings_from_args(args, defaults), seed=args.seed,
-        embed_rows_per_shard=args.rows_per_shard,
-        engine="dask" if args.dask_scheduler else args.engine, dask_scheduler=args.dask_scheduler, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors,
-        min_dist=args.min_dist, umap_sample_above=args.umap_sample_above, progress=not args.no_progress, source_note=source_note or {},
+        embed_rows_per_shard=args.rows_per_shard, engine="dask" if args.dask_scheduler else args.engine,
+        dask_scheduler=args.dask_scheduler, pca_dim=args.pca_dim, n_neighbors=args.n_neighbors,
+        min_dist=args.min_dist, umap_sample_above=args.umap_sample_above, progress=not args.no_progress,
+        source_note=source_note or {},
         encoder_checkpoint=getattr(args, "encoder_checkpoint", None),
         checkpoint_format=getattr(args, "checkpoint_format", None))
 

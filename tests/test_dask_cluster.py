@@ -151,7 +151,8 @@ def test_points_and_the_explorer_map_render_on_the_cluster(make_bundle, tmp_path
     hv.extension("bokeh")
     data = load_explorer_data(remote, "dask", settings.dask_scheduler)
     assert f"dask.distributed at {address}" in map_engine_note(data)
-    on_cluster, in_memory = MapView(data, ExplorerState()), MapView(load_explorer_data(remote, "memory"), ExplorerState())
+    on_cluster = MapView(data, ExplorerState())
+    in_memory = MapView(load_explorer_data(remote, "memory"), ExplorerState())
     for view in (on_cluster, in_memory):
         view.state.colour_by = "redshift"
     worked = client.run(lambda dask_worker: dask_worker.state.transition_counter)

@@ -28,8 +28,8 @@ def query_positions(catalog: pd.DataFrame, n: int = 60, seed: int = 0) -> SkyCoo
     """Objects' own positions nudged by up to 3", and random positions over (and a little beyond) the footprint."""
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(catalog), n // 2, replace=False)
-    near = SkyCoord(catalog["ra"].to_numpy()[rows] * u.deg, catalog["dec"].to_numpy()[rows] * u.deg).directional_offset_by(
-        rng.uniform(0, 360, len(rows)) * u.deg, rng.uniform(0, 3, len(rows)) * u.arcsec)
+    near = SkyCoord(catalog["ra"].to_numpy()[rows] * u.deg, catalog["dec"].to_numpy()[rows] * u.deg)
+    near = near.directional_offset_by(rng.uniform(0, 360, len(rows)) * u.deg, rng.uniform(0, 3, len(rows)) * u.arcsec)
     ra = rng.uniform(115, 245, n - len(rows))
     dec = rng.uniform(-8, 63, n - len(rows))
     return SkyCoord(np.r_[near.ra.deg, ra] * u.deg, np.r_[near.dec.deg, dec] * u.deg)
