@@ -43,7 +43,7 @@ def build_summary(data: ExplorerData, state: ExplorerState):
     model = m.get("model", {})
     return pn.pane.HTML(
         html("<b>{}</b> · {:,} objects · {}-d embedding<br><span class='muted'>model: {} {} · bundle: {}</span><br>"
-             "<span class='muted map-engine'>{}</span>", data.survey, data.n, m.get("embedding_dim"),
+             "<span class='muted map-engine'>{}</span>", data.survey_title, data.n, m.get("embedding_dim"),
              model.get("method", "?"), model.get("architecture") or "", data.bundle.path.name, map_engine_note(data)),
         margin=(0, 10))
 
@@ -187,7 +187,7 @@ def build_page(data: ExplorerData, state: ExplorerState | None = None, sections=
                      pn.pane.HTML(MAP_HELP, margin=(0, 10)),
                      build_gallery(data, state), sizing_mode="stretch_width")
     sidebar = [build(data, state) for build in (sections or SIDEBAR_SECTIONS)]
-    template = pn.template.FastListTemplate(title=f"{TITLE} — {text(data.survey)}", sidebar=sidebar, main=[main],
+    template = pn.template.FastListTemplate(title=f"{TITLE} — {text(data.survey_title)}", sidebar=sidebar, main=[main],
                                             sidebar_width=380, accent=ACCENT, theme_toggle=False,
                                             design=OfflineFast)
     template.explorer_state, template.explorer_view = state, view  # handles for tests and later features

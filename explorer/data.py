@@ -141,6 +141,14 @@ class ExplorerData:
     def survey(self) -> str:
         return self.bundle.survey
 
+    @property
+    def survey_title(self) -> str:
+        """The survey as the page names it: its title when it has one (``none``: any sky), else its name."""
+        from core.surveys.base import find_survey
+
+        survey = find_survey(self.survey)
+        return survey.title if survey.name == self.survey and survey.title else self.survey
+
     @built_once
     def tree(self):
         return build_tree(self.frame["x"].to_numpy(), self.frame["y"].to_numpy())

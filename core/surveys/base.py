@@ -58,6 +58,7 @@ class Cutouts:
 
 class Survey:
     name: str = "base"
+    title: str = ""                # what the explorer calls it, when not its name
     bands: tuple[str, ...] = ()
     pixel_scale_arcsec: float = 1.0
     cutout_size: int = 64          # stored image side, pixels
@@ -142,6 +143,7 @@ class AnySky(Survey):
     or grey from one)."""
 
     name = "none"
+    title = "any sky (imported embeddings)"
 
     def archive_links(self, ra_deg: float, dec_deg: float) -> list[tuple[str, str]]:
         return [simbad_link(ra_deg, dec_deg), ned_link(ra_deg, dec_deg), aladin_link(ra_deg, dec_deg)]

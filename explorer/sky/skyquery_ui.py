@@ -148,11 +148,13 @@ class SkySearch:
 
     def view(self):
         can_fetch = find_survey(self.data.survey).fetchable
-        hint = ("" if can_fetch else f"<span class='muted'>No online image service for survey "
-                f"'{text(self.data.survey)}': off-catalogue positions can use an uploaded FITS.</span>")
+        title = self.data.survey_title
+        which = title if title != self.data.survey else f"survey '{title}'"
+        hint = ("" if can_fetch else f"<span class='muted'>No online image service for {text(which)}: "
+                "off-catalogue positions can use an uploaded FITS.</span><br>")
         return pn.Column("### Find on the sky", pn.Row(self.box, self.go, sizing_mode="stretch_width"), self.radius,
                          self.status, self.plot, self.fetch, pn.pane.HTML(
-                             "<span class='muted'>or upload a FITS cutout with a WCS:</span>" + hint), self.upload,
+                             hint + "<span class='muted'>or upload a FITS cutout with a WCS:</span>"), self.upload,
                          self.card, sizing_mode="stretch_width", css_classes=["sky-search-section"])
 
     # -- local ------------------------------------------------------------------------------------
