@@ -70,6 +70,9 @@ def warm_colour_kernels(dask_points=None) -> None:
         for reduction in (ds.mean("v"), ds.max("v")):
             agg = aggregate_summary(cvs, source, reduction)
             _spread_all(agg["v"].astype(np.float32))
+    client = getattr(dask_points, "client", None)
+    if client is not None:   # each worker of a cluster compiles its own (seconds on the first recolour otherwise)
+        client.run(warm_colour_kernels)
 
 
 def aggregate_summary(cvs: ds.Canvas, frame, reduction, scheduler=None):
