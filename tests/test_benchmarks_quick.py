@@ -119,7 +119,7 @@ QUICK_RUNS = {   # module -> the arguments of its --quick run (benchmarks.run ha
     "cold_start_breakdown": [], "fixture_bundle": [], "screenshots": [], "scale.dask_render": [],
     "scale.explorer_dask": [["build"], ["measure"]], "bench_pipeline": [["demo"]], "bench_attacks": [],
     "probe_bad_input": [], "bench_validation": [], "bench_demo": [], "bench_demo_recipe": [],
-    "bench_finetune": [],
+    "bench_finetune": [], "bench_projection": [], "scale.bench_10m": [],
 }
 
 
