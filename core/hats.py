@@ -67,10 +67,13 @@ def check_stamp(bundle_path: str | Path, n_rows: int, created: str | None) -> No
         stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HatsError(f"{folder / STAMP}: cannot be read ({type(e).__name__}); {fix}") from e
-    if not isinstance(stamp, dict) or stamp.get("n_rows") != n_rows or stamp.get("bundle_created") != created:
-        theirs = (stamp.get("n_rows"), stamp.get("bundle_created")) if isinstance(stamp, dict) else (None, None)
-        raise HatsError(f"the HATS catalogue {folder} was written for {theirs[0]!r} objects of the bundle built "
-                        f"{theirs[1]}, but the bundle {bundle_path} holds {n_rows:,} built {created}; {fix}")
+    stamp = stamp if isinstance(stamp, dict) else {}
+    if stamp.get("n_rows") != n_rows:
+        raise HatsError(f"the HATS catalogue {folder} was written for {stamp.get('n_rows')!r} objects but the bundle "
+                        f"{bundle_path} holds {n_rows:,}: they describe different objects; {fix}")
+    if stamp.get("bundle_created") != created:
+        raise HatsError(f"the HATS catalogue {folder} was written for the bundle built {stamp.get('bundle_created')}, "
+                        f"but {bundle_path} was built {created}; {fix}")
 
 
 def open_hats(bundle_path: str | Path, n_rows: int, created: str | None, object_ids=None):
@@ -82,7 +85,6 @@ def open_hats(bundle_path: str | Path, n_rows: int, created: str | None, object_
     folder = Path(bundle_path) / HATS_DIR
     fix = f"rewrite it with `{COMMAND.format(bundle=bundle_path)}`"
     try:
-        stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
         cat = lsdb.open_catalog(folder / CATALOG_NAME)
     except FileNotFoundError as e:
         raise HatsError(f"{folder}: no HATS catalogue here ({e.filename} is missing); {fix}") from e
@@ -90,12 +92,10 @@ def open_hats(bundle_path: str | Path, n_rows: int, created: str | None, object_
         raise HatsError(f"{folder}: the HATS catalogue cannot be read ({type(e).__name__}: {str(e)[:200]}); "
                         f"{fix}") from e
     total = cat.hc_structure.catalog_info.total_rows
-    if total != n_rows or stamp.get("n_rows") != n_rows:
+    if total != n_rows:
         raise HatsError(f"the HATS catalogue {folder} holds {total:,} objects but the bundle {bundle_path} holds "
                         f"{n_rows:,}: they describe different objects; {fix}")
-    if stamp.get("bundle_created") != created:
-        raise HatsError(f"the HATS catalogue {folder} was written for the bundle built {stamp.get('bundle_created')}, "
-                        f"but {bundle_path} was built {created}; {fix}")
+    check_stamp(bundle_path, n_rows, created)
     if object_ids is not None and n_rows:   # the ids of one HEALPix partition's objects, read from it alone
         part = cat.partitions[0].compute(progress_bar=False)
         rows, names = part["row"].to_numpy(np.int64), part["object_id"].astype(str).to_numpy()

@@ -111,14 +111,10 @@ def write_points(bundle_path: str | Path, rows_per_partition: int = 1_000_000, c
 
 def write_part(frame: pd.DataFrame, path: str | Path, compression: str = "zstd") -> tuple[str, dict]:
     """Write one part file (page checksums on) and return (its name, {bytes, sha256}) for points.json."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from core.contract import sha256_of
 
     path = Path(path)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression=compression,
-                   write_page_checksum=True)
+    _write_table(frame, path, compression)
     return path.name, {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
@@ -233,15 +229,20 @@ def write_points_parquet(frames, out: str | Path, compression: str = "zstd") -> 
     One file per partition keeps writing streamable (never the whole catalogue in memory) and lets Dask read the
     partitions in parallel. Returns ``out``.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"part-{i:05d}.parquet",
-                       compression=compression, write_page_checksum=True)
+        _write_table(frame, out / f"part-{i:05d}.parquet", compression)
     return out
+
+
+def _write_table(frame: pd.DataFrame, path: Path, compression: str) -> None:
+    """One Parquet part file, each data page with a CRC."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression=compression,
+                   write_page_checksum=True)
 
 
 def load_points_dask(path: str | Path, columns: Sequence[str] | None = None):

@@ -91,7 +91,7 @@ def read_catalogue(path: Path, id_column: str | None = None) -> pd.DataFrame:
     return pd.concat([out, rest.reset_index(drop=True)], axis=1)
 
 
-KEEP_COLUMNS = ("object_id", "ra", "dec", "umap_x", "umap_y", "split")
+KEEP_COLUMNS = ("object_id", "ra", "dec", "umap_x", "umap_y", "split")   # the bundle's own: never colours or joined
 
 
 def join_table(cat: pd.DataFrame, path: Path, radius_arcsec: float) -> pd.DataFrame:
@@ -353,7 +353,7 @@ def catalogue_colour_by(catalog: pd.DataFrame, known: dict) -> dict:
     as continuous, text with at most 50 values as categories."""
     out = dict(known)
     for col in catalog.columns:
-        if col in out or col in ("object_id", "ra", "dec", "umap_x", "umap_y", "split") or catalog[col].isna().all():
+        if col in out or col in KEEP_COLUMNS or catalog[col].isna().all():
             continue
         values = catalog[col]
         text = pd.api.types.is_string_dtype(values) or values.dtype == object

@@ -84,6 +84,11 @@ SAMPLE_GROUPS = 256          # k-means families the sample is stratified by
 PLACE_K = 15
 
 
+def fitted_objects(n: int, sample_above: int = SAMPLE_ABOVE, sample_size: int = SAMPLE_SIZE) -> int:
+    """How many of ``n`` objects UMAP is fitted on: all of them, or a sample above ``sample_above``."""
+    return min(n, sample_size) if n > sample_above else n
+
+
 def group_labels(reduced: np.ndarray, n_groups: int = SAMPLE_GROUPS, seed: int = 0, chunk: int = 262_144) -> np.ndarray:
     """k-means family (0..n_groups-1) of every row, the centres trained on at most 256 rows per family."""
     import faiss
@@ -168,7 +173,7 @@ def project(embeddings: np.ndarray, folder: str | Path, pca_dim: int = 50, n_nei
 
         raise BundleError(f"the embeddings hold fewer than 3 distinct vectors among their first {len(sample):,} rows: "
                           "there is nothing to map (check that they are not one vector repeated)")
-    sampled = len(reduced) > sample_above and sample_size < len(reduced)
+    sampled = fitted_objects(len(reduced), sample_above, sample_size) < len(reduced)
     if sampled:
         rows = choose_sample(reduced, sample_size, seed)
         if log:

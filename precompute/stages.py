@@ -320,7 +320,7 @@ def stability(wd: WorkDir, cfg: Config, ing: StageResult, trained: StageResult, 
 
 # ------------------------------------------------------------------------------------------------- project
 def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
-    from precompute.project import SAMPLE_SIZE
+    from precompute.project import SAMPLE_SIZE, fitted_objects
 
     params = {"pca_dim": cfg.pca_dim, "n_neighbors": cfg.n_neighbors, "min_dist": cfg.min_dist, "seed": cfg.seed,
               "sample_above": cfg.umap_sample_above, "sample_size": SAMPLE_SIZE}
@@ -329,7 +329,7 @@ def project(wd: WorkDir, cfg: Config, emb: StageResult) -> StageResult:
         from precompute.project import project as fit_projection
 
         embeddings = np.load(emb.path / "embeddings.npy", mmap_mode="r")
-        fitted = min(len(embeddings), SAMPLE_SIZE) if len(embeddings) > cfg.umap_sample_above else len(embeddings)
+        fitted = fitted_objects(len(embeddings), cfg.umap_sample_above, SAMPLE_SIZE)
         # UMAP prints nothing for minutes (numba compiles on its first call): say what is happening and for how long
         log(f"[project] PCA to {cfg.pca_dim} dimensions, then UMAP of {fitted:,} of {len(embeddings):,} objects "
             f"(about 1 min to compile, then ~1 min per 50 k objects on 2 cores)")

@@ -30,19 +30,9 @@ class HatsMatcher(SkyPositions, CatalogueMatcher):
         self.object_ids = None if object_ids is None else np.asarray(object_ids)
         self._sample = self.subsample(sample)
         self.tree = cKDTree(_unit_vectors(SkyCoord(self.ra[self._sample] * u.deg, self.dec[self._sample] * u.deg)))
-        self.footprint_radius = footprint_radius if footprint_radius is not None else self._spacing() * 5
-
-    def _spacing(self) -> Angle:
-        """``CatalogueMatcher._typical_spacing`` from the sample: its median neighbour separation, scaled to the
-        whole catalogue's density (spacing ~ 1/sqrt(density)), floored at 1 arcmin."""
-        if len(self.tree.data) < 2:
-            return Angle(1, u.deg)
-        chord, _ = self.tree.query(self.tree.data, k=2)
-        sep_deg = np.degrees(np.median(2 * np.arcsin(np.clip(chord[:, 1] / 2, 0, 1))))
-        return Angle(max(float(sep_deg) * np.sqrt(len(self._sample) / len(self.ra)), 1 / 60), u.deg)
-
-    def __len__(self) -> int:
-        return len(self.ra)
+        # the sample's spacing scaled to the whole catalogue's density (spacing ~ 1/sqrt(density))
+        spacing = self._typical_spacing(len(self._sample), scale=np.sqrt(len(self._sample) / len(self.ra)))
+        self.footprint_radius = footprint_radius if footprint_radius is not None else spacing * 5
 
     def nearest(self, coord: SkyCoord) -> tuple[int, Angle]:
         from core.hats import cone_rows

@@ -312,15 +312,16 @@ class CatalogueMatcher:
     def __len__(self) -> int:
         return len(self.coords)
 
-    def _typical_spacing(self, sample: int = 20_000) -> Angle:
-        """Median separation between neighbouring objects of the tree (on a subsample), floored at 1 arcmin."""
+    def _typical_spacing(self, sample: int = 20_000, scale: float = 1.0) -> Angle:
+        """Median separation between neighbouring objects of the tree (on a subsample), times ``scale`` (a sampled
+        tree's spacing scaled to the whole catalogue's density), floored at 1 arcmin."""
         if len(self.tree.data) < 2:
             return Angle(1, u.deg)
         rng = np.random.default_rng(0)
         rows = rng.choice(len(self.tree.data), size=min(sample, len(self.tree.data)), replace=False)
         chord, _ = self.tree.query(self.tree.data[rows], k=2)
         sep_rad = 2 * np.arcsin(np.clip(chord[:, 1] / 2, 0, 1))
-        return Angle(max(float(np.degrees(np.median(sep_rad))), 1 / 60), u.deg)
+        return Angle(max(float(np.degrees(np.median(sep_rad))) * scale, 1 / 60), u.deg)
 
     def nearest(self, coord: SkyCoord) -> tuple[int, Angle]:
         """Row of the nearest catalogue object and its separation."""
@@ -352,7 +353,7 @@ class CatalogueMatcher:
 
     def subsample(self, max_points: int = 5000, seed: int = 0) -> np.ndarray:
         """Row indices of at most ``max_points`` catalogue objects, for drawing the footprint."""
-        n = len(self.coords)
+        n = len(self)
         if n <= max_points:
             return np.arange(n)
         return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
@@ -379,11 +380,10 @@ class SkyPositions:
     def __init__(self, ra_deg, dec_deg):
         self.ra, self.dec = np.asarray(ra_deg, dtype=np.float64), np.asarray(dec_deg, dtype=np.float64)
 
-    def subsample(self, max_points: int = 5000, seed: int = 0) -> np.ndarray:
-        n = len(self.ra)
-        if n <= max_points:
-            return np.arange(n)
-        return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+    def __len__(self) -> int:
+        return len(self.ra)
+
+    subsample = CatalogueMatcher.subsample    # spread rows of len(self) objects
 
     def positions(self, rows: np.ndarray) -> SkyCoord:
         return SkyCoord(ra=self.ra[rows] * u.deg, dec=self.dec[rows] * u.deg, frame="icrs")
