@@ -12,6 +12,11 @@ import pandas as pd
 # 'source' keeps means and codes ('add' would sum them) and is ~50x faster than 'max' in datashader 0.19.
 SPREAD = dict(threshold=0.6, max_px=3, how="source")
 
+# Datashader's Dask path takes its scheduler from dask.config, one dict for the whole process: two threads that
+# set it at once swap schedulers (a render meant for the cluster ran on local threads while the background warm-up
+# drew its toy frame). Process-wide, so one Dask aggregation runs at a time; each one already uses every worker.
+DASK_SCHEDULER_LOCK = threading.Lock()
+
 
 def log_counts(counts: np.ndarray) -> np.ndarray:
     """log10 of per-pixel counts, NaN where there is nothing (density is drawn on a log scale)."""
@@ -83,5 +88,5 @@ def aggregate_summary(cvs: ds.Canvas, frame, reduction, scheduler=None):
         return cvs.points(frame, "x", "y", agg)
     import dask
 
-    with dask.config.set(scheduler=scheduler or "threads"):
+    with DASK_SCHEDULER_LOCK, dask.config.set(scheduler=scheduler or "threads"):
         return cvs.points(frame, "x", "y", agg)

@@ -211,6 +211,51 @@ def test_dask_aggregate_equals_memory_aggregate(views, colour_by):
     assert lazy.layer.range == memory.layer.range and lazy.layer.null_fraction == memory.layer.null_fraction
 
 
+def test_a_dask_aggregation_keeps_its_scheduler_while_another_thread_aggregates():
+    """dask.config is process-wide: a second thread's aggregation (the background warm-up on local threads) must
+    not start while the first runs, or it swaps the first one's scheduler (a cluster render ran on this process's
+    threads in CI). The second waits for the first and each runs on the scheduler it named."""
+    import threading
+
+    import dask
+    import dask.dataframe as dd
+    import datashader as ds
+
+    from explorer.map.kernels import aggregate_summary
+
+    rng = np.random.default_rng(1)
+    frame = dd.from_pandas(pd.DataFrame({c: rng.random(400).astype(np.float32) for c in "xyv"}), npartitions=2)
+    cvs = ds.Canvas(plot_width=20, plot_height=20, x_range=(0, 1), y_range=(0, 1))
+    ran_on: list[str] = []
+    second_done_inside_first: list[bool] = []
+
+    def named(name, inside=None):
+        def get(dsk, keys, **kwargs):
+            ran_on.append(name)
+            if inside is not None:
+                inside()
+            return dask.get(dsk, keys, **kwargs)
+        return get
+
+    aggregate_summary(cvs, frame, ds.mean("v"), named("warm"))   # compiled before the timed part
+    ran_on.clear()
+
+    def second():
+        aggregate_summary(cvs, frame, ds.mean("v"), named("second"))
+
+    def while_the_first_runs():
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=1.0)
+        second_done_inside_first.append(not thread.is_alive())
+        while_the_first_runs.thread = thread
+
+    first = aggregate_summary(cvs, frame, ds.mean("v"), named("first", while_the_first_runs))
+    while_the_first_runs.thread.join(timeout=30)
+    assert second_done_inside_first == [False], "a second aggregation ran while the first held the scheduler"
+    assert ran_on == ["first", "second"] and int(first["n"].values.sum()) == 400
+
+
 def test_session_layers_stay_in_memory_in_dask_mode(views):
     from explorer.map import colour
 
