@@ -44,12 +44,14 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):
 
 def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, memory_limit: str = "auto"):
     """A LocalCluster of worker processes (one per core by default) with no dashboard (nothing listens beyond
-    this machine's loopback)."""
+    this machine's loopback). The scheduler's health routes take any free loopback port: a second cluster on the
+    machine would otherwise find 8787 taken and warn."""
     from distributed import LocalCluster
 
     n_workers = n_workers or max(1, min(os.cpu_count() or 1, 8))
     return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                        dashboard_address=None, host="127.0.0.1", memory_limit=memory_limit)
+                        dashboard_address=None, host="127.0.0.1", memory_limit=memory_limit,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 @contextmanager

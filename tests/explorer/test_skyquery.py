@@ -173,7 +173,7 @@ def test_a_pasted_page_is_refused_at_once():
     for text in ("1" * 40_000, " ".join(["12"] * 20_000), "13h" + " " * 40_000 + "1"):
         t0 = time.perf_counter()
         parsed = parse_position(text, resolve_names=False)
-        assert time.perf_counter() - t0 < 0.05
+        assert time.perf_counter() - t0 < 0.5   # the bug took 38 s; a loaded CI box can pause for tens of ms
         assert not parsed.ok and "characters" in parsed.message
 
 
@@ -182,4 +182,4 @@ def test_long_runs_of_blanks_inside_the_cap_parse_quickly():
 
     t0 = time.perf_counter()
     parsed = parse_position("201.42" + " " * 480 + "+23.38", resolve_names=False)
-    assert parsed.ok and time.perf_counter() - t0 < 0.05
+    assert parsed.ok and time.perf_counter() - t0 < 0.5
