@@ -64,10 +64,14 @@ def warm_density_kernels() -> None:
 
 
 def warm_colour_kernels(dask_points=None) -> None:
-    """Compile the colour-by aggregations (count + mean / max); with ``dask_points`` on a Dask frame too."""
+    """Compile the colour-by aggregations (count + mean / max); with ``dask_points`` on a Dask frame too: on this
+    process's threads, or on each worker of its cluster (seconds on the first recolour otherwise). Not both: a
+    toy Dask pass here would hold DASK_SCHEDULER_LOCK while it compiles, and a visitor's first recolour on the
+    cluster would wait for kernels it never uses."""
     cvs, frame = _tiny_canvas_and_frame()
     frames = [frame]
-    if dask_points is not None:
+    client = getattr(dask_points, "client", None)
+    if dask_points is not None and client is None:
         import dask.dataframe as dd
 
         frames.append(dd.from_pandas(frame, npartitions=2))
@@ -75,8 +79,7 @@ def warm_colour_kernels(dask_points=None) -> None:
         for reduction in (ds.mean("v"), ds.max("v")):
             agg = aggregate_summary(cvs, source, reduction)
             _spread_all(agg["v"].astype(np.float32))
-    client = getattr(dask_points, "client", None)
-    if client is not None:   # each worker of a cluster compiles its own (seconds on the first recolour otherwise)
+    if client is not None:
         client.run(warm_colour_kernels)
 
 
